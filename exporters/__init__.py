@@ -1,0 +1,1 @@
+"""Exporters: ONNX, TensorRT and Core ML (installed as ``edgegate.exporters``)."""

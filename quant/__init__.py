@@ -1,0 +1,1 @@
+"""INT8 quantization: target profiles, gate-aware quantizers, PTQ, QAT (``edgegate.quant``)."""
