@@ -1,0 +1,323 @@
+"""The `edgegate` command line: thin wrappers that parse, call the library and print.
+
+Errors derived from EdgegateError become one line on stderr and their exit code
+(design.md §7); `--debug` anywhere on the command line shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from edgegate import __version__
+from edgegate.errors import EdgegateError, NotYetImplemented
+
+EXIT_INTERNAL_ERROR = 70  # a bug in edgegate, not the user's input
+
+app = typer.Typer(
+    name="edgegate",
+    help=(
+        "Deploy gated neural networks (SE gates, gated compression, gated attention, "
+        "gated linear recurrences) to edge runtimes.\n\n"
+        "Exit codes: 0 ok, 1 validation failed, 2 bad input, 3 backend unavailable. "
+        "Add --debug anywhere to see tracebacks."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+out = Console()
+err = Console(stderr=True)
+
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="Zoo name with options (`qvit:attention=gated`), `pkg.module:factory`, or a `.pt2` file."
+    ),
+]
+CheckpointOpt = Annotated[
+    Path | None, typer.Option("--checkpoint", "-c", help="Checkpoint (.pt) to load.")
+]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="`digits` / `stdlib` (built-in), a `.npz` file, an image folder, or a text file.",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+TrustOpt = Annotated[
+    bool,
+    typer.Option("--trust-code", help="Allow importing a user factory or unpickling a full model."),
+]
+InputSizeOpt = Annotated[
+    int | None, typer.Option("--input-size", min=1, help="Image side in pixels.")
+]
+SeqLenOpt = Annotated[int | None, typer.Option("--seq-len", min=1, help="Sequence length.")]
+TaskOpt = Annotated[
+    str | None,
+    typer.Option("--task", help="For non-zoo models: image, gc or lm (zoo models know theirs)."),
+]
+
+
+def _emit_json(payload: Any) -> None:
+    out.print_json(json.dumps(payload))
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"edgegate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks on errors (also after a command).")
+    ] = False,
+) -> None:
+    """Global options; `--debug` is read by main() wherever it appears."""
+
+
+@app.command()
+def models(json_out: JsonOpt = False) -> None:
+    """List the model zoo with parameter counts and MACs at each model's default input.
+
+    Example: `edgegate models --json`
+    """
+    from edgegate import pipeline
+
+    rows = pipeline.model_table()
+    if json_out:
+        _emit_json(rows)
+        return
+    table = Table(title="edgegate model zoo")
+    for col in ("model", "task", "params", "MACs", "default input", "shipped weights", "about"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["task"],
+            f"{r['params']:,}",
+            f"{r['macs'] / 1e6:.2f} M",
+            "x".join(map(str, r["default_input"])),
+            "\n".join(r["shipped_weights"]) or "-",
+            r["description"],
+        )
+    out.print(table)
+
+
+@app.command()
+def train(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the checkpoint.")],
+    data: DataOpt = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training split.")] = 10,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.")] = 3e-3,
+    seed: int = 0,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="Cap the steps per epoch (smoke runs).")
+    ] = None,
+    input_size: InputSizeOpt = None,
+    seq_len: SeqLenOpt = None,
+    checkpoint: CheckpointOpt = None,
+    trust_code: TrustOpt = False,
+    task: TaskOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a model and save a checkpoint that records its test metrics.
+
+    Examples:
+
+    - `edgegate train mobilenet-v3-se --epochs 30 -o mnv3.pt`
+    - `edgegate train gc-mobilenet --epochs 1 -o gc.pt`
+    - `edgegate train qlm:attention=gated --data stdlib --epochs 2 -o qlm.pt`
+    """
+    from edgegate import pipeline
+    from edgegate.train import TrainConfig
+
+    config = TrainConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_steps_per_epoch=max_steps
+    )
+    with _progress("training") as on_step:
+        summary = pipeline.train(
+            model,
+            output,
+            config,
+            data=data,
+            input_size=input_size,
+            seq_len=seq_len,
+            checkpoint=checkpoint,
+            trust_code=trust_code,
+            task=task,
+            command=_command_line(),
+            on_step=on_step,
+        )
+    if json_out:
+        _emit_json(summary)
+        return
+    out.print(f"[bold green]saved[/] {summary['checkpoint']}  ({summary['spec']})")
+    _print_metrics(summary["metrics"])
+
+
+@app.command()
+def evaluate(
+    model: ModelArg,
+    checkpoint: CheckpointOpt = None,
+    data: DataOpt = None,
+    split: Annotated[str, typer.Option(help="Built-in split: train, calib or test.")] = "test",
+    input_size: InputSizeOpt = None,
+    seq_len: SeqLenOpt = None,
+    trust_code: TrustOpt = False,
+    task: TaskOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Score a model (shipped weights by default) on a data split.
+
+    Examples:
+
+    - `edgegate evaluate gc-mobilenet`
+    - `edgegate evaluate qvit:attention=clipped --json`
+    - `edgegate evaluate mobilenet-v3-se -c mnv3.pt --data my_images/`
+    """
+    from edgegate import pipeline
+
+    result = pipeline.evaluate(
+        model,
+        checkpoint=checkpoint,
+        data=data,
+        split=split,
+        input_size=input_size,
+        seq_len=seq_len,
+        trust_code=trust_code,
+        task=task,
+    )
+    if json_out:
+        _emit_json(result)
+        return
+    out.print(f"[bold]{result['spec']}[/] on {result['data']} ({result['split']} split)")
+    _print_metrics(result["metrics"])
+
+
+def _later(command: str, issue: str) -> None:
+    raise NotYetImplemented(
+        f"`edgegate {command}` is not available in edgegate {__version__} yet: it arrives with {issue}"
+    )
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def export(ctx: typer.Context) -> None:
+    """Export to ONNX / ONNX Runtime / TensorRT / Core ML (not available yet)."""
+    _later("export", "ONNX export")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def quantize(ctx: typer.Context) -> None:
+    """INT8 quantization with calibration and QAT (not available yet)."""
+    _later("quantize", "INT8 quantization")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def validate(ctx: typer.Context) -> None:
+    """Parity and accuracy of an exported artifact against PyTorch (not available yet)."""
+    _later("validate", "ONNX export and parity validation")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """Latency benchmark of an exported artifact (not available yet)."""
+    _later("bench", "ONNX export and the latency bench")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def deploy(ctx: typer.Context) -> None:
+    """Export, validate and benchmark in one go (not available yet)."""
+    _later("deploy", "ONNX export and `edgegate deploy`")
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    table = Table(show_header=False, box=None)
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+class _progress:
+    """A rich progress bar on stderr (so --json stdout stays clean), fed by step callbacks."""
+
+    def __init__(self, label: str) -> None:
+        self._bar = Progress(
+            TextColumn(f"[bold]{label}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
+        self._task: int | None = None
+
+    def __enter__(self):
+        self._bar.start()
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            if self._task is None:
+                self._task = self._bar.add_task("", total=total, loss=loss)
+            self._bar.update(self._task, completed=step, loss=loss)
+
+        return on_step
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+
+def _command_line() -> str:
+    return " ".join(["edgegate", *sys.argv[1:]])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry: map EdgegateError to its exit code and one line.
+
+    Typer runs in standalone mode, so usage errors keep their usual message and exit 2.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="edgegate")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
+    except EdgegateError as exc:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except Exception as exc:  # a bug in edgegate: still one line unless --debug
+        if debug:
+            raise
+        err.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return EXIT_INTERNAL_ERROR
+    return 0
+
+
+def console_main() -> None:
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Per-task training losses. Gated-compression adds a gate BCE and an L1 sparsity term."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def classification_loss(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(module(x), y)
+
+
+def gated_compression_loss(
+    module: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    gate_weight: float,
+    l1_weight: float,
+) -> torch.Tensor:
+    """Class CE + BCE teaching the gate to pass only the positive class + L1 on the channel gate.
+
+    The L1 term is what makes the features sent to stage 2 sparse (the compression).
+    """
+    logits, gate_prob = module(x)
+    positive = (y == module.positive_class).float()
+    gate_prob = gate_prob.reshape(-1).clamp(1e-6, 1 - 1e-6)
+    return (
+        F.cross_entropy(logits, y)
+        + gate_weight * F.binary_cross_entropy(gate_prob, positive)
+        + l1_weight * module.l1_penalty()
+    )
+
+
+def language_model_loss(module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+    """Next-token cross entropy; ``windows`` is [B, L+1] token ids."""
+    logits = module(windows[:, :-1])
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1))

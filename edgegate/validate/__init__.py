@@ -1,0 +1,1 @@
+"""Validation: parity, accuracy and latency of a candidate against a reference."""
