@@ -34,11 +34,19 @@ def _read(path: str | os.PathLike[str], keys: tuple[str, ...], what: str) -> dic
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise BadInput(f"data file not found: '{p}'")
+    try:
+        with open(p, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise BadInput(f"cannot read data file '{p}' ({e.strerror or e})") from e
+    if not magic.startswith(b"PK") and magic != b"\x93NUMPY":
+        raise BadInput(f"'{p}' is not a valid .npz file (not a zip archive)")
     out: dict[str, np.ndarray] = {}
     try:
-        with np.load(p, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise BadInput(f"'{p}' is not an .npz archive")
+        loaded = np.load(p, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise BadInput(f"'{p}' is a .npy array, not an .npz archive (use numpy.savez)")
+        with loaded as archive:
             present = list(archive.files)
             key = next((k for k in keys if k in present), None)
             if key is None:
@@ -76,9 +84,7 @@ def _to_nchw(arr: np.ndarray, where: str) -> np.ndarray:
             return arr
         if arr.shape[3] in (1, 3):
             return arr.transpose(0, 3, 1, 2)
-        raise BadInput(
-            f"{where} has shape {arr.shape}: expected NCHW or NHWC with 1 or 3 channels"
-        )
+        raise BadInput(f"{where} has shape {arr.shape}: expected NCHW or NHWC with 1 or 3 channels")
     raise BadInput(f"{where} has rank {arr.ndim}: expected images [N, H, W], NCHW or NHWC")
 
 

@@ -37,9 +37,7 @@ def resolve_image_data(
         return load_npz_images(s, size=size, channels=channels)
     if os.path.isdir(s):
         return load_image_folder(s, size=size, channels=channels)
-    raise BadInput(
-        f"unknown data source '{s}': expected 'digits', a .npz file or an image folder"
-    )
+    raise BadInput(f"unknown data source '{s}': expected 'digits', a .npz file or an image folder")
 
 
 def _read_text_file(path: str) -> torch.Tensor:
