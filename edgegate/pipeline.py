@@ -141,7 +141,7 @@ def score(module: nn.Module, data: EvalInputs) -> dict[str, Any]:
                 threshold=float(module.threshold),
             )
         )
-        metrics["compression_ratio"] = round(float(module.compression_ratio()), 4)
+        metrics["compression_ratio"] = round(float(module.gc.compression_ratio()), 4)
         return metrics
     return accuracy.as_dict(accuracy.classifier_metrics(predict, images, labels))
 

@@ -25,7 +25,7 @@ class TrainConfig:
     seed: int = 0
     max_steps_per_epoch: int | None = None  # caps an epoch: tiny smoke runs and tests
     gc_gate_weight: float = 1.0
-    gc_l1_weight: float = 2e-3
+    gc_l1_weight: float = 0.05
 
 
 @dataclass

@@ -29,7 +29,7 @@ def gated_compression_loss(
     return (
         F.cross_entropy(logits, y)
         + gate_weight * F.binary_cross_entropy(gate_prob, positive)
-        + l1_weight * module.l1_penalty()
+        + l1_weight * module.gc.l1_penalty()
     )
 
 

@@ -3,7 +3,9 @@
 Variants:
 - "softmax": plain attention.
 - "clipped": clipped softmax, clip((zeta - gamma) * softmax + gamma, 0, 1), so a head can
-  put exact zeros on tokens (no huge logits needed to "do nothing").
+  put exact zeros on tokens (no huge logits needed to "do nothing"). The zoo models use the
+  paper's gamma = -alpha / T with alpha = 2 (T = token count: 17 for qvit, 128 for qlm) and
+  zeta = 1; `Attention` itself defaults to a fixed gamma = -0.03.
 - "gated": sigmoid(G(x)) * softmax(QK^T/sqrt(d)) V, one gate per head and token, applied
   right after the attention output and before the output projection; G is a Linear from
   d_head to 1 on that head's slice of the (pre-normed) input, bias init logit(pi_init).
@@ -103,11 +105,11 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = x.shape[1]
         q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
         scores = (q * self.scale) @ k.transpose(-2, -1)  # [B, H, T, T]
         if self.causal:
-            future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+            # built from the scores (not torch.ones(T, T)) so FX tracing and export see no ints
+            future = torch.ones_like(scores[0, 0], dtype=torch.bool).triu(1)
             scores = scores.masked_fill(future, float("-inf"))
         out = self.softmax(scores) @ v  # [B, H, T, d_head]
         if self.head_gate is not None:

@@ -44,9 +44,7 @@ class GatedDeltaNetMixer(nn.Module):
         self.a_proj = nn.Linear(dim, heads, bias=False)
         self.b_proj = nn.Linear(dim, heads, bias=False)
         self.A_log = nn.Parameter(torch.log(torch.empty(heads).uniform_(1.0, 16.0)))
-        dt = torch.exp(
-            torch.empty(heads).uniform_(math.log(1e-3), math.log(1e-1))
-        ).clamp_min(1e-4)
+        dt = torch.exp(torch.empty(heads).uniform_(math.log(1e-3), math.log(1e-1))).clamp_min(1e-4)
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
         self.softplus = nn.Softplus()
         self.beta_gate = Gate("sigmoid", role="scan")

@@ -61,4 +61,3 @@ class HGRNMixer(nn.Module):
         h, new_state = self.scan(inp, self._log_decay(z).unflatten(-1, hd), state)
         o = self.norm(h.flatten(2)) * self.out_gate(self.g_proj(x))
         return self.o_proj(o), new_state
-

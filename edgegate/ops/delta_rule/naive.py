@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from edgegate.ops._common import compute_dtype, resolve_scale
+
 
 def naive_gated_delta_rule(
     q: torch.Tensor,
@@ -20,14 +22,16 @@ def naive_gated_delta_rule(
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
-    scale = K**-0.5 if scale is None else scale
-    S = q.new_zeros(B, H, K, V, dtype=torch.float32) if h0 is None else h0.float()
+    scale = resolve_scale(scale, K)
+    dt = compute_dtype(q)
+    S = q.new_zeros(B, H, K, V, dtype=dt) if h0 is None else h0.to(dt)
     outs = []
     for t in range(T):
-        kt = k[:, t].float()
-        S = torch.exp(g[:, t].float())[..., None, None] * S
-        u = beta[:, t].float().unsqueeze(-1) * (v[:, t].float() - torch.einsum("bhk,bhkv->bhv", kt, S))
+        kt = k[:, t].to(dt)
+        S = torch.exp(g[:, t].to(dt))[..., None, None] * S
+        err = v[:, t].to(dt) - torch.einsum("bhk,bhkv->bhv", kt, S)
+        u = beta[:, t].to(dt).unsqueeze(-1) * err
         S = S + kt.unsqueeze(-1) * u.unsqueeze(-2)
-        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t].float() * scale, S))
-    o = torch.stack(outs, dim=1) if T else q.new_zeros(B, 0, H, V, dtype=torch.float32)
+        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t].to(dt) * scale, S))
+    o = torch.stack(outs, dim=1) if T else q.new_zeros(B, 0, H, V, dtype=dt)
     return o.to(q.dtype), S.to(q.dtype)

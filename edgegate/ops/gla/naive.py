@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from edgegate.ops._common import compute_dtype, resolve_scale
+
 
 def naive_gated_linear_attention(
     q: torch.Tensor,
@@ -20,14 +22,15 @@ def naive_gated_linear_attention(
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
-    scale = K**-0.5 if scale is None else scale
+    scale = resolve_scale(scale, K)
+    dt = compute_dtype(q)
     if g.dim() == 3:
         g = g.unsqueeze(-1).expand(B, T, H, K)
-    S = q.new_zeros(B, H, K, V, dtype=torch.float32) if h0 is None else h0.float()
+    S = q.new_zeros(B, H, K, V, dtype=dt) if h0 is None else h0.to(dt)
     outs = []
     for t in range(T):
-        decay = torch.exp(g[:, t].float()).unsqueeze(-1)  # [B,H,K,1]
-        S = decay * S + k[:, t].float().unsqueeze(-1) * v[:, t].float().unsqueeze(-2)
-        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t].float() * scale, S))
-    o = torch.stack(outs, dim=1) if T else q.new_zeros(B, 0, H, V, dtype=torch.float32)
+        decay = torch.exp(g[:, t].to(dt)).unsqueeze(-1)  # [B,H,K,1]
+        S = decay * S + k[:, t].to(dt).unsqueeze(-1) * v[:, t].to(dt).unsqueeze(-2)
+        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t].to(dt) * scale, S))
+    o = torch.stack(outs, dim=1) if T else q.new_zeros(B, 0, H, V, dtype=dt)
     return o.to(q.dtype), S.to(q.dtype)

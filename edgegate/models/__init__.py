@@ -1,0 +1,41 @@
+"""Gated model zoo and registry; user models load through the same registry."""
+
+from edgegate.models.registry import (
+    CHECKPOINT_FORMAT,
+    WEIGHTS_DIR,
+    LoadedModel,
+    ModelInfo,
+    build_model,
+    canonical_spec,
+    count_macs,
+    count_params,
+    example_inputs,
+    get_info,
+    is_factory_spec,
+    list_models,
+    load_checkpoint,
+    load_model,
+    parse_spec,
+    save_checkpoint,
+    shipped_weights,
+)
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "WEIGHTS_DIR",
+    "LoadedModel",
+    "ModelInfo",
+    "build_model",
+    "canonical_spec",
+    "count_macs",
+    "count_params",
+    "example_inputs",
+    "get_info",
+    "is_factory_spec",
+    "list_models",
+    "load_checkpoint",
+    "load_model",
+    "parse_spec",
+    "save_checkpoint",
+    "shipped_weights",
+]

@@ -1,0 +1,298 @@
+"""Checkpoints and model loading: zoo spec, user factory (`pkg.module:fn`) or `.pt2`.
+
+Loading is safe by default (design.md §7): checkpoints go through
+`torch.load(weights_only=True)`; importing a user's factory or unpickling a full pickle
+needs `trust_code=True` (the CLI's `--trust-code`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgegate import __version__
+from edgegate.errors import BadInput
+from edgegate.models.spec import ModelInfo, build_model, canonical_spec, get_info, parse_spec
+
+CHECKPOINT_FORMAT = "edgegate-ckpt-1"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+_FACTORY_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+:[A-Za-z_]\w*$")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run: `module` in eval mode, `spec` its identity string."""
+
+    module: nn.Module
+    spec: str
+    info: ModelInfo | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def is_factory_spec(spec: str) -> bool:
+    """'pkg.module:factory' (a dotted module path before the colon)."""
+    return bool(_FACTORY_SPEC.match(spec.strip()))
+
+
+def _record_spec(spec: str) -> str:
+    return spec.strip() if is_factory_spec(spec) else canonical_spec(spec)
+
+
+def _plain(value: Any, where: str) -> Any:
+    """Copy `value` keeping only types that `torch.load(weights_only=True)` accepts."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    # exact builtins only: numpy.float64 subclasses float but pickles as a numpy global
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise BadInput(f"checkpoint {where}: key {k!r} is not a string")
+            out[k] = _plain(v, f"{where}.{k}")
+        return out
+    if callable(getattr(value, "tolist", None)):  # numpy scalars and arrays
+        return _plain(value.tolist(), where)
+    raise BadInput(f"checkpoint {where}: {type(value).__name__} cannot be stored safely")
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    module: nn.Module,
+    spec: str,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write {format, spec, state_dict, metrics, extra} atomically (tmp file + os.replace)."""
+    path = Path(path)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "edgegate_version": __version__,
+        "spec": _record_spec(spec),
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "metrics": _plain(metrics or {}, "metrics"),
+        "extra": _plain(extra or {}, "extra"),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _torch_load(path: Path, trust_code: bool) -> Any:
+    """torch.load, safe unless trusted; every failure becomes one BadInput line."""
+    if not path.is_file():
+        raise BadInput(f"checkpoint '{path}': file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):
+            raise BadInput(f"checkpoint '{path}' is corrupt or not a PyTorch file") from err
+        if not trust_code:
+            raise BadInput(
+                f"checkpoint '{path}' is a full pickle that cannot be loaded safely; "
+                "pass --trust-code to allow full pickles"
+            ) from err
+    except Exception as err:
+        raise BadInput(
+            f"checkpoint '{path}' is corrupt or not a PyTorch file ({type(err).__name__})"
+        ) from err
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise BadInput(f"checkpoint '{path}' failed to unpickle: {type(err).__name__}") from err
+
+
+def _check_format(obj: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise BadInput(
+            f"checkpoint '{path}' is not an edgegate checkpoint "
+            f"(format {found!r}, expected {CHECKPOINT_FORMAT!r})"
+        )
+    if not isinstance(obj.get("spec"), str) or not isinstance(obj.get("state_dict"), dict):
+        raise BadInput(f"checkpoint '{path}' lacks a spec string or a state_dict")
+    obj.setdefault("metrics", {})
+    obj.setdefault("extra", {})
+    return obj
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read an edgegate checkpoint safely (weights_only=True); BadInput naming the path."""
+    path = Path(path)
+    return _check_format(_torch_load(path, trust_code=False), path)
+
+
+def _read_any(path: Path, trust_code: bool) -> dict[str, Any] | nn.Module:
+    """edgegate checkpoint, bare state_dict, or (trusted full pickle) a whole module."""
+    obj = _torch_load(path, trust_code)
+    if isinstance(obj, nn.Module):
+        return obj
+    if isinstance(obj, dict) and "format" in obj:
+        return _check_format(obj, path)
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {"spec": None, "state_dict": obj, "metrics": {}}
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        return {"spec": None, "state_dict": obj["state_dict"], "metrics": {}}
+    return _check_format(obj, path)  # raises with the found format
+
+
+def _load_state(module: nn.Module, state_dict: dict[str, Any], path: Path, spec: str) -> None:
+    try:
+        result = module.load_state_dict(state_dict, strict=False)
+    except RuntimeError as err:
+        detail = str(err).strip().splitlines()[-1].strip()
+        raise BadInput(f"checkpoint '{path}' does not fit model '{spec}': {detail}") from err
+    if result.missing_keys or result.unexpected_keys:
+        missing = ", ".join(result.missing_keys[:3]) or "none"
+        unexpected = ", ".join(result.unexpected_keys[:3]) or "none"
+        raise BadInput(
+            f"checkpoint '{path}' does not fit model '{spec}': "
+            f"missing keys [{missing}], unexpected keys [{unexpected}]"
+        )
+
+
+def shipped_weights(spec: str) -> Path | None:
+    """edgegate/models/weights/<canonical spec, ':'->'__', ','->'_', '='->'-'>.pt, if shipped."""
+    if is_factory_spec(spec):
+        return None
+    stem = canonical_spec(spec).replace(":", "__").replace(",", "_").replace("=", "-")
+    path = WEIGHTS_DIR / f"{stem}.pt"
+    return path if path.is_file() else None
+
+
+class ExportedModule(nn.Module):
+    """An exported program's module as a plain nn.Module (train/eval are no-ops on it)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def train(self, mode: bool = True) -> ExportedModule:
+        self.training = mode  # exported graphs fix their mode at export time
+        return self
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner(*args, **kwargs)
+
+
+def _load_exported(path: Path) -> LoadedModel:
+    if not path.is_file():
+        raise BadInput(f"exported program '{path}': file not found")
+    export_log = logging.getLogger("torch.export")
+    level = export_log.level
+    export_log.setLevel(logging.CRITICAL)  # torch logs a traceback before raising
+    try:
+        program = torch.export.load(path)
+    except Exception as err:
+        raise BadInput(
+            f"exported program '{path}' is corrupt or not a torch.export file "
+            f"({type(err).__name__})"
+        ) from err
+    finally:
+        export_log.setLevel(level)
+    return LoadedModel(ExportedModule(program.module()).eval(), str(path), None, {})
+
+
+def _load_factory(
+    spec: str, ckpt: dict[str, Any] | None, path: Path | None, trust_code: bool
+) -> LoadedModel:
+    spec = spec.strip()
+    if not trust_code:
+        raise BadInput(f"loading '{spec}' runs its Python code; pass --trust-code to allow it")
+    module_name, _, attr = spec.partition(":")
+    try:
+        pymod = importlib.import_module(module_name)
+    except Exception as err:
+        raise BadInput(f"model '{spec}': cannot import '{module_name}' ({err})") from err
+    factory = getattr(pymod, attr, None)
+    if not callable(factory):
+        raise BadInput(f"model '{spec}': '{module_name}' has no callable '{attr}'")
+    try:
+        module = factory()
+    except Exception as err:
+        raise BadInput(f"model '{spec}': factory failed ({type(err).__name__}: {err})") from err
+    if not isinstance(module, nn.Module):
+        raise BadInput(f"model '{spec}': factory returned {type(module).__name__}, not nn.Module")
+    if ckpt is not None and path is not None:
+        _load_state(module, ckpt["state_dict"], path, spec)
+    return LoadedModel(module.eval(), spec, None, dict(ckpt["metrics"]) if ckpt else {})
+
+
+def load_model(
+    spec: str | None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    *,
+    trust_code: bool = False,
+    pretrained: bool = True,
+) -> LoadedModel:
+    """Resolve a model: zoo spec (+ checkpoint or shipped weights), 'pkg.mod:fn', or '.pt2'.
+
+    With spec None the checkpoint's recorded spec is used. A bare path to a .pt/.pth file
+    given as the spec is taken as the checkpoint.
+    """
+    if spec is not None and not spec.strip():
+        spec = None
+    if spec is None and checkpoint is None:
+        raise BadInput(
+            "no model given: pass a zoo spec, 'pkg.module:factory', a .pt2 file or a checkpoint"
+        )
+    if spec is not None and spec.strip().endswith(".pt2"):
+        if checkpoint is not None:
+            raise BadInput(f"'{spec}' carries its own weights; drop the checkpoint")
+        return _load_exported(Path(spec.strip()))
+    if spec is not None and checkpoint is None and spec.strip().endswith((".pt", ".pth")):
+        spec, checkpoint = None, spec.strip()
+
+    path = Path(checkpoint) if checkpoint is not None else None
+    ckpt = _read_any(path, trust_code) if path is not None else None
+    if isinstance(ckpt, nn.Module):  # trusted full pickle of a whole model
+        label = spec.strip() if spec else str(path)
+        return LoadedModel(ckpt.eval(), label, None, {})
+
+    recorded = ckpt.get("spec") if ckpt else None
+    if spec is None:
+        if recorded is None:
+            raise BadInput(f"checkpoint '{path}' records no model spec; pass one")
+        spec = recorded
+    if is_factory_spec(spec):
+        return _load_factory(spec, ckpt, path, trust_code)
+
+    canon = canonical_spec(spec)
+    if recorded is not None and not is_factory_spec(recorded) and canonical_spec(recorded) != canon:
+        raise BadInput(
+            f"checkpoint '{path}' was saved for model '{recorded}', not '{canon}'; "
+            "drop the spec or match it"
+        )
+    module = build_model(canon)
+    if ckpt is None and pretrained:
+        weights = shipped_weights(canon)
+        if weights is not None:
+            path, ckpt = weights, load_checkpoint(weights)
+    if ckpt is not None and path is not None:
+        _load_state(module, ckpt["state_dict"], path, canon)
+    name, _ = parse_spec(canon)
+    metrics = dict(ckpt.get("metrics", {})) if ckpt else {}
+    return LoadedModel(module.eval(), canon, get_info(name), metrics)

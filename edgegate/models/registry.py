@@ -1,0 +1,47 @@
+"""The model registry API used by the CLI, training and the pipeline (one import point).
+
+Specs: a zoo spec `name[:key=value,...]`, a user factory `pkg.module:factory` (needs
+trust_code), or a `.pt2` exported program. See `spec.py`, `measure.py`, `checkpoint.py`.
+"""
+
+from __future__ import annotations
+
+from edgegate.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    WEIGHTS_DIR,
+    LoadedModel,
+    is_factory_spec,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    shipped_weights,
+)
+from edgegate.models.measure import count_macs, count_params, example_inputs
+from edgegate.models.spec import (
+    ModelInfo,
+    build_model,
+    canonical_spec,
+    get_info,
+    list_models,
+    parse_spec,
+)
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "WEIGHTS_DIR",
+    "LoadedModel",
+    "ModelInfo",
+    "build_model",
+    "canonical_spec",
+    "count_macs",
+    "count_params",
+    "example_inputs",
+    "get_info",
+    "is_factory_spec",
+    "list_models",
+    "load_checkpoint",
+    "load_model",
+    "parse_spec",
+    "save_checkpoint",
+    "shipped_weights",
+]

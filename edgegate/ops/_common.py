@@ -1,0 +1,40 @@
+"""Helpers shared by the op families: dtype policy, padding, scale."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """Accumulate in at least fp32 (half precision drifts over long scans), keep fp64 for gradcheck."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def resolve_scale(scale: float | None, k_dim: int) -> float:
+    return float(k_dim) ** -0.5 if scale is None else float(scale)
+
+
+def pad_time(x: torch.Tensor, multiple: int, dim: int) -> torch.Tensor:
+    """Zero-pad `dim` up to a multiple; zeros are neutral (no input, decay exp(0)=1, beta=0)."""
+    n = x.shape[dim]
+    rem = (-n) % multiple
+    if rem == 0:
+        return x
+    dim = dim % x.dim()
+    pad = [0, 0] * (x.dim() - 1 - dim) + [0, rem]
+    return F.pad(x, pad)
+
+
+def to_chunks(x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """[B,T,H,...] -> [B,H,N,chunk,...], zero padded at the end of T."""
+    x = pad_time(x.transpose(1, 2), chunk, 2)
+    B, H, Tp = x.shape[:3]
+    return x.reshape(B, H, Tp // chunk, chunk, *x.shape[3:])
+
+
+def split_limit(dtype: torch.dtype) -> float:
+    """Largest in-chunk log-decay for which exp(b) and exp(-b) both stay comfortably normal."""
+    return -0.5 * math.log(torch.finfo(dtype).tiny)
