@@ -106,8 +106,9 @@ def models(json_out: JsonOpt = False) -> None:
         _emit_json(rows)
         return
     table = Table(title="edgegate model zoo")
-    for col in ("model", "task", "params", "MACs", "default input", "shipped weights", "about"):
-        table.add_column(col, overflow="fold")
+    for col in ("model", "task", "params", "MACs", "default input", "shipped weights"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("about", overflow="fold")
     for r in rows:
         table.add_row(
             r["name"],
@@ -286,8 +287,11 @@ class _progress:
         self._bar.stop()
 
 
+_invocation: list[str] = []  # the arguments main() was given, recorded in checkpoints
+
+
 def _command_line() -> str:
-    return " ".join(["edgegate", *sys.argv[1:]])
+    return " ".join(["edgegate", *_invocation])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    _invocation[:] = args
     try:
         app(args=args, prog_name="edgegate")
     except SystemExit as exc:

@@ -75,10 +75,11 @@ def _task(loaded: zoo.LoadedModel, task: str | None) -> str:
 
 
 def _image_geometry(loaded: zoo.LoadedModel, input_size: int | None) -> tuple[int, int]:
-    channels, size = 3, 32
-    if loaded.info is not None:
-        channels, size = loaded.info.default_input[0], loaded.info.default_input[-1]
-    return channels, input_size or size
+    """(channels, side) from the spec's own options, e.g. `mobilenet-v3-se:in_channels=1`."""
+    if loaded.info is None:
+        return 3, input_size or 32
+    channels, _, size = zoo.example_inputs(loaded.spec)[0].shape[1:]
+    return int(channels), input_size or int(size)
 
 
 def _seq_len(loaded: zoo.LoadedModel, seq_len: int | None) -> int:
@@ -201,6 +202,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score a model (shipped weights unless a checkpoint is given) on a data split."""
     loaded = zoo.load_model(model, checkpoint, trust_code=trust_code)
+    if checkpoint is None and loaded.info is not None and zoo.shipped_weights(loaded.spec) is None:
+        raise BadInput(
+            f"no shipped weights for '{loaded.spec}': pass --checkpoint (train one with "
+            f"`edgegate train {loaded.spec} -o ckpt.pt`)"
+        )
     kind = _task(loaded, task)
     eval_data = load_task_data(loaded, kind, data, split, input_size=input_size, seq_len=seq_len)
     return {

@@ -18,6 +18,7 @@ from edgegate.models.registry import (
     parse_spec,
     save_checkpoint,
     shipped_weights,
+    weights_file,
 )
 
 __all__ = [
@@ -38,4 +39,5 @@ __all__ = [
     "parse_spec",
     "save_checkpoint",
     "shipped_weights",
+    "weights_file",
 ]

@@ -174,12 +174,17 @@ def _load_state(module: nn.Module, state_dict: dict[str, Any], path: Path, spec:
         )
 
 
+def weights_file(spec: str) -> Path:
+    """Where a zoo spec's shipped weights live: weights/<spec, ':'->'__', ','->'_', '='->'-'>.pt."""
+    stem = canonical_spec(spec).replace(":", "__").replace(",", "_").replace("=", "-")
+    return WEIGHTS_DIR / f"{stem}.pt"
+
+
 def shipped_weights(spec: str) -> Path | None:
-    """edgegate/models/weights/<canonical spec, ':'->'__', ','->'_', '='->'-'>.pt, if shipped."""
+    """The shipped weights file of a zoo spec, if there is one."""
     if is_factory_spec(spec):
         return None
-    stem = canonical_spec(spec).replace(":", "__").replace(",", "_").replace("=", "-")
-    path = WEIGHTS_DIR / f"{stem}.pt"
+    path = weights_file(spec)
     return path if path.is_file() else None
 
 

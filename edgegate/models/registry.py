@@ -15,6 +15,7 @@ from edgegate.models.checkpoint import (
     load_model,
     save_checkpoint,
     shipped_weights,
+    weights_file,
 )
 from edgegate.models.measure import count_macs, count_params, example_inputs
 from edgegate.models.spec import (
@@ -44,4 +45,5 @@ __all__ = [
     "parse_spec",
     "save_checkpoint",
     "shipped_weights",
+    "weights_file",
 ]

@@ -25,7 +25,7 @@ class TrainConfig:
     seed: int = 0
     max_steps_per_epoch: int | None = None  # caps an epoch: tiny smoke runs and tests
     gc_gate_weight: float = 1.0
-    gc_l1_weight: float = 0.05
+    gc_l1_weight: float = 2.0
 
 
 @dataclass
@@ -86,10 +86,10 @@ def train_model(
             optimizer.step()
             scheduler.step()
             step += 1
-            running += float(loss)
+            running += loss.item()
             count += 1
             if on_step is not None:
-                on_step(step, total, float(loss))
+                on_step(step, total, running / max(count, 1))
         result.epoch_losses.append(running / max(count, 1))
     result.steps = step
     module.eval()

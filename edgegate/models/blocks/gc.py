@@ -23,7 +23,9 @@ class GatedCompression(nn.Module):
     stage 1 sends only the nonzero channels to stage 2.
     """
 
-    def __init__(self, channels: int, hidden: int = 32, channel_init: float = 2.5) -> None:
+    def __init__(
+        self, channels: int, hidden: int = 32, channel_init: float = 2.5, sharpness: float = 20.0
+    ) -> None:
         super().__init__()
         self.channels = channels
         self.head = nn.Sequential(
@@ -35,7 +37,12 @@ class GatedCompression(nn.Module):
         )
         self.gate = Gate("sigmoid")
         # hard-sigmoid has zero gradient at |x| >= 3, so start inside (-3, 3): 2.5 -> 0.917.
-        self.channel_logits = nn.Parameter(torch.full((channels,), float(channel_init)))
+        # Adam moves a parameter by about lr per step, far too little to cross the 5.5 units
+        # from 2.5 to the exact zero at -3; the sharpness factor rescales that distance.
+        self.sharpness = float(sharpness)
+        self.channel_logits = nn.Parameter(
+            torch.full((channels,), float(channel_init) / self.sharpness)
+        )
         self.channel_gate = Gate("hardsigmoid")
 
     def gate_logit(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,7 +51,7 @@ class GatedCompression(nn.Module):
 
     def channel_values(self) -> torch.Tensor:
         """Per-channel gate in [0, 1] (exact 0 = channel never passed on)."""
-        return self.channel_gate(self.channel_logits)
+        return self.channel_gate(self.channel_logits * self.sharpness)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         prob = self.gate(self.gate_logit(x))

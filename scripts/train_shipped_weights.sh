@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Retrain every checkpoint shipped in edgegate/models/weights/ (CPU, 2 cores: about 30 min).
+# Each checkpoint records this command, its test metrics and the torch version.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EDGEGATE=${EDGEGATE:-.venv/bin/edgegate}
+PY=${PY:-.venv/bin/python}
+
+train() {  # train SPEC ARGS...: writes the shipped weights file of SPEC
+  local spec=$1; shift
+  local out
+  out=$("$PY" -c "import sys; from edgegate.models.checkpoint import weights_file; print(weights_file(sys.argv[1]))" "$spec")
+  "$EDGEGATE" train "$spec" "$@" -o "$out"
+}
+
+train mobilenet-v3-se --epochs 30
+train gc-mobilenet --epochs 30
+for variant in softmax clipped gated; do
+  train "qvit:attention=$variant" --epochs 60
+done
+for variant in softmax clipped gated; do
+  train "qlm:attention=$variant" --epochs 8
+done
