@@ -1,10 +1,12 @@
-"""Package mapping that pyproject.toml cannot express: exporters/ and quant/ install under edgegate."""
+"""Package mapping pyproject.toml cannot express: exporters/ and quant/ go under edgegate."""
 
 from setuptools import find_namespace_packages, setup
 
 MAPPED = {"exporters": "edgegate.exporters", "quant": "edgegate.quant"}
 
-packages = find_namespace_packages(include=["edgegate", "edgegate.*"], exclude=["*.weights", "*__pycache__*"])
+packages = find_namespace_packages(
+    include=["edgegate", "edgegate.*"], exclude=["*.weights", "*__pycache__*"]
+)
 for folder, name in MAPPED.items():
     packages += [
         p.replace(folder, name, 1)

@@ -40,7 +40,8 @@ err = Console(stderr=True)
 ModelArg = Annotated[
     str,
     typer.Argument(
-        help="Zoo name with options (`qvit:attention=gated`), `pkg.module:factory`, or a `.pt2` file."
+        help="Zoo name with options (`qvit:attention=gated`), `pkg.module:factory`, "
+        "or a `.pt2` file."
     ),
 ]
 CheckpointOpt = Annotated[
@@ -217,7 +218,8 @@ def evaluate(
 
 def _later(command: str, issue: str) -> None:
     raise NotYetImplemented(
-        f"`edgegate {command}` is not available in edgegate {__version__} yet: it arrives with {issue}"
+        f"`edgegate {command}` is not available in edgegate {__version__} yet: "
+        f"it arrives with {issue}"
     )
 
 

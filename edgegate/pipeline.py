@@ -70,7 +70,10 @@ def _task(loaded: zoo.LoadedModel, task: str | None) -> str:
     if task is not None and task not in TASKS:
         raise BadInput(f"unknown task '{task}': expected one of {', '.join(TASKS)}")
     if task is None:
-        raise BadInput(f"model '{loaded.spec}' is not from the zoo: pass --task ({', '.join(TASKS)})")
+        raise BadInput(
+            f"model '{loaded.spec}' is not from the zoo: "
+            f"pass --task ({', '.join(TASKS)})"
+        )
     return task
 
 
@@ -103,7 +106,8 @@ def load_task_data(
         windows = datasets.text_windows(tokens, length)
         if len(windows) == 0:
             raise BadInput(
-                f"text data '{source or 'stdlib'}' is shorter than one window of {length + 1} tokens"
+                f"text data '{source or 'stdlib'}' is shorter than one window "
+                f"of {length + 1} tokens"
             )
         return EvalInputs(task, windows, None, source or "stdlib")
     channels, size = _image_geometry(loaded, input_size)
@@ -169,9 +173,7 @@ def train(
         raise BadInput(f"output folder '{output.parent}' does not exist")
     loaded = zoo.load_model(model, checkpoint, trust_code=trust_code, pretrained=False)
     kind = _task(loaded, task)
-    train_data = load_task_data(
-        loaded, kind, data, "train", input_size=input_size, seq_len=seq_len
-    )
+    train_data = load_task_data(loaded, kind, data, "train", input_size=input_size, seq_len=seq_len)
     test_data = load_task_data(loaded, kind, data, "test", input_size=input_size, seq_len=seq_len)
     result = train_model(
         loaded.module, kind, train_data.inputs, train_data.labels, config, on_step=on_step

@@ -64,7 +64,9 @@ def train_model(
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     total = max(steps_per_epoch * config.epochs, 1)
 
-    optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        module.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
     warmup = max(total // 20, 1)
 
     def lr_at(step: int) -> float:

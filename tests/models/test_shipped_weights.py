@@ -25,7 +25,11 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _headline(metrics: dict) -> tuple[str, float]:
-    return ("perplexity", metrics["perplexity"]) if "perplexity" in metrics else ("top1", metrics["top1"])
+    return (
+        ("perplexity", metrics["perplexity"])
+        if "perplexity" in metrics
+        else ("top1", metrics["top1"])
+    )
 
 
 @pytest.mark.parametrize("spec", SHIPPED)
