@@ -71,8 +71,7 @@ def _task(loaded: zoo.LoadedModel, task: str | None) -> str:
         raise BadInput(f"unknown task '{task}': expected one of {', '.join(TASKS)}")
     if task is None:
         raise BadInput(
-            f"model '{loaded.spec}' is not from the zoo: "
-            f"pass --task ({', '.join(TASKS)})"
+            f"model '{loaded.spec}' is not from the zoo: pass --task ({', '.join(TASKS)})"
         )
     return task
 

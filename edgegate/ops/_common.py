@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """Accumulate in at least fp32 (half precision drifts over long scans), keep fp64 for gradcheck."""
+    """At least fp32 (half precision drifts over long scans); fp64 stays fp64 for gradcheck."""
     return torch.promote_types(x.dtype, torch.float32)
 
 
@@ -38,3 +38,10 @@ def to_chunks(x: torch.Tensor, chunk: int) -> torch.Tensor:
 def split_limit(dtype: torch.dtype) -> float:
     """Largest in-chunk log-decay for which exp(b) and exp(-b) both stay comfortably normal."""
     return -0.5 * math.log(torch.finfo(dtype).tiny)
+
+
+def chunk_len(T: int, chunk_size: int, multiple: int = 1) -> int:
+    """Chunk length actually used: chunk_size, or T rounded up to `multiple` if shorter."""
+    if chunk_size < 1 or chunk_size % multiple:
+        raise ValueError(f"chunk_size must be a positive multiple of {multiple}, got {chunk_size}")
+    return min(chunk_size, -(-max(T, 1) // multiple) * multiple)

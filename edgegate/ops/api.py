@@ -82,9 +82,7 @@ def gated_delta_rule(
     scale = resolve_scale(scale, q.shape[-1])
     if torch.compiler.is_exporting():
         return torch.ops.edgegate.gated_delta_rule(q, k, v, g, beta, h0, scale)
-    return run_gated_delta_rule(
-        q, k, v, g, beta, h0, scale, chunk_size=chunk_size, impl=impl
-    )
+    return run_gated_delta_rule(q, k, v, g, beta, h0, scale, chunk_size=chunk_size, impl=impl)
 
 
 def clipped_softmax(

@@ -29,7 +29,7 @@ def make_inputs(
     with_h0: bool,
     dtype: torch.dtype = torch.float32,
 ):
-    """Gated DeltaNet's regime: L2-normalised keys and beta in (0, 1) keep the update contractive."""
+    """Gated DeltaNet's regime: unit keys and beta in (0, 1) keep the update contractive."""
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(B, T, H, K, generator=gen, dtype=dtype)
     k = F.normalize(torch.randn(B, T, H, K, generator=gen, dtype=dtype), dim=-1)

@@ -133,9 +133,7 @@ OPS = ["gated_linear_scan", "gated_linear_attention", "gated_delta_rule", "clipp
 @pytest.mark.parametrize("name", OPS)
 def test_opcheck(name):
     op = getattr(torch.ops.edgegate, name).default
-    args = tuple(
-        a.requires_grad_() if isinstance(a, torch.Tensor) else a for a in _op_args(name)
-    )
+    args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) else a for a in _op_args(name))
     torch.library.opcheck(
         op, args, test_utils=("test_schema", "test_autograd_registration", "test_faketensor")
     )

@@ -103,9 +103,7 @@ def test_streaming_equals_one_pass(s, cuts, chunk):
         assert rel_err(S, full_s) <= 1e-5
 
 
-@pytest.mark.parametrize(
-    "vector_gate,secondary", [(False, None), (True, True), (True, False)]
-)
+@pytest.mark.parametrize("vector_gate,secondary", [(False, None), (True, True), (True, False)])
 def test_gradcheck_chunked(vector_gate, secondary):
     q, k, v, g, h0 = make_inputs(0, 1, 7, 1, 3, 2, vector_gate, 1.0, True, torch.float64)
     inputs = tuple(t.requires_grad_() for t in (q, k, v, g, h0))

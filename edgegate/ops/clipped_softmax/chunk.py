@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from edgegate.ops._common import compute_dtype
+from edgegate.ops._common import chunk_len, compute_dtype
 
 
 def chunk_clipped_softmax(
@@ -28,7 +28,7 @@ def chunk_clipped_softmax(
     m = xs.new_full(stat_shape, float("-inf"))
     s = xs.new_zeros(stat_shape)
     # Softmax is shift invariant, so the running max carries no gradient.
-    for blk in xs.split(max(1, chunk_size), dim=-1):
+    for blk in xs.split(chunk_len(xs.shape[-1], chunk_size), dim=-1):
         m_new = torch.maximum(m, blk.detach().amax(-1, keepdim=True))
         # A row that is -inf so far has nothing to rescale; shift by 0 to avoid inf - inf.
         shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
@@ -38,4 +38,3 @@ def chunk_clipped_softmax(
     p = torch.exp(xs - shift) / s
     out = torch.clamp((zeta - gamma) * p + gamma, 0.0, 1.0)
     return out.movedim(-1, dim).to(x.dtype).contiguous()
-

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from edgegate.ops._common import compute_dtype, resolve_scale, to_chunks
+from edgegate.ops._common import chunk_len, compute_dtype, resolve_scale, to_chunks
 
 
 def chunk_gated_delta_rule(
@@ -39,9 +39,9 @@ def chunk_gated_delta_rule(
     scale = resolve_scale(scale, K)
     dt = compute_dtype(q)
     S = q.new_zeros(B, H, K, V, dtype=dt) if h0 is None else h0.to(dt)
+    C = chunk_len(T, chunk_size)
     if T == 0:
         return q.new_zeros(B, 0, H, V), S.to(q.dtype)
-    C = max(1, min(chunk_size, T))
 
     qc = to_chunks(q.to(dt) * scale, C)  # [B,H,N,C,K]
     kc = to_chunks(k.to(dt), C)
@@ -54,19 +54,20 @@ def chunk_gated_delta_rule(
     decay = (b.unsqueeze(-1) - b.unsqueeze(-2)).masked_fill(~causal, float("-inf")).exp()
     eb = b.exp().unsqueeze(-1)  # [B,H,N,C,1]
 
-    A = (bt * (kc @ kc.transpose(-1, -2)) * decay).tril(-1)
+    kt = kc.transpose(-1, -2)
+    qk, kk = (torch.cat([qc, kc], dim=-2) @ kt).split(C, dim=-2)
+    A = (bt * kk * decay).tril(-1)
     rhs = torch.cat([bt * vc, bt * eb * kc], dim=-1)
-    sol = torch.linalg.solve_triangular(A, rhs, upper=False, unitriangular=True)
-    u0, w = sol[..., :V], sol[..., V:]
+    sol = torch.linalg.solve_triangular(A, rhs, upper=False, unitriangular=True)  # [U0 | W]
 
-    P = (qc @ kc.transpose(-1, -2)) * decay
-    q_eff = qc * eb - P @ w  # [B,H,N,C,K]
-    o_local = P @ u0  # [B,H,N,C,V]
-    kd = kc * torch.exp(b[..., -1:] - b).unsqueeze(-1)
-    kd_t = kd.transpose(-1, -2)
+    P = qk * decay
+    p_sol = P @ sol
+    o_local, q_eff = p_sol[..., :V], qc * eb - p_sol[..., V:]
+    kd_t = (kc * torch.exp(b[..., -1:] - b).unsqueeze(-1)).transpose(-1, -2)
+    kd_sol = kd_t @ sol
     eye = torch.eye(K, dtype=dt, device=q.device)
-    trans = eb[..., -1:, :] * eye - kd_t @ w  # [B,H,N,K,K]
-    inject = kd_t @ u0  # [B,H,N,K,V]
+    trans = eb[..., -1:, :] * eye - kd_sol[..., V:]  # [B,H,N,K,K]
+    inject = kd_sol[..., :V]  # [B,H,N,K,V]
 
     states = []
     for n in range(N):

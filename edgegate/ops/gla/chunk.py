@@ -4,19 +4,19 @@ Per chunk of C steps with b = cumsum(g) inside the chunk:
   o_i = (q_i * exp(b_i)) S_in + sum_{j<=i} <q_i, k_j * exp(b_i - b_j)> v_j
   S_out = exp(b_C) * S_in + sum_j (k_j * exp(b_C - b_j))^T v_j
 Every exponent above is <= 0, so strong decay underflows to 0 instead of overflowing.
-The intra-chunk term is the delicate one with per-channel (vector) gates: splitting
-exp(b_i - b_j) into exp(b_i) * exp(-b_j) overflows fp32 once the decay inside a
-chunk passes ~88 nats. We use secondary chunking instead: sub-chunks of c steps;
-between sub-chunks the split goes through the end e_J of the earlier sub-chunk J,
-exp(b_i - e_J) * exp(e_J - b_j), both factors <= 1; inside a sub-chunk the
-[c, c, K] decay tensor is formed explicitly. Scalar gates need neither: their decay
-matrix is [C, C] and is formed exactly.
 
-Secondary chunking costs several passes over a [c, c, K] tensor per sub-chunk, so it is
-only used when needed: if no chunk decays by more than half the dtype's exponent range
-(e.g. 43 nats in fp32), the plain split exp(b_i) * exp(-b_j) stays in the normal range,
-is as accurate (each factor carries ~1 ulp; sums see the same magnitudes) and is a
-single matmul.
+The intra-chunk scores are the delicate part with per-channel (vector) gates, where the
+decay cannot be pulled out of the sum over K:
+- split path: exp(b_i - b_j) = exp(b_i) * exp(-b_j), one matmul. Each factor carries
+  ~1 ulp and the sums see the same magnitudes as the direct form, so it is as accurate
+  *while exp(-b) stays finite and exp(b) normal*. It is taken when no chunk decays by
+  more than half the dtype's exponent range (43 nats in fp32).
+- secondary chunking otherwise (e.g. g = -5 per step gives 320 nats per 64-step chunk):
+  sub-chunks of c steps; a row i of sub-chunk I against an earlier sub-chunk J goes
+  through exp(b_i - f_I) * exp(f_I - e_J) * exp(e_J - b_j), where e_J is the last b of
+  J and f_I = e_{I-1}, every factor <= 1; inside a sub-chunk the [c, c, K] decay tensor
+  is formed explicitly. Exact for any decay, but several passes over c x the input.
+Scalar (per-head) gates need neither: their [C, C] decay matrix is formed exactly.
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ import math
 
 import torch
 
-from edgegate.ops._common import compute_dtype, resolve_scale, split_limit, to_chunks
+from edgegate.ops._common import (
+    chunk_len,
+    compute_dtype,
+    resolve_scale,
+    split_limit,
+    to_chunks,
+)
 
 
 def _intra_scalar(q: torch.Tensor, k: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -36,10 +42,20 @@ def _intra_scalar(q: torch.Tensor, k: torch.Tensor, b: torch.Tensor) -> torch.Te
     return (q @ k.transpose(-1, -2)) * seg.exp()
 
 
-def _intra_vector(
+def _intra_split(
+    q_in: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b: torch.Tensor
+) -> torch.Tensor:
+    """Intra-chunk output for bounded per-channel decay; q_in = q * exp(b)."""
+    C = b.shape[-2]
+    causal = torch.ones(C, C, dtype=torch.bool, device=b.device).tril()
+    scores = q_in @ (k * torch.exp(-b)).transpose(-1, -2)
+    return scores.masked_fill(~causal, 0.0) @ v
+
+
+def _intra_secondary(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b: torch.Tensor, c: int
 ) -> torch.Tensor:
-    """Intra-chunk output for per-channel gates via secondary chunking; b: [B,H,N,C,K]."""
+    """Intra-chunk output for per-channel gates of any strength; b: [B,H,N,C,K]."""
     B, H, N, C, K = q.shape
     ns = C // c
     dev = q.device
@@ -55,9 +71,7 @@ def _intra_vector(
     if ns == 1:
         return o
 
-    # Row sub-block I against an earlier column sub-block J: exp(b_i - b_j) =
-    # exp(b_i - f_I) * exp(f_I - e_J) * exp(e_J - b_j), with e_J the last b of block J
-    # and f_I = e_{I-1}; each factor is <= 1 and the middle one is only [ns, ns, K].
+    # Off-diagonal sub-blocks through the three factors <= 1 (module docstring).
     e = bb[..., -1, :]  # [B,H,N,ns,K]
     f = torch.cat([torch.zeros_like(e[:, :, :, :1]), e[:, :, :, :-1]], dim=3)
     q_t = qq * torch.exp(bb - f.unsqueeze(-2))
@@ -92,10 +106,10 @@ def chunk_gated_linear_attention(
     scale = resolve_scale(scale, K)
     dt = compute_dtype(q)
     S = q.new_zeros(B, H, K, V, dtype=dt) if h0 is None else h0.to(dt)
+    c = math.gcd(chunk_size, max(1, sub_chunk_size))
+    C = chunk_len(T, chunk_size, c)
     if T == 0:
         return q.new_zeros(B, 0, H, V), S.to(q.dtype)
-    c = math.gcd(chunk_size, sub_chunk_size)
-    C = min(chunk_size, -(-T // c) * c)  # a multiple of c, no longer than needed
 
     qc = to_chunks(q.to(dt) * scale, C)
     kc = to_chunks(k.to(dt), C)
@@ -103,19 +117,18 @@ def chunk_gated_linear_attention(
     b = to_chunks(g.to(dt), C).cumsum(3)  # [B,H,N,C] or [B,H,N,C,K]
     N = qc.shape[2]
 
-    if g.dim() == 3:
+    scalar_gate = g.dim() == 3
+    if scalar_gate:
         o = _intra_scalar(qc, kc, b) @ vc
         b = b.unsqueeze(-1)  # broadcast over K from here on
-    q_in = qc * b.exp()
-    if g.dim() == 4:
-        if secondary_chunking is None:
+    q_in = qc * b.exp()  # weight of the incoming state at each step
+    if not scalar_gate:
+        if secondary_chunking is None:  # b <= 0 is non-increasing: the last step decays most
             secondary_chunking = bool(-b[..., -1, :].min() > split_limit(dt))
         if secondary_chunking:
-            o = _intra_vector(qc, kc, vc, b, c)
+            o = _intra_secondary(qc, kc, vc, b, c)
         else:
-            causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-            scores = q_in @ (kc * torch.exp(-b)).transpose(-1, -2)
-            o = scores.masked_fill(~causal, 0.0) @ vc
+            o = _intra_split(q_in, kc, vc, b)
 
     b_last = b[..., -1:, :]  # [B,H,N,1,K or 1]
     u = (kc * torch.exp(b_last - b)).transpose(-1, -2) @ vc  # [B,H,N,K,V]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from edgegate.ops._common import compute_dtype, pad_time, split_limit
+from edgegate.ops._common import chunk_len, compute_dtype, pad_time, split_limit
 
 
 def chunk_gated_linear_scan(
@@ -32,7 +32,7 @@ def chunk_gated_linear_scan(
     """
     B, T, H, D = x.shape
     dt = compute_dtype(x)
-    C = max(1, min(chunk_size, T))
+    C = chunk_len(T, chunk_size)
     h = x.new_zeros(B, H, D, dtype=dt) if h0 is None else h0.to(dt)
     if T == 0:
         return x.new_zeros(B, 0, H, D), h.to(x.dtype)
