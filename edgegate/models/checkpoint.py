@@ -12,7 +12,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from edgegate import __version__
+from edgegate.atomic import atomic_write
 from edgegate.errors import BadInput
 from edgegate.models.spec import ModelInfo, build_model, canonical_spec, get_info, parse_spec
 
@@ -90,14 +90,8 @@ def save_checkpoint(
         "extra": _plain(extra or {}, "extra"),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        torch.save(payload, fh)
     return path
 
 
