@@ -9,7 +9,7 @@ PY=${PY:-.venv/bin/python}
 train() {  # train SPEC ARGS...: writes the shipped weights file of SPEC
   local spec=$1; shift
   local out
-  out=$("$PY" -c "import sys; from edgegate.models.checkpoint import weights_file; print(weights_file(sys.argv[1]))" "$spec")
+  out=$("$PY" -c "import sys; from edgegate.models.checkpoint import weights_file; import os; print(os.path.relpath(weights_file(sys.argv[1])))" "$spec")
   "$EDGEGATE" train "$spec" "$@" -o "$out"
 }
 

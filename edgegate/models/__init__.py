@@ -9,6 +9,7 @@ from edgegate.models.registry import (
     canonical_spec,
     count_macs,
     count_params,
+    display_command,
     example_inputs,
     get_info,
     is_factory_spec,
@@ -38,6 +39,7 @@ __all__ = [
     "load_model",
     "parse_spec",
     "save_checkpoint",
+    "display_command",
     "shipped_weights",
     "weights_file",
 ]

@@ -174,6 +174,11 @@ def weights_file(spec: str) -> Path:
     return WEIGHTS_DIR / f"{stem}.pt"
 
 
+def display_command(command: str) -> str:
+    """A recorded training command with the weights folder shown relative to the source tree."""
+    return command.replace(f"{WEIGHTS_DIR.parents[2]}{os.sep}", "")
+
+
 def shipped_weights(spec: str) -> Path | None:
     """The shipped weights file of a zoo spec, if there is one."""
     if is_factory_spec(spec):

@@ -10,6 +10,7 @@ from edgegate.models.checkpoint import (
     CHECKPOINT_FORMAT,
     WEIGHTS_DIR,
     LoadedModel,
+    display_command,
     is_factory_spec,
     load_checkpoint,
     load_model,
@@ -44,6 +45,7 @@ __all__ = [
     "load_model",
     "parse_spec",
     "save_checkpoint",
+    "display_command",
     "shipped_weights",
     "weights_file",
 ]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edgegate import pipeline
-from edgegate.models import WEIGHTS_DIR, shipped_weights
+from edgegate.models import WEIGHTS_DIR, display_command, shipped_weights
 
 SHIPPED = [
     "mobilenet-v3-se",
@@ -65,4 +65,4 @@ def test_readme_model_table_matches_the_checkpoint(spec):
     name, value = _headline(recorded["metrics"])
     figure = float(re.search(rf"{name} ([0-9.]+)", row).group(1))
     assert figure == pytest.approx(value, abs=0.01)
-    assert recorded["extra"]["command"] in row
+    assert display_command(recorded["extra"]["command"]) in row
