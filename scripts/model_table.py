@@ -8,7 +8,14 @@ from __future__ import annotations
 import torch
 
 from edgegate import pipeline
-from edgegate.models import WEIGHTS_DIR, display_command
+from edgegate.models import (
+    WEIGHTS_DIR,
+    build_model,
+    count_macs,
+    count_params,
+    display_command,
+    example_inputs,
+)
 
 
 def main() -> None:
@@ -40,8 +47,10 @@ def main() -> None:
                     result = f"top1 {m['top1']:.2f} %"
                 command = f"`{display_command(checkpoint['extra']['command'])}`"
             shape = "x".join(map(str, row["default_input"]))
+            module = build_model(spec).eval()
+            params, macs = count_params(module), count_macs(module, example_inputs(spec))
             print(
-                f"| `{spec}` | {row['task']} | {row['params']:,} | {row['macs'] / 1e6:.2f} M "
+                f"| `{spec}` | {row['task']} | {params:,} | {macs / 1e6:.2f} M "
                 f"| {shape} | {result} | {command} |"
             )
 

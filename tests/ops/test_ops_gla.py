@@ -151,3 +151,13 @@ def test_default_scale_is_inverse_sqrt_k():
     o, _ = gated_linear_attention(q, k, v, g)
     o_half, _ = gated_linear_attention(q, k, v, g, scale=0.5)
     assert torch.allclose(o, o_half)
+
+
+def test_half_precision_inputs_accumulate_in_fp32():
+    q, k, v, g, h0 = make_inputs(5, 1, 40, 2, 8, 4, True, 0.3, True)
+    half = [t.bfloat16() for t in (q, k, v, g, h0)]
+    ref_o, ref_s = naive_gated_linear_attention(*double(*half))
+    for impl in ("naive", "chunk"):
+        o, S = gated_linear_attention(*half, chunk_size=16, impl=impl)
+        assert o.dtype == S.dtype == torch.bfloat16
+        assert rel_err(o, ref_o) <= 1e-2 and rel_err(S, ref_s) <= 1e-2
