@@ -29,10 +29,14 @@ def pad_time(x: torch.Tensor, multiple: int, dim: int) -> torch.Tensor:
 
 
 def to_chunks(x: torch.Tensor, chunk: int) -> torch.Tensor:
-    """[B,T,H,...] -> [B,H,N,chunk,...], zero padded at the end of T."""
-    x = pad_time(x.transpose(1, 2), chunk, 2)
+    """[B,T,H,...] -> contiguous [B,H,N,chunk,...], zero padded at the end of T.
+
+    Contiguous once here, so that the batched matmuls downstream fold (B,H,N) without
+    copying and the elementwise ops do not inherit a strided layout.
+    """
+    x = pad_time(x.transpose(1, 2), chunk, 2).contiguous()
     B, H, Tp = x.shape[:3]
-    return x.reshape(B, H, Tp // chunk, chunk, *x.shape[3:])
+    return x.view(B, H, Tp // chunk, chunk, *x.shape[3:])
 
 
 def split_limit(dtype: torch.dtype) -> float:

@@ -46,11 +46,15 @@ def _recompute_grads(
         ]
         outs = fn(*leaves)
         outs = outs if isinstance(outs, tuple) else (outs,)
-        pairs = [(o, go) for o, go in zip(outs, grads, strict=True) if go is not None]
+        pairs = [
+            (o, go) for o, go in zip(outs, grads, strict=True) if go is not None and o.requires_grad
+        ]
         wrt = [t for t in leaves if t is not None and t.requires_grad]
-        got = torch.autograd.grad(
-            [o for o, _ in pairs], wrt, [go for _, go in pairs], allow_unused=True
-        )
+        if pairs:
+            outs, gouts = zip(*pairs, strict=True)
+            got = torch.autograd.grad(outs, wrt, gouts, allow_unused=True)
+        else:
+            got = [None] * len(wrt)
     it = iter(got)
     return [next(it) if t is not None and t.requires_grad else None for t in leaves]
 

@@ -25,9 +25,13 @@ NAIVE_MAX_T = 2
 DEFAULT_CHUNK = 64
 
 
-def _use_chunk(impl: str, T: int) -> bool:
+def _check_impl(impl: str) -> None:
     if impl not in ("auto", "naive", "chunk"):
         raise ValueError(f"impl must be 'auto', 'naive' or 'chunk', got {impl!r}")
+
+
+def _use_chunk(impl: str, T: int) -> bool:
+    _check_impl(impl)
     return impl == "chunk" or (impl == "auto" and T > NAIVE_MAX_T)
 
 
@@ -88,7 +92,7 @@ def run_clipped_softmax(
 ) -> torch.Tensor:
     # "auto" stays on torch.softmax: it is already one fused pass on CPU, and the
     # streamed form only pays off inside a kernel with limited fast memory.
-    _use_chunk(impl, 0)
+    _check_impl(impl)
     if impl == "chunk":
         return chunk_clipped_softmax(x, gamma, zeta, dim, chunk_size=chunk_size)
     return naive_clipped_softmax(x, gamma, zeta, dim)
