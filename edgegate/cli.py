@@ -106,19 +106,18 @@ def models(json_out: JsonOpt = False) -> None:
     if json_out:
         _emit_json(rows)
         return
-    table = Table(title="edgegate model zoo")
-    for col in ("model", "task", "params", "MACs", "default input", "shipped weights"):
+    table = Table(title="edgegate model zoo", caption="MACs at the default input; --json for more")
+    for col in ("model", "task", "params", "MACs", "input"):
         table.add_column(col, no_wrap=True)
-    table.add_column("about", overflow="fold")
+    table.add_column("shipped weights")
     for r in rows:
         table.add_row(
             r["name"],
             r["task"],
-            f"{r['params']:,}",
-            f"{r['macs'] / 1e6:.2f} M",
+            f"{r['params'] / 1e3:.0f}k",
+            f"{r['macs'] / 1e6:.1f}M",
             "x".join(map(str, r["default_input"])),
-            "\n".join(r["shipped_weights"]) or "-",
-            r["description"],
+            "\n".join(s.partition(":")[2] or "default" for s in r["shipped_weights"]) or "-",
         )
     out.print(table)
 

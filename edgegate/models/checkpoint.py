@@ -175,8 +175,8 @@ def weights_file(spec: str) -> Path:
 
 
 def display_command(command: str) -> str:
-    """A recorded training command with the weights folder shown relative to the source tree."""
-    return command.replace(f"{WEIGHTS_DIR.parents[2]}{os.sep}", "")
+    """A recorded training command with any absolute weights path shown relative to the repo."""
+    return re.sub(r"\S*?(edgegate/models/weights/)", r"\1", command)
 
 
 def shipped_weights(spec: str) -> Path | None:
