@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,16 @@ import torch
 from torch import nn
 
 from edgegate import data as datasets
-from edgegate.errors import BadInput
+from edgegate.atomic import staged_directory
+from edgegate.errors import BadInput, NotYetImplemented
+from edgegate.manifest import (
+    MANIFEST_NAME,
+    InputSpec,
+    Manifest,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
 from edgegate.models import registry as zoo
 from edgegate.train import TrainConfig, train_model
 from edgegate.validate import accuracy
@@ -217,4 +226,289 @@ def evaluate(
         "split": split,
         "metrics": score(loaded.module, eval_data),
         "recorded_metrics": loaded.metrics,
+    }
+
+
+# --------------------------------------------------------------------------- export
+
+TARGETS = {"onnx": None, "onnxruntime": "onnxruntime"}
+LATER_TARGETS = ("tensorrt", "coreml")
+INPUT_NAME = {"image": "images", "gc": "images", "lm": "tokens"}
+OUTPUT_NAMES = {"image": ["logits"], "gc": ["logits", "gate_prob"], "lm": ["logits"]}
+MODEL_FILE, STAGE1_FILE, STAGE2_FILE = "model.onnx", "stage1.onnx", "stage2.onnx"
+
+
+def _onnx_input_specs(path: Path) -> list[InputSpec]:
+    import onnx
+
+    model = onnx.load(os.fspath(path), load_external_data=False)
+    specs = []
+    for value in model.graph.input:
+        tensor = value.type.tensor_type
+        shape: list[int | str] = [
+            d.dim_param or (d.dim_value if d.HasField("dim_value") else "?")
+            for d in tensor.shape.dim
+        ]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        specs.append(InputSpec(value.name, shape, dtype))
+    return specs
+
+
+def export(
+    model: str,
+    output_dir: Path,
+    *,
+    target: str = "onnx",
+    checkpoint: Path | None = None,
+    input_size: int | None = None,
+    seq_len: int | None = None,
+    trust_code: bool = False,
+    task: str | None = None,
+) -> dict[str, Any]:
+    """Export a model (and a GC model's two stages) into ``output_dir`` with a manifest."""
+    if target in LATER_TARGETS:
+        raise NotYetImplemented(f"--target {target} is not available yet: use onnx or onnxruntime")
+    if target not in TARGETS:
+        raise BadInput(f"unknown target '{target}': expected one of {', '.join(TARGETS)}")
+    from edgegate.exporters.onnx import custom_ops_used, export_onnx
+
+    loaded = zoo.load_model(model, checkpoint, trust_code=trust_code)
+    kind = _task(loaded, task)
+    module = loaded.module.eval()
+    example = _example(loaded, kind, batch=1, input_size=input_size, seq_len=seq_len)
+    metadata = {"model": loaded.spec, "task": kind, "target": target}
+    jobs = [(MODEL_FILE, module, example, [INPUT_NAME[kind]], OUTPUT_NAMES[kind])]
+    if kind == "gc":
+        with torch.no_grad():
+            features = module.stage1(*example)[1]
+        jobs += [
+            (STAGE1_FILE, module.stage1, example, ["images"], ["gate_prob", "features"]),
+            (STAGE2_FILE, module.stage2, (features,), ["features"], ["logits"]),
+        ]
+    with staged_directory(output_dir) as stage:
+        files, ops = {}, set()
+        for name, part, args, inputs, outputs in jobs:
+            path = export_onnx(
+                part,
+                args,
+                stage / name,
+                lower=TARGETS[target],
+                input_names=inputs,
+                output_names=outputs,
+                metadata={**metadata, "part": name},
+            )
+            files[name] = sha256_file(path)
+            ops.update(custom_ops_used(path))
+        manifest = Manifest(
+            model=loaded.spec,
+            target=target,
+            precision="fp32",
+            inputs=_onnx_input_specs(stage / MODEL_FILE),
+            outputs=OUTPUT_NAMES[kind],
+            task=kind,
+            files=files,
+            custom_ops=sorted(ops),
+            extra={
+                "example_shapes": {INPUT_NAME[kind]: list(example[0].shape)},
+                "threshold": float(getattr(module, "threshold", 0.5)),
+                "positive_class": int(getattr(module, "positive_class", -1)),
+            },
+        )
+        write_manifest(stage, manifest)
+    return {
+        "output_dir": os.fspath(output_dir),
+        "model": loaded.spec,
+        "target": target,
+        "files": sorted([*files, MANIFEST_NAME]),
+        "custom_ops": manifest.custom_ops,
+        "inputs": [asdict(spec) for spec in manifest.inputs],
+    }
+
+
+def _example(
+    loaded: zoo.LoadedModel,
+    task: str,
+    *,
+    batch: int,
+    input_size: int | None,
+    seq_len: int | None,
+) -> tuple[torch.Tensor, ...]:
+    if loaded.info is not None:
+        return zoo.example_inputs(loaded.spec, batch=batch, input_size=input_size, seq_len=seq_len)
+    if task == "lm":
+        return (torch.randint(0, 256, (batch, seq_len or 128)),)
+    return (torch.randn(batch, 3, input_size or 32, input_size or 32),)
+
+
+# --------------------------------------------------------------------------- validate
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An export folder (with manifest) or a bare .onnx file."""
+
+    model_path: Path
+    manifest: Manifest | None
+    directory: Path | None
+
+    def part(self, name: str) -> Path | None:
+        if self.directory is None or self.manifest is None or name not in self.manifest.files:
+            return None
+        return self.directory / name
+
+
+def open_artifact(artifact: Path) -> Artifact:
+    path = Path(artifact)
+    if path.is_dir():
+        manifest = read_manifest(path)
+        if MODEL_FILE not in manifest.files:
+            raise BadInput(f"'{path}' holds no {MODEL_FILE} (its manifest lists {manifest.files})")
+        return Artifact(path / MODEL_FILE, manifest, path)
+    if path.suffix != ".onnx":
+        raise BadInput(f"'{path}' is neither an export folder nor a .onnx file")
+    if not path.is_file():
+        raise BadInput(f"'{path}' does not exist")
+    return Artifact(path, None, None)
+
+
+def _artifact_geometry(art: Artifact, task: str) -> dict[str, int | None]:
+    """The export example's image side / sequence length, so validation feeds the same."""
+    if art.manifest is None:
+        return {"input_size": None, "seq_len": None}
+    shape = next(iter(art.manifest.extra.get("example_shapes", {}).values()), None)
+    if not shape:
+        return {"input_size": None, "seq_len": None}
+    return (
+        {"input_size": None, "seq_len": int(shape[-1])}
+        if task == "lm"
+        else {
+            "input_size": int(shape[-1]),
+            "seq_len": None,
+        }
+    )
+
+
+def _model_inputs(data: EvalInputs) -> np.ndarray:
+    return (data.inputs[:, :-1] if data.task == "lm" else data.inputs).numpy()
+
+
+def _runner_predict(runner, input_name: str):
+    def predict(batch: np.ndarray) -> list[np.ndarray]:
+        return list(runner.run({input_name: np.ascontiguousarray(batch)}).values())
+
+    return predict
+
+
+def validate(
+    artifact: Path,
+    *,
+    reference: str | None = None,
+    checkpoint: Path | None = None,
+    data: str | None = None,
+    parity_samples: int = 256,
+    threads: int | None = None,
+    trust_code: bool = False,
+    task: str | None = None,
+    with_accuracy: bool = True,
+) -> dict[str, Any]:
+    """Parity (and accuracy) of an exported artifact against its PyTorch reference."""
+    from edgegate.runtime import OnnxRuntimeRunner, TorchRunner
+    from edgegate.validate.parity import Tolerance, compare_outputs
+
+    art = open_artifact(artifact)
+    spec = reference or (art.manifest.model if art.manifest else None)
+    if spec is None:
+        raise BadInput(f"'{artifact}' has no manifest: pass --reference MODEL")
+    loaded = zoo.load_model(spec, checkpoint, trust_code=trust_code)
+    kind = _task(loaded, task or (art.manifest.task if art.manifest else None))
+    eval_data = load_task_data(loaded, kind, data, "test", **_artifact_geometry(art, kind))
+    inputs = _model_inputs(eval_data)
+    outputs = OUTPUT_NAMES[kind]
+    input_name = INPUT_NAME[kind]
+    limit = parity_samples if kind != "lm" else max(1, parity_samples // 16)
+    feed = {input_name: np.ascontiguousarray(inputs[:limit])}
+    with (
+        TorchRunner(loaded.module, [input_name], outputs) as ref,
+        OnnxRuntimeRunner(art.model_path, threads=threads) as cand,
+    ):
+        ref_out, cand_out = ref.run(feed), cand.run(feed)
+        report = compare_outputs(
+            ref_out,
+            cand_out,
+            Tolerance.for_precision(art.manifest.precision if art.manifest else "fp32"),
+            gate_outputs={"gate_prob"} if kind == "gc" else set(),
+            classifier_outputs={"logits"},
+        )
+        accuracy_block = None
+        if with_accuracy:
+            accuracy_block = {
+                "reference": _score_predict(_runner_predict(ref, input_name), eval_data, loaded),
+                "candidate": _score_predict(_runner_predict(cand, input_name), eval_data, loaded),
+            }
+    result = {
+        "artifact": os.fspath(artifact),
+        "reference": loaded.spec,
+        "data": eval_data.source,
+        "parity_samples": int(len(feed[input_name])),
+        **report.to_dict(),
+        "accuracy": accuracy_block,
+    }
+    if kind == "gc" and art.part(STAGE1_FILE) and art.part(STAGE2_FILE):
+        result["two_stage"] = _two_stage_metrics(art, eval_data, loaded, threads)
+    return result
+
+
+def _score_predict(predict, data: EvalInputs, loaded: zoo.LoadedModel) -> dict[str, Any]:
+    if data.task == "lm":
+        return accuracy.as_dict(accuracy.language_model_metrics(predict, data.inputs.numpy()))
+    assert data.labels is not None
+    images, labels = data.inputs.numpy(), data.labels.numpy()
+    if data.task == "gc":
+        module = loaded.module
+        return accuracy.as_dict(
+            accuracy.gate_metrics(
+                predict,
+                images,
+                labels,
+                positive_class=int(module.positive_class),
+                threshold=float(module.threshold),
+            )
+        )
+    return accuracy.as_dict(accuracy.classifier_metrics(predict, images, labels))
+
+
+def _two_stage_runner(art: Artifact, threads: int | None):
+    from edgegate.runtime import OnnxRuntimeRunner, TwoStageRunner
+
+    assert art.manifest is not None
+    return TwoStageRunner(
+        OnnxRuntimeRunner(art.part(STAGE1_FILE), threads=threads),
+        OnnxRuntimeRunner(art.part(STAGE2_FILE), threads=threads),
+        threshold=float(art.manifest.extra.get("threshold", 0.5)),
+    )
+
+
+def _two_stage_metrics(
+    art: Artifact, data: EvalInputs, loaded: zoo.LoadedModel, threads: int | None
+) -> dict[str, Any]:
+    """The deployed two-stage system on the test split: early stops, passes, accuracy."""
+    assert data.labels is not None
+    labels = data.labels.numpy()
+    positive = labels == int(loaded.module.positive_class)
+    with _two_stage_runner(art, threads) as runner:
+        out = runner.run({"images": data.inputs.numpy()})
+    passed = np.asarray(out["passed"], dtype=bool)
+    predicted = np.where(passed, np.nan_to_num(out["logits"], nan=-np.inf).argmax(-1), -1)
+    # A stopped sample is the system saying "not the wake word": right for every negative.
+    correct = np.where(passed, predicted == labels, ~positive)
+    return {
+        "samples": int(len(labels)),
+        "stop_rate_negatives": round(
+            100.0 * float((~passed & ~positive).sum()) / max(int((~positive).sum()), 1), 4
+        ),
+        "pass_rate_positives": round(
+            100.0 * float((passed & positive).sum()) / max(int(positive.sum()), 1), 4
+        ),
+        "system_accuracy": round(100.0 * float(correct.mean()), 4),
+        "stage2_runs": int(passed.sum()),
     }
