@@ -512,3 +512,166 @@ def _two_stage_metrics(
         "system_accuracy": round(100.0 * float(correct.mean()), 4),
         "stage2_runs": int(passed.sum()),
     }
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def _bench_feed(art: Artifact, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs at the export example's shape, with the batch dim set to ``batch``."""
+    rng = np.random.default_rng(seed)
+    specs = art.manifest.inputs if art.manifest else _onnx_input_specs(art.model_path)
+    examples = art.manifest.extra.get("example_shapes", {}) if art.manifest else {}
+    feed = {}
+    for spec in specs:
+        shape = list(examples.get(spec.name, spec.shape))
+        shape[0] = batch
+        if any(not isinstance(d, int) for d in shape):
+            raise BadInput(
+                f"input '{spec.name}' of '{art.model_path}' has dynamic dims {spec.shape} besides "
+                "the batch: bench an export folder (its manifest records the example shape)"
+            )
+        if spec.dtype.startswith("int"):
+            feed[spec.name] = rng.integers(0, 256, size=shape).astype(spec.dtype)
+        else:
+            feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+    return feed
+
+
+def bench(
+    artifact: Path,
+    *,
+    runs: int = 50,
+    warmup: int = 5,
+    threads: int | None = 2,
+    batch: int = 1,
+    positive_rate: float = 0.10,
+    stream_samples: int = 200,
+    plot: Path | None = None,
+) -> dict[str, Any]:
+    """Latency of the exported model; for GC exports also the two-stage stream latency."""
+    from edgegate.runtime import OnnxRuntimeRunner
+    from edgegate.validate import bench as benchmark
+
+    if not 0.0 <= positive_rate <= 1.0:
+        raise BadInput(f"--positive-rate {positive_rate} must lie in [0, 1]")
+    art = open_artifact(artifact)
+    feed = _bench_feed(art, batch)
+    with OnnxRuntimeRunner(art.model_path, threads=threads) as runner:
+        full = benchmark.bench(runner, feed, runs=runs, warmup=warmup)
+        result: dict[str, Any] = {"artifact": os.fspath(artifact), **benchmark.as_dict(full)}
+        if art.part(STAGE1_FILE) and art.part(STAGE2_FILE):
+            images, positive = _stream_images(art)
+            with _two_stage_runner(art, threads) as two_stage:
+                stream = benchmark.bench_two_stage(
+                    two_stage,
+                    images,
+                    positive,
+                    positive_rate=positive_rate,
+                    n=stream_samples,
+                    full_runner=runner,
+                )
+            result["two_stage"] = benchmark.as_dict(stream)
+    if plot is not None:
+        benchmark.plot_latencies(full, plot)
+        result["plot"] = os.fspath(plot)
+    return result
+
+
+def _stream_images(art: Artifact) -> tuple[np.ndarray, np.ndarray]:
+    """Digits test images at the export's size, and which of them are the positive class."""
+    assert art.manifest is not None
+    shape = art.manifest.extra["example_shapes"]["images"]
+    images = datasets.digits("test", size=int(shape[-1]), channels=int(shape[1]))
+    assert images.labels is not None
+    positive = images.labels.numpy() == int(art.manifest.extra["positive_class"])
+    return images.images.numpy(), positive
+
+
+# --------------------------------------------------------------------------- deploy
+
+DEFAULT_DEPLOY_MODEL = "gc-mobilenet"
+
+
+def deploy(
+    model: str = DEFAULT_DEPLOY_MODEL,
+    output_dir: Path = Path("edgegate-out"),
+    *,
+    target: str = "onnxruntime",
+    checkpoint: Path | None = None,
+    data: str | None = None,
+    runs: int = 50,
+    threads: int | None = 2,
+    trust_code: bool = False,
+    on_stage: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Export, validate (parity + accuracy), bench; write report.json and report.md."""
+    from edgegate.validate import report as reports
+
+    def stage(name: str) -> None:
+        if on_stage is not None:
+            on_stage(name)
+
+    stage("export")
+    exported = export(
+        model, output_dir, target=target, checkpoint=checkpoint, trust_code=trust_code
+    )
+    stage("validate")
+    validated = validate(output_dir, checkpoint=checkpoint, data=data, trust_code=trust_code)
+    stage("bench")
+    timed = bench(output_dir, runs=runs, threads=threads)
+    summary = {
+        "model": exported["model"],
+        "target": target,
+        "passed": bool(validated["passed"]),
+        "export": exported,
+        "validate": validated,
+        "bench": timed,
+    }
+    reports.write_json(Path(output_dir) / "report.json", summary)
+    reports.write_markdown(
+        Path(output_dir) / "report.md",
+        f"edgegate deploy: {exported['model']}",
+        summary_sections(summary),
+    )
+    return summary
+
+
+def summary_sections(summary: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Rows of the human summary (Markdown report and the CLI table share them)."""
+    val, timed = summary["validate"], summary["bench"]
+    rows = [
+        ("model", summary["model"]),
+        ("target", summary["target"]),
+        ("parity", "PASS" if val["passed"] else "FAIL"),
+    ]
+    for name, m in val["outputs"].items():
+        rows.append((f"{name} max abs / SNR", f"{m['max_abs']:.2e} / {m['snr_db']} dB"))
+    if val.get("top1_agreement") is not None:
+        rows.append(("top-1 agreement", f"{val['top1_agreement']:.2f} %"))
+    if val.get("accuracy"):
+        ref, cand = val["accuracy"]["reference"], val["accuracy"]["candidate"]
+        key = "perplexity" if "perplexity" in ref else "top1"
+        rows.append((f"{key} torch / onnx", f"{ref[key]:.4g} / {cand[key]:.4g}"))
+    if "two_stage" in val:
+        ts = val["two_stage"]
+        rows += [
+            ("stops negatives", f"{ts['stop_rate_negatives']:.1f} %"),
+            ("passes positives", f"{ts['pass_rate_positives']:.1f} %"),
+            ("two-stage accuracy", f"{ts['system_accuracy']:.2f} %"),
+        ]
+    lat = timed["latency_ms"]
+    rows += [
+        ("latency p50 / p99", f"{lat['p50']:.3f} / {lat['p99']:.3f} ms"),
+        ("throughput", f"{timed['throughput_per_s']:.1f} /s"),
+        ("peak RSS", f"{timed['peak_rss_mb']:.0f} MB"),
+    ]
+    if "two_stage" in timed:
+        ts = timed["two_stage"]
+        rows.append(
+            (
+                f"stream latency/sample ({100 * ts['positive_rate']:.0f} % positive)",
+                f"{ts['mean_latency_ms']:.3f} ms = {ts['ratio_to_full']:.2f}x full model",
+            )
+        )
+    return [("Summary", rows)]
