@@ -222,10 +222,51 @@ def _later(command: str, issue: str) -> None:
     )
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def export(ctx: typer.Context) -> None:
-    """Export to ONNX / ONNX Runtime / TensorRT / Core ML (not available yet)."""
-    _later("export", "ONNX export")
+TargetOpt = Annotated[
+    str,
+    typer.Option("--target", "-t", help="onnx (custom nodes + portable fallback) or onnxruntime."),
+]
+ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="Intra-op threads.")]
+
+
+@app.command()
+def export(
+    model: ModelArg,
+    target: TargetOpt = "onnx",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path(
+        "edgegate-out"
+    ),
+    checkpoint: CheckpointOpt = None,
+    input_size: InputSizeOpt = None,
+    seq_len: SeqLenOpt = None,
+    trust_code: TrustOpt = False,
+    task: TaskOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export to ONNX: model.onnx (+ stage1/stage2 for gated-compression models) and manifest.json.
+
+    Examples:
+
+    - `edgegate export gc-mobilenet -o out/gc`
+    - `edgegate export gdn-lm --target onnxruntime --seq-len 256 -c gdn.pt -o out/gdn`
+    """
+    from edgegate import pipeline
+
+    result = pipeline.export(
+        model,
+        output,
+        target=target,
+        checkpoint=checkpoint,
+        input_size=input_size,
+        seq_len=seq_len,
+        trust_code=trust_code,
+        task=task,
+    )
+    if json_out:
+        _emit_json(result)
+        return
+    out.print(f"[bold green]exported[/] {result['model']} -> {result['output_dir']}")
+    out.print(f"files: {', '.join(result['files'])}; custom ops: {result['custom_ops'] or 'none'}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -234,22 +275,148 @@ def quantize(ctx: typer.Context) -> None:
     _later("quantize", "INT8 quantization")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def validate(ctx: typer.Context) -> None:
-    """Parity and accuracy of an exported artifact against PyTorch (not available yet)."""
-    _later("validate", "ONNX export and parity validation")
+@app.command()
+def validate(
+    artifact: Annotated[Path, typer.Argument(help="Export folder or a .onnx file.")],
+    reference: Annotated[
+        str | None,
+        typer.Option("--reference", "-r", help="Reference model spec (default: the manifest's)."),
+    ] = None,
+    checkpoint: CheckpointOpt = None,
+    data: DataOpt = None,
+    parity_samples: Annotated[
+        int, typer.Option(min=1, help="Samples compared output by output.")
+    ] = 256,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1)] = None,
+    trust_code: TrustOpt = False,
+    task: TaskOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check an exported model against PyTorch: exit 0 pass, 1 tolerance broken, 2 bad input.
+
+    Examples:
+
+    - `edgegate validate out/gc`
+    - `edgegate validate model.onnx --reference qvit:attention=gated --junit parity.xml`
+    """
+    from edgegate import pipeline
+    from edgegate.validate import report as reports
+
+    result = pipeline.validate(
+        artifact,
+        reference=reference,
+        checkpoint=checkpoint,
+        data=data,
+        parity_samples=parity_samples,
+        threads=threads,
+        trust_code=trust_code,
+        task=task,
+    )
+    if junit is not None:
+        reports.write_junit(junit, "edgegate.validate", reports.parity_cases(result))
+    if json_out:
+        _emit_json(result)
+    else:
+        _print_rows(pipeline.validation_rows(result))
+    if not result["passed"]:
+        raise typer.Exit(1)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench(ctx: typer.Context) -> None:
-    """Latency benchmark of an exported artifact (not available yet)."""
-    _later("bench", "ONNX export and the latency bench")
+@app.command()
+def bench(
+    artifact: Annotated[Path, typer.Argument(help="Export folder or a .onnx file.")],
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs after warm-up.")] = 50,
+    warmup: Annotated[int, typer.Option(min=0)] = 5,
+    threads: ThreadsOpt = 2,
+    batch: Annotated[int, typer.Option(min=1)] = 1,
+    positive_rate: Annotated[
+        float, typer.Option(help="Share of positives in the GC two-stage stream.")
+    ] = 0.10,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG latency plot.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Latency (p50/p90/p99/mean), throughput and peak memory of an exported model.
+
+    Examples:
+
+    - `edgegate bench out/gc --runs 200 --plot latency.png`
+    - `edgegate bench out/qlm --threads 1 --batch 4 --json`
+    """
+    from edgegate import pipeline
+
+    result = pipeline.bench(
+        artifact,
+        runs=runs,
+        warmup=warmup,
+        threads=threads,
+        batch=batch,
+        positive_rate=positive_rate,
+        plot=plot,
+    )
+    if json_out:
+        _emit_json(result)
+        return
+    _print_rows(pipeline.bench_rows(result))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def deploy(ctx: typer.Context) -> None:
-    """Export, validate and benchmark in one go (not available yet)."""
-    _later("deploy", "ONNX export and `edgegate deploy`")
+@app.command()
+def deploy(
+    model: Annotated[
+        str, typer.Argument(help="Model spec (default: gc-mobilenet with shipped weights).")
+    ] = "gc-mobilenet",
+    target: TargetOpt = "onnxruntime",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path(
+        "edgegate-out"
+    ),
+    checkpoint: CheckpointOpt = None,
+    data: DataOpt = None,
+    runs: Annotated[int, typer.Option(min=1)] = 50,
+    threads: ThreadsOpt = 2,
+    trust_code: TrustOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export, validate against PyTorch and benchmark in one go; writes report.md and report.json.
+
+    With no arguments: gc-mobilenet, its shipped weights and the built-in digits.
+    Exit code 1 when parity fails, so it can gate CI.
+
+    Examples:
+
+    - `edgegate deploy`
+    - `edgegate deploy qvit:attention=gated -o out/qvit`
+    """
+    from edgegate import pipeline
+
+    with err.status("deploying") as status:
+        summary = pipeline.deploy(
+            model,
+            output,
+            target=target,
+            checkpoint=checkpoint,
+            data=data,
+            runs=runs,
+            threads=threads,
+            trust_code=trust_code,
+            on_stage=lambda name: status.update(f"[bold]{name}[/] {model}"),
+        )
+    if json_out:
+        _emit_json(summary)
+    else:
+        for title, rows in pipeline.summary_sections(summary):
+            _print_rows(rows, title=title)
+        out.print(f"reports: {output / 'report.md'}, {output / 'report.json'}")
+    if not summary["passed"]:
+        raise typer.Exit(1)
+
+
+def _print_rows(rows: list[tuple[str, str]], title: str | None = None) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table)
 
 
 def _print_metrics(metrics: dict[str, Any]) -> None:

@@ -638,31 +638,36 @@ def deploy(
 
 
 def summary_sections(summary: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
-    """Rows of the human summary (Markdown report and the CLI table share them)."""
-    val, timed = summary["validate"], summary["bench"]
-    rows = [
-        ("model", summary["model"]),
-        ("target", summary["target"]),
-        ("parity", "PASS" if val["passed"] else "FAIL"),
-    ]
+    """Rows of the human summary (the Markdown report and the CLI table share them)."""
+    head = [("model", summary["model"]), ("target", summary["target"])]
+    return [("Summary", head + validation_rows(summary["validate"]) + bench_rows(summary["bench"]))]
+
+
+def validation_rows(val: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [("parity", "PASS" if val["passed"] else "FAIL")]
+    rows += [("failure", failure) for failure in val.get("failures", [])]
     for name, m in val["outputs"].items():
-        rows.append((f"{name} max abs / SNR", f"{m['max_abs']:.2e} / {m['snr_db']} dB"))
+        rows.append((f"{name}: max abs / SNR", f"{m['max_abs']:.2e} / {m['snr_db']} dB"))
     if val.get("top1_agreement") is not None:
         rows.append(("top-1 agreement", f"{val['top1_agreement']:.2f} %"))
     if val.get("accuracy"):
         ref, cand = val["accuracy"]["reference"], val["accuracy"]["candidate"]
         key = "perplexity" if "perplexity" in ref else "top1"
-        rows.append((f"{key} torch / onnx", f"{ref[key]:.4g} / {cand[key]:.4g}"))
+        rows.append((f"{key}: torch / onnx", f"{ref[key]:.4g} / {cand[key]:.4g}"))
     if "two_stage" in val:
         ts = val["two_stage"]
         rows += [
-            ("stops negatives", f"{ts['stop_rate_negatives']:.1f} %"),
-            ("passes positives", f"{ts['pass_rate_positives']:.1f} %"),
-            ("two-stage accuracy", f"{ts['system_accuracy']:.2f} %"),
+            ("two-stage: stops negatives", f"{ts['stop_rate_negatives']:.1f} %"),
+            ("two-stage: passes positives", f"{ts['pass_rate_positives']:.1f} %"),
+            ("two-stage: accuracy", f"{ts['system_accuracy']:.2f} %"),
         ]
+    return rows
+
+
+def bench_rows(timed: dict[str, Any]) -> list[tuple[str, str]]:
     lat = timed["latency_ms"]
-    rows += [
-        ("latency p50 / p99", f"{lat['p50']:.3f} / {lat['p99']:.3f} ms"),
+    rows = [
+        ("latency p50 / p90 / p99", f"{lat['p50']:.3f} / {lat['p90']:.3f} / {lat['p99']:.3f} ms"),
         ("throughput", f"{timed['throughput_per_s']:.1f} /s"),
         ("peak RSS", f"{timed['peak_rss_mb']:.0f} MB"),
     ]
@@ -674,4 +679,4 @@ def summary_sections(summary: dict[str, Any]) -> list[tuple[str, list[tuple[str,
                 f"{ts['mean_latency_ms']:.3f} ms = {ts['ratio_to_full']:.2f}x full model",
             )
         )
-    return [("Summary", rows)]
+    return rows
