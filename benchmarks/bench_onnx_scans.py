@@ -96,10 +96,10 @@ def main() -> None:
                 session = _session(path, a.threads)
                 outputs[form] = session.run(["o"], feed)[0]
                 runs = max(3, a.runs // 4) if form == "scan_fallback" else a.runs
-                timings[form] = _median_ms(lambda s=session: s.run(None, feed), runs)
+                timings[form] = _median_ms(lambda s=session, f=feed: s.run(None, f), runs)
             with torch.no_grad():
                 reference = module(*args)[0].numpy()
-                timings["torch_chunked"] = _median_ms(lambda: module(*args), a.runs)
+                timings["torch_chunked"] = _median_ms(lambda m=module, x=args: m(*x), a.runs)
             rows.append(
                 {
                     "op": op,
