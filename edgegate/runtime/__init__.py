@@ -1,0 +1,17 @@
+"""Runtimes behind one Runner interface: torch, onnxruntime, two-stage GC, TensorRT, Core ML."""
+
+from edgegate.runtime.base import Runner, TensorSpec
+from edgegate.runtime.onnxruntime_runner import OnnxRuntimeRunner
+from edgegate.runtime.torch_runner import TorchRunner
+from edgegate.runtime.two_stage import TwoStageRunner
+from edgegate.runtime.unavailable import CoreMLRunner, TensorRTRunner
+
+__all__ = [
+    "CoreMLRunner",
+    "OnnxRuntimeRunner",
+    "Runner",
+    "TensorRTRunner",
+    "TensorSpec",
+    "TorchRunner",
+    "TwoStageRunner",
+]

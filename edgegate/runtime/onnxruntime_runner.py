@@ -1,0 +1,111 @@
+"""ONNX Runtime as a Runner, with the feed checked so a bad input is one clear line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgegate.errors import BackendUnavailable, BadInput
+from edgegate.runtime.base import Runner, TensorSpec
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(bool)": "bool",
+}
+
+
+def _import_ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BackendUnavailable("onnxruntime is not installed: pip install onnxruntime") from None
+    return onnxruntime
+
+
+class OnnxRuntimeRunner(Runner):
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        threads: int | None = None,
+        providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    ) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.threads = threads
+        self.providers = providers
+        self._session = None
+
+    def activate(self) -> None:
+        ort = _import_ort()
+        if not self.path.is_file():
+            raise BadInput(f"'{self.path}' does not exist")
+        options = ort.SessionOptions()
+        if self.threads is not None:
+            options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                os.fspath(self.path), options, providers=list(self.providers)
+            )
+        except Exception as exc:  # ORT raises its own untyped errors for bad files
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BadInput(f"'{self.path}' is not a loadable ONNX model: {first}") from None
+
+    def deactivate(self) -> None:
+        self._session = None
+
+    @property
+    def session(self):
+        if self._session is None:
+            self.activate()
+        return self._session
+
+    def input_specs(self) -> list[TensorSpec]:
+        return [
+            TensorSpec(i.name, tuple(i.shape), _ORT_TYPES.get(i.type, i.type))
+            for i in self.session.get_inputs()
+        ]
+
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    def check_feed(self, feed: dict[str, np.ndarray]) -> None:
+        """Name, rank, fixed dims and dtype of every input, before ORT sees them."""
+        specs = {s.name: s for s in self.input_specs()}
+        missing = [n for n in specs if n not in feed]
+        if missing:
+            raise BadInput(f"'{self.path.name}' needs input(s) {missing}, got {sorted(feed)}")
+        extra = [n for n in feed if n not in specs]
+        if extra:
+            raise BadInput(f"'{self.path.name}' has no input(s) {extra} (inputs: {sorted(specs)})")
+        for name, spec in specs.items():
+            array = np.asarray(feed[name])
+            shape = tuple(array.shape)
+            if len(shape) != len(spec.shape) or any(
+                isinstance(d, int) and d != s for d, s in zip(spec.shape, shape, strict=False)
+            ):
+                raise BadInput(
+                    f"input '{name}' of '{self.path.name}' expects shape {list(spec.shape)}, "
+                    f"got {list(shape)}"
+                )
+            if array.dtype.name != spec.dtype:
+                raise BadInput(
+                    f"input '{name}' of '{self.path.name}' expects {spec.dtype}, "
+                    f"got {array.dtype.name}"
+                )
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.check_feed(feed)
+        names = self.output_names()
+        return dict(zip(names, self.session.run(names, feed), strict=True))

@@ -1,0 +1,153 @@
+"""Latency benchmarks: warm-up, N timed runs, percentiles, throughput, peak memory."""
+
+from __future__ import annotations
+
+import resource
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgegate.atomic import atomic_write
+from edgegate.runtime import Runner, TwoStageRunner
+
+
+@dataclass
+class BenchResult:
+    runtime: str
+    runs: int
+    batch: int
+    threads: int | None
+    latency_ms: dict[str, float]
+    throughput_per_s: float
+    peak_rss_mb: float
+    samples_ms: list[float]
+
+
+@dataclass
+class StreamResult:
+    """Mean latency per sample of a two-stage model over a stream with some positives."""
+
+    positive_rate: float
+    samples: int
+    mean_latency_ms: float
+    full_model_latency_ms: float | None
+    ratio_to_full: float | None
+    stage2_runs: int
+
+
+def peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    arr = np.asarray(samples)
+    return {
+        "p50": round(float(np.percentile(arr, 50)), 4),
+        "p90": round(float(np.percentile(arr, 90)), 4),
+        "p99": round(float(np.percentile(arr, 99)), 4),
+        "mean": round(float(arr.mean()), 4),
+        "min": round(float(arr.min()), 4),
+    }
+
+
+def bench(
+    runner: Runner, feed: dict[str, np.ndarray], runs: int = 50, warmup: int = 5
+) -> BenchResult:
+    for _ in range(warmup):
+        runner.run(feed)
+    samples = []
+    for _ in range(runs):
+        runner.run(feed)
+        samples.append(runner.last_latency_ms)
+    batch = int(next(iter(feed.values())).shape[0]) if feed else 1
+    latency = _percentiles(samples)
+    return BenchResult(
+        runtime=runner.name,
+        runs=runs,
+        batch=batch,
+        threads=getattr(runner, "threads", None),
+        latency_ms=latency,
+        throughput_per_s=round(1e3 * batch / latency["mean"], 2) if latency["mean"] > 0 else 0.0,
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        samples_ms=[round(s, 4) for s in samples],
+    )
+
+
+def bench_two_stage(
+    runner: TwoStageRunner,
+    samples: np.ndarray,
+    is_positive: np.ndarray,
+    positive_rate: float = 0.10,
+    n: int = 200,
+    seed: int = 0,
+    full_runner: Runner | None = None,
+    warmup: int = 5,
+) -> StreamResult:
+    """Feed one sample at a time, drawn so that ``positive_rate`` of the stream is positive."""
+    rng = np.random.default_rng(seed)
+    positives, negatives = np.flatnonzero(is_positive), np.flatnonzero(~is_positive)
+    draw_positive = rng.random(n) < positive_rate
+    order = np.where(
+        draw_positive,
+        rng.choice(positives, n) if len(positives) else rng.choice(negatives, n),
+        rng.choice(negatives, n) if len(negatives) else rng.choice(positives, n),
+    )
+    input_name = runner.input_specs()[0].name
+    for i in order[:warmup]:
+        runner.run({input_name: samples[i : i + 1]})
+    times, stage2 = [], 0
+    for i in order:
+        out = runner.run({input_name: samples[i : i + 1]})
+        times.append(runner.last_latency_ms)
+        stage2 += int(out["passed"].sum())
+    mean = float(np.mean(times))
+    full = None
+    if full_runner is not None:
+        full_name = full_runner.input_specs()[0].name
+        for i in order[:warmup]:
+            full_runner.run({full_name: samples[i : i + 1]})
+        full_times = []
+        for i in order:
+            full_runner.run({full_name: samples[i : i + 1]})
+            full_times.append(full_runner.last_latency_ms)
+        full = float(np.mean(full_times))
+    return StreamResult(
+        positive_rate=positive_rate,
+        samples=n,
+        mean_latency_ms=round(mean, 4),
+        full_model_latency_ms=None if full is None else round(full, 4),
+        ratio_to_full=None if not full else round(mean / full, 3),
+        stage2_runs=stage2,
+    )
+
+
+def as_dict(result: BenchResult | StreamResult) -> dict:
+    out = asdict(result)
+    out.pop("samples_ms", None)
+    return out
+
+
+def plot_latencies(result: BenchResult, path: str | Path) -> Path:
+    """A PNG of per-run latency with the percentiles marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(result.samples_ms, marker=".", linewidth=0.8)
+    for key, style in (("p50", "--"), ("p99", ":")):
+        ax.axhline(result.latency_ms[key], linestyle=style, color="gray", label=key)
+    ax.set_xlabel("run")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title(f"{result.runtime}: batch {result.batch}, threads {result.threads}")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
+    return path

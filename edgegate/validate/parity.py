@@ -1,0 +1,115 @@
+"""Parity of a candidate's outputs against a reference's, with tolerances set by precision."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """max_abs is relative to the output scale: allowed = max_abs_rel * max(1, max|ref|)."""
+
+    precision: str
+    max_abs_rel: float
+    min_cosine: float
+    min_top1_agreement: float  # percent
+    min_gate_agreement: float  # percent
+
+    @classmethod
+    def for_precision(cls, precision: str, step: float | None = None) -> Tolerance:
+        if precision == "fp32":
+            return cls("fp32", 1e-4, 0.99999, 100.0, 100.0)
+        if precision == "fp16":
+            return cls("fp16", 1e-2, 0.999, 99.5, 99.5)
+        if precision == "int8":  # fake-quant vs QDQ: a few quantization steps
+            return cls("int8", 4 * (step or 1 / 127), 0.99, 99.5, 99.5)
+        raise ValueError(f"unknown precision '{precision}'")
+
+
+@dataclass
+class OutputParity:
+    max_abs: float
+    mean_abs: float
+    cosine: float
+    snr_db: float
+
+
+@dataclass
+class ParityReport:
+    passed: bool
+    tolerance: Tolerance
+    outputs: dict[str, OutputParity] = field(default_factory=dict)
+    top1_agreement: float | None = None
+    gate_agreement: float | None = None
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "precision": self.tolerance.precision,
+            "tolerance": asdict(self.tolerance),
+            "outputs": {k: asdict(v) for k, v in self.outputs.items()},
+            "top1_agreement": self.top1_agreement,
+            "gate_agreement": self.gate_agreement,
+            "failures": list(self.failures),
+        }
+
+
+def output_parity(ref: np.ndarray, cand: np.ndarray) -> OutputParity:
+    r, c = ref.astype(np.float64).ravel(), cand.astype(np.float64).ravel()
+    err = c - r
+    norms = np.linalg.norm(r) * np.linalg.norm(c)
+    cosine = float(r @ c / norms) if norms > 0 else (1.0 if np.array_equal(r, c) else 0.0)
+    noise = float(err @ err)
+    snr = math.inf if noise == 0 else 10 * math.log10(max(float(r @ r), 1e-300) / noise)
+    return OutputParity(
+        max_abs=float(np.abs(err).max()) if err.size else 0.0,
+        mean_abs=float(np.abs(err).mean()) if err.size else 0.0,
+        cosine=round(cosine, 9),
+        snr_db=round(snr, 2) if math.isfinite(snr) else snr,
+    )
+
+
+def compare_outputs(
+    reference: dict[str, np.ndarray],
+    candidate: dict[str, np.ndarray],
+    tolerance: Tolerance,
+    gate_outputs: set[str] | frozenset[str] = frozenset(),
+    classifier_outputs: set[str] | frozenset[str] = frozenset(),
+    gate_threshold: float = 0.5,
+) -> ParityReport:
+    report = ParityReport(passed=True, tolerance=tolerance)
+    for name, ref in reference.items():
+        if name not in candidate:
+            report.failures.append(f"output '{name}' is missing from the candidate")
+            continue
+        ref, cand = np.asarray(ref), np.asarray(candidate[name])
+        if ref.shape != cand.shape:
+            report.failures.append(f"output '{name}': shape {cand.shape} != reference {ref.shape}")
+            continue
+        metrics = output_parity(ref, cand)
+        report.outputs[name] = metrics
+        allowed = tolerance.max_abs_rel * max(1.0, float(np.abs(ref).max()) if ref.size else 1.0)
+        if metrics.max_abs > allowed:
+            report.failures.append(
+                f"output '{name}': max abs {metrics.max_abs:.3g} > {allowed:.3g}"
+            )
+        if metrics.cosine < tolerance.min_cosine:
+            report.failures.append(
+                f"output '{name}': cosine {metrics.cosine:.6f} < {tolerance.min_cosine}"
+            )
+        if name in classifier_outputs:
+            agree = 100.0 * float((ref.argmax(-1) == cand.argmax(-1)).mean())
+            report.top1_agreement = agree
+            if agree < tolerance.min_top1_agreement:
+                report.failures.append(f"output '{name}': top-1 agreement {agree:.2f} %")
+        if name in gate_outputs:
+            agree = 100.0 * float(((ref >= gate_threshold) == (cand >= gate_threshold)).mean())
+            report.gate_agreement = agree
+            if agree < tolerance.min_gate_agreement:
+                report.failures.append(f"output '{name}': gate decisions agree on {agree:.2f} %")
+    report.passed = not report.failures
+    return report
