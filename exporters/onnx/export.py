@@ -1,0 +1,122 @@
+"""export_onnx: a torch module -> one checked ONNX file, custom gated-scan nodes kept whole."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+from edgegate import __version__
+from edgegate.atomic import atomic_write
+from edgegate.errors import BadInput
+from edgegate.exporters.onnx.functions import attach_functions, iter_nodes
+from edgegate.exporters.onnx.lowering import lower_to_ort_linear_attention
+from edgegate.exporters.onnx.schemas import DOMAIN, translation_table
+
+LOWERINGS = ("onnxruntime",)
+
+
+def auto_dynamic_shapes(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Dim.AUTO on every dim: batch and sequence length vary at run time wherever they can."""
+    return tuple(
+        {i: torch.export.Dim.AUTO for i in range(a.dim())} if isinstance(a, torch.Tensor) else None
+        for a in args
+    )
+
+
+def export_onnx(
+    module: nn.Module,
+    args: tuple[Any, ...],
+    path: str | os.PathLike[str],
+    *,
+    lower: str | None = None,
+    input_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+    dynamic_shapes: Any = None,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Export with the dynamo exporter; attach fallback functions; optionally lower; check; save.
+
+    The file is written atomically, so a failed export leaves nothing at ``path``.
+    """
+    if lower is not None and lower not in LOWERINGS:
+        raise BadInput(f"unknown lowering '{lower}': expected one of {', '.join(LOWERINGS)}")
+    path = Path(path)
+    try:
+        with warnings.catch_warnings(), _quiet():
+            warnings.simplefilter("ignore")
+            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+            program = torch.onnx.export(
+                module.eval(),
+                tuple(args),
+                dynamo=True,
+                custom_translation_table=translation_table(),
+                dynamic_shapes=auto_dynamic_shapes(args)
+                if dynamic_shapes is None
+                else dynamic_shapes,
+                input_names=input_names,
+                output_names=output_names,
+                optimize=True,
+                verbose=False,
+            )
+    except BadInput:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BadInput(f"ONNX export of {type(module).__name__} failed: {first}") from None
+    model = attach_functions(program.model_proto)
+    if lower == "onnxruntime":
+        model = lower_to_ort_linear_attention(model)
+    props = {"edgegate_version": __version__, **(metadata or {})}
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=str(value)))
+    model.producer_name = "edgegate"
+    model.producer_version = __version__
+    onnx.checker.check_model(model, full_check=True)
+    with atomic_write(path) as fh:
+        fh.write(model.SerializeToString())
+    return path
+
+
+class _quiet:
+    """The exporter prints progress to stdout; keep CLI --json output clean."""
+
+    def __enter__(self) -> None:
+        import contextlib
+
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+
+def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Load an ONNX file; a missing or corrupt one is BadInput, not a protobuf traceback."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"'{path}' does not exist")
+    try:
+        return onnx.load(os.fspath(path))
+    except Exception as exc:
+        raise BadInput(f"'{path}' is not a valid ONNX file ({type(exc).__name__})") from None
+
+
+def custom_ops_used(model: onnx.ModelProto | str | os.PathLike[str]) -> list[str]:
+    """The gated-scan op types left as custom nodes (or lowered to LinearAttention)."""
+    if not isinstance(model, onnx.ModelProto):
+        model = load_model(model)
+    found = {
+        f"{n.domain}.{n.op_type}"
+        for n in iter_nodes(model.graph)
+        if n.domain in (DOMAIN, "com.microsoft")
+    }
+    return sorted(found)
