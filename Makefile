@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# The main job on the embedded default: gc-mobilenet, its shipped weights, built-in digits.
 demo: $(STAMP)
-	$(VENV)/bin/edgegate models
-	$(VENV)/bin/edgegate evaluate gc-mobilenet
+	$(VENV)/bin/edgegate deploy -o demo_out
 
 test: $(STAMP)
 	$(VENV)/bin/pytest

@@ -44,6 +44,8 @@ class OnnxRuntimeRunner(Runner):
         self.threads = threads
         self.providers = providers
         self._session = None
+        self._specs: list[TensorSpec] | None = None
+        self._outputs: list[str] | None = None
 
     def activate(self) -> None:
         ort = _import_ort()
@@ -64,6 +66,7 @@ class OnnxRuntimeRunner(Runner):
 
     def deactivate(self) -> None:
         self._session = None
+        self._specs = self._outputs = None
 
     @property
     def session(self):
@@ -72,13 +75,17 @@ class OnnxRuntimeRunner(Runner):
         return self._session
 
     def input_specs(self) -> list[TensorSpec]:
-        return [
-            TensorSpec(i.name, tuple(i.shape), _ORT_TYPES.get(i.type, i.type))
-            for i in self.session.get_inputs()
-        ]
+        if self._specs is None:  # cached: asking ORT costs more than a tiny model's run
+            self._specs = [
+                TensorSpec(i.name, tuple(i.shape), _ORT_TYPES.get(i.type, i.type))
+                for i in self.session.get_inputs()
+            ]
+        return self._specs
 
     def output_names(self) -> list[str]:
-        return [o.name for o in self.session.get_outputs()]
+        if self._outputs is None:
+            self._outputs = [o.name for o in self.session.get_outputs()]
+        return self._outputs
 
     def check_feed(self, feed: dict[str, np.ndarray]) -> None:
         """Name, rank, fixed dims and dtype of every input, before ORT sees them."""
