@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
+import re
 import os
 import warnings
 from pathlib import Path
@@ -23,12 +25,22 @@ from edgegate.exporters.onnx.schemas import DOMAIN, translation_table
 LOWERINGS = ("onnxruntime",)
 
 
-def auto_dynamic_shapes(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Dim.AUTO on every dim: batch and sequence length vary at run time wherever they can."""
-    return tuple(
+def auto_dynamic_shapes(args: tuple[Any, ...], module: nn.Module | None = None) -> tuple[Any, ...]:
+    """Dim.AUTO on every dim: batch and sequence length vary at run time wherever they can.
+
+    torch.export wants a ``forward(x, *states)`` varargs tail as one nested tuple.
+    """
+    dims = tuple(
         {i: torch.export.Dim.AUTO for i in range(a.dim())} if isinstance(a, torch.Tensor) else None
         for a in args
     )
+    if module is None:
+        return dims
+    params = list(inspect.signature(module.forward).parameters.values())
+    for index, param in enumerate(params):
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            return (*dims[:index], dims[index:])
+    return dims
 
 
 def export_onnx(
@@ -58,7 +70,7 @@ def export_onnx(
                 tuple(args),
                 dynamo=True,
                 custom_translation_table=translation_table(),
-                dynamic_shapes=auto_dynamic_shapes(args)
+                dynamic_shapes=auto_dynamic_shapes(args, module)
                 if dynamic_shapes is None
                 else dynamic_shapes,
                 input_names=input_names,
@@ -69,8 +81,7 @@ def export_onnx(
     except BadInput:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise BadInput(f"ONNX export of {type(module).__name__} failed: {first}") from None
+        raise BadInput(f"ONNX export of {type(module).__name__} failed: {_summary(exc)}") from None
     model = attach_functions(program.model_proto)
     if lower == "onnxruntime":
         model = lower_to_ort_linear_attention(model)
@@ -84,6 +95,15 @@ def export_onnx(
     with atomic_write(path) as fh:
         fh.write(model.SerializeToString())
     return path
+
+
+def _summary(exc: Exception) -> str:
+    """The informative line of a torch.onnx error (its first line is boilerplate)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line]
+    if "## Exception summary" in lines[:-1]:
+        return lines[lines.index("## Exception summary") + 1]
+    return lines[0] if lines else type(exc).__name__
 
 
 class _quiet:
