@@ -5,8 +5,8 @@ from __future__ import annotations
 import inspect
 import io
 import logging
-import re
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
