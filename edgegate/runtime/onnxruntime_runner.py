@@ -115,4 +115,9 @@ class OnnxRuntimeRunner(Runner):
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.check_feed(feed)
         names = self.output_names()
-        return dict(zip(names, self.session.run(names, feed), strict=True))
+        try:
+            outputs = self.session.run(names, feed)
+        except Exception as exc:  # e.g. a dynamic dim the graph cannot actually take
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise BadInput(f"'{self.path.name}' rejected the inputs: {message}") from None
+        return dict(zip(names, outputs, strict=True))

@@ -1,0 +1,83 @@
+"""Parity metrics, benchmark statistics and report formats."""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from torch import nn
+
+from edgegate.runtime import TorchRunner
+from edgegate.validate.bench import bench
+from edgegate.validate.parity import Tolerance, compare_outputs, output_parity
+from edgegate.validate.report import parity_cases, to_json, write_json, write_junit
+
+
+def test_identical_outputs_have_infinite_snr():
+    a = np.random.default_rng(0).standard_normal((4, 10)).astype(np.float32)
+    m = output_parity(a, a.copy())
+    assert m.max_abs == 0 and m.cosine == pytest.approx(1.0) and math.isinf(m.snr_db)
+
+
+def test_perturbation_breaks_fp32_tolerance_and_counts_disagreements():
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal((100, 10)).astype(np.float32)
+    cand = ref.copy()
+    cand[:7] = -cand[:7]  # flips the argmax of (almost surely) those rows
+    gate_ref = np.linspace(0, 1, 100, dtype=np.float32)
+    gate_cand = gate_ref.copy()
+    gate_cand[50] = 0.0  # 0.505 -> 0: one gate decision flips
+    report = compare_outputs(
+        {"logits": ref, "gate_prob": gate_ref},
+        {"logits": cand, "gate_prob": gate_cand},
+        Tolerance.for_precision("fp32"),
+        gate_outputs={"gate_prob"},
+        classifier_outputs={"logits"},
+    )
+    assert not report.passed
+    assert report.top1_agreement <= 93.0
+    assert report.gate_agreement == pytest.approx(99.0)
+    assert any("max abs" in f for f in report.failures)
+
+
+def test_small_error_passes_fp32():
+    ref = np.ones((3, 4), np.float32)
+    report = compare_outputs({"y": ref}, {"y": ref + 1e-6}, Tolerance.for_precision("fp32"))
+    assert report.passed and report.outputs["y"].snr_db > 100
+
+
+def test_shape_mismatch_is_a_failure_not_an_exception():
+    report = compare_outputs(
+        {"y": np.ones((2, 3))}, {"y": np.ones((3, 2))}, Tolerance.for_precision("fp32")
+    )
+    assert not report.passed and "shape" in report.failures[0]
+
+
+def test_bench_statistics_are_ordered():
+    runner = TorchRunner(nn.Linear(8, 8), ["x"], ["y"])
+    result = bench(runner, {"x": np.ones((4, 8), np.float32)}, runs=20, warmup=2)
+    lat = result.latency_ms
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]
+    assert result.throughput_per_s > 0 and result.peak_rss_mb > 0 and result.batch == 4
+
+
+def test_json_handles_inf_nan_and_numpy(tmp_path):
+    payload = {"snr": math.inf, "x": np.float32(1.5), "arr": np.arange(3), "nan": math.nan}
+    assert json.loads(to_json(payload)) == {"snr": "inf", "x": 1.5, "arr": [0, 1, 2], "nan": "nan"}
+    path = write_json(tmp_path / "r.json", payload)
+    assert json.loads(path.read_text())["arr"] == [0, 1, 2]
+
+
+def test_junit_counts_failures(tmp_path):
+    result = {
+        "outputs": {"logits": {}, "gate_prob": {}},
+        "failures": ["output 'logits': max abs 1 > 0.1"],
+    }
+    path = write_junit(tmp_path / "j.xml", "edgegate.validate", parity_cases(result))
+    suite = ET.parse(path).getroot().find("testsuite")
+    assert suite.get("tests") == "2" and suite.get("failures") == "1"
+    failed = [c for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert [c.get("name") for c in failed] == ["parity[logits]"]
