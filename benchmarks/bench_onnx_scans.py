@@ -40,8 +40,9 @@ def _inputs(op: str, B: int, T: int, H: int, K: int, V: int) -> tuple[torch.Tens
     q = torch.randn(B, T, H, K, generator=gen)
     k = torch.nn.functional.normalize(torch.randn(B, T, H, K, generator=gen), dim=-1)
     v = torch.randn(B, T, H, V, generator=gen)
-    if op == "gla":
-        g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, K, generator=gen)) / 16
+    if op.startswith("gla"):
+        shape = (B, T, H, K) if op == "gla_vector_gate" else (B, T, H)
+        g = torch.nn.functional.logsigmoid(torch.randn(*shape, generator=gen)) / 16
         return q, k, v, g
     g = -torch.rand(B, T, H, generator=gen) * 0.1
     beta = torch.rand(B, T, H, generator=gen)
@@ -80,7 +81,11 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for op, module in (("gla", GLA()), ("gated_delta_rule", DeltaRule())):
+        for op, module in (
+            ("gla_vector_gate", GLA()),
+            ("gla_scalar_gate", GLA()),
+            ("gated_delta_rule", DeltaRule()),
+        ):
             args = _inputs(op, a.B, a.T, a.H, a.K, a.V)
             names = ["q", "k", "v", "g", "beta"][: len(args)]
             # Batch and time vary; heads and head dims stay static so lowering can see them.

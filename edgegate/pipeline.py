@@ -5,6 +5,7 @@ The CLI calls these functions and prints their plain-dict results.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -288,6 +289,10 @@ def export(
     with staged_directory(output_dir) as stage:
         files, ops = {}, set()
         for name, part, args, inputs, outputs in jobs:
+            input_specs = [
+                {"name": n, "example_shape": list(a.shape), "dtype": str(a.dtype).split(".")[-1]}
+                for n, a in zip(inputs, args, strict=True)
+            ]
             path = export_onnx(
                 part,
                 args,
@@ -295,7 +300,7 @@ def export(
                 lower=TARGETS[target],
                 input_names=inputs,
                 output_names=outputs,
-                metadata={**metadata, "part": name},
+                metadata={**metadata, "part": name, "inputs": json.dumps(input_specs)},
             )
             files[name] = sha256_file(path)
             ops.update(custom_ops_used(path))

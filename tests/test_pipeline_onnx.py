@@ -31,6 +31,11 @@ def test_export_writes_model_stages_and_manifest(gc_export):
     model = onnx.load(gc_export / "model.onnx")
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["model"] == "gc-mobilenet" and "edgegate_version" in meta
+    assert json.loads(meta["inputs"])[0] == {
+        "name": "images",
+        "example_shape": [1, 3, 32, 32],
+        "dtype": "float32",
+    }
 
 
 def test_validate_passes_with_accuracy_and_two_stage(run_cli, gc_export, tmp_path):
