@@ -139,14 +139,21 @@ def torch_predict(module: nn.Module) -> Callable[[np.ndarray], list[np.ndarray]]
 
 
 def score(module: nn.Module, data: EvalInputs) -> dict[str, Any]:
-    """Task metrics of a module on data (top-1, gate metrics, or perplexity)."""
-    predict = torch_predict(module.eval())
+    """Task metrics of a torch module on data (top-1, gate metrics, or perplexity)."""
+    metrics = score_predict(torch_predict(module.eval()), data, module)
+    if data.task == "gc":
+        metrics["compression_ratio"] = round(float(module.gc.compression_ratio()), 4)
+    return metrics
+
+
+def score_predict(predict, data: EvalInputs, module: nn.Module) -> dict[str, Any]:
+    """Task metrics of any backend's predict callable; ``module`` supplies GC settings."""
     if data.task == "lm":
         return accuracy.as_dict(accuracy.language_model_metrics(predict, data.inputs.numpy()))
     assert data.labels is not None
     images, labels = data.inputs.numpy(), data.labels.numpy()
     if data.task == "gc":
-        metrics = accuracy.as_dict(
+        return accuracy.as_dict(
             accuracy.gate_metrics(
                 predict,
                 images,
@@ -155,8 +162,6 @@ def score(module: nn.Module, data: EvalInputs) -> dict[str, Any]:
                 threshold=float(module.threshold),
             )
         )
-        metrics["compression_ratio"] = round(float(module.gc.compression_ratio()), 4)
-        return metrics
     return accuracy.as_dict(accuracy.classifier_metrics(predict, images, labels))
 
 
@@ -447,8 +452,12 @@ def validate(
         accuracy_block = None
         if with_accuracy:
             accuracy_block = {
-                "reference": _score_predict(_runner_predict(ref, input_name), eval_data, loaded),
-                "candidate": _score_predict(_runner_predict(cand, input_name), eval_data, loaded),
+                "reference": score_predict(
+                    _runner_predict(ref, input_name), eval_data, loaded.module
+                ),
+                "candidate": score_predict(
+                    _runner_predict(cand, input_name), eval_data, loaded.module
+                ),
             }
     result = {
         "artifact": os.fspath(artifact),
@@ -461,25 +470,6 @@ def validate(
     if kind == "gc" and art.part(STAGE1_FILE) and art.part(STAGE2_FILE):
         result["two_stage"] = _two_stage_metrics(art, eval_data, loaded, threads)
     return result
-
-
-def _score_predict(predict, data: EvalInputs, loaded: zoo.LoadedModel) -> dict[str, Any]:
-    if data.task == "lm":
-        return accuracy.as_dict(accuracy.language_model_metrics(predict, data.inputs.numpy()))
-    assert data.labels is not None
-    images, labels = data.inputs.numpy(), data.labels.numpy()
-    if data.task == "gc":
-        module = loaded.module
-        return accuracy.as_dict(
-            accuracy.gate_metrics(
-                predict,
-                images,
-                labels,
-                positive_class=int(module.positive_class),
-                threshold=float(module.threshold),
-            )
-        )
-    return accuracy.as_dict(accuracy.classifier_metrics(predict, images, labels))
 
 
 def _two_stage_runner(art: Artifact, threads: int | None):
