@@ -378,6 +378,11 @@ def open_artifact(artifact: Path) -> Artifact:
         raise BadInput(f"'{path}' is neither an export folder nor a .onnx file")
     if not path.is_file():
         raise BadInput(f"'{path}' does not exist")
+    sibling = path.parent / MANIFEST_NAME
+    if sibling.is_file():  # a file inside an export folder: use the folder's record
+        manifest = read_manifest(path.parent)
+        if path.name in manifest.files:
+            return Artifact(path, manifest, path.parent)
     return Artifact(path, None, None)
 
 

@@ -131,3 +131,9 @@ def test_failed_export_leaves_nothing(run_cli, tmp_path):
     assert result.code == 2, result.stderr
     assert not out.exists()
     assert not list(tmp_path.iterdir())
+
+
+def test_an_onnx_file_inside_an_export_folder_uses_its_manifest(run_cli, gc_export):
+    result = run_cli("bench", gc_export / "model.onnx", "--runs", "3", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["batch"] == 1
