@@ -46,6 +46,7 @@ class OnnxRuntimeRunner(Runner):
         self._session = None
         self._specs: list[TensorSpec] | None = None
         self._outputs: list[str] | None = None
+        self._accepted: tuple | None = None
 
     def activate(self) -> None:
         ort = _import_ort()
@@ -88,7 +89,18 @@ class OnnxRuntimeRunner(Runner):
         return self._outputs
 
     def check_feed(self, feed: dict[str, np.ndarray]) -> None:
-        """Name, rank, fixed dims and dtype of every input, before ORT sees them."""
+        """Name, rank, fixed dims and dtype of every input, before ORT sees them.
+
+        The last accepted signature is remembered: a streaming caller pays for the check
+        once, not on every sample.
+        """
+        signature = tuple((k, np.shape(v), getattr(v, "dtype", None)) for k, v in feed.items())
+        if signature == self._accepted:
+            return
+        self._check_feed(feed)
+        self._accepted = signature
+
+    def _check_feed(self, feed: dict[str, np.ndarray]) -> None:
         specs = {s.name: s for s in self.input_specs()}
         missing = [n for n in specs if n not in feed]
         if missing:

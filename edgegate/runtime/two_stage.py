@@ -56,8 +56,7 @@ class TwoStageRunner(Runner):
         logits = None
         if passed.any():
             features = np.ascontiguousarray(first[self.features_output][passed])
-            stage2_name = self.stage2.input_specs()[0].name
-            second = self.stage2.run({stage2_name: features})
+            second = self.stage2.run({self.stage2.input_specs()[0].name: features})
             passed_logits = next(iter(second.values()))
             self.num_classes = passed_logits.shape[-1]
             logits = np.full((len(gate), self.num_classes), np.nan, dtype=passed_logits.dtype)
