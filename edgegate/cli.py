@@ -267,6 +267,7 @@ def export(
         return
     out.print(f"[bold green]exported[/] {result['model']} -> {result['output_dir']}")
     out.print(f"files: {', '.join(result['files'])}; custom ops: {result['custom_ops'] or 'none'}")
+    out.print(f"weights: {result['weights']}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -282,7 +282,8 @@ def export(
     kind = _task(loaded, task)
     module = loaded.module.eval()
     example = _example(loaded, kind, batch=1, input_size=input_size, seq_len=seq_len)
-    metadata = {"model": loaded.spec, "task": kind, "target": target}
+    weights = _weights_source(loaded, checkpoint)
+    metadata = {"model": loaded.spec, "task": kind, "target": target, "weights": weights}
     jobs = [(MODEL_FILE, module, example, [INPUT_NAME[kind]], OUTPUT_NAMES[kind])]
     if kind == "gc":
         with torch.no_grad():
@@ -322,6 +323,7 @@ def export(
                 "example_shapes": {INPUT_NAME[kind]: list(example[0].shape)},
                 "threshold": float(getattr(module, "threshold", 0.5)),
                 "positive_class": int(getattr(module, "positive_class", -1)),
+                "weights": weights,
             },
         )
         write_manifest(stage, manifest)
@@ -331,8 +333,18 @@ def export(
         "target": target,
         "files": sorted([*files, MANIFEST_NAME]),
         "custom_ops": manifest.custom_ops,
+        "weights": weights,
         "inputs": [asdict(spec) for spec in manifest.inputs],
     }
+
+
+def _weights_source(loaded: zoo.LoadedModel, checkpoint: Path | None) -> str:
+    """Say where the weights came from, so a randomly initialised export never goes unnoticed."""
+    if checkpoint is not None:
+        return f"checkpoint {checkpoint}"
+    if loaded.info is None:
+        return "user model"
+    return "shipped" if zoo.shipped_weights(loaded.spec) else "random init (no shipped weights)"
 
 
 def _example(
@@ -639,7 +651,11 @@ def deploy(
 
 def summary_sections(summary: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
     """Rows of the human summary (the Markdown report and the CLI table share them)."""
-    head = [("model", summary["model"]), ("target", summary["target"])]
+    head = [
+        ("model", summary["model"]),
+        ("weights", summary["export"]["weights"]),
+        ("target", summary["target"]),
+    ]
     return [("Summary", head + validation_rows(summary["validate"]) + bench_rows(summary["bench"]))]
 
 

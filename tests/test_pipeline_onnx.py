@@ -117,6 +117,7 @@ def test_deploy_writes_reports(run_cli, tmp_path):
     assert (out / "report.md").read_text().startswith("# edgegate deploy")
     report = json.loads((out / "report.json").read_text())
     assert report["passed"] is True and report["model"] == "gc-mobilenet"
+    assert report["export"]["weights"] == "shipped"
 
 
 def test_export_unknown_target(run_cli, tmp_path):
@@ -137,3 +138,9 @@ def test_an_onnx_file_inside_an_export_folder_uses_its_manifest(run_cli, gc_expo
     result = run_cli("bench", gc_export / "model.onnx", "--runs", "3", "--json")
     assert result.code == 0, result.stderr
     assert result.json()["batch"] == 1
+
+
+def test_export_says_when_weights_are_random(run_cli, tmp_path):
+    result = run_cli("export", "hgrn-lm:depth=1", "-o", tmp_path / "h", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["weights"].startswith("random init")
