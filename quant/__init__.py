@@ -1,1 +1,18 @@
-"""INT8 quantization: target profiles, gate-aware quantizers, PTQ, QAT (``edgegate.quant``)."""
+"""INT8 quantization: target profiles, gate-aware quantizers (``edgegate.quant``).
+
+Work in progress (issue 4): profiles and gate quantizers exist; PTQ, QAT, calibration and
+QDQ export do not yet.
+"""
+
+from edgegate.quant.gates import UnitRangeInt8, UnitRangeUint8, gate_output_quant, gate_quantizer
+from edgegate.quant.profiles import PROFILES, QuantProfile, get_profile
+
+__all__ = [
+    "PROFILES",
+    "QuantProfile",
+    "UnitRangeInt8",
+    "UnitRangeUint8",
+    "gate_output_quant",
+    "gate_quantizer",
+    "get_profile",
+]
