@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
 from edgegate.errors import BackendUnavailable, BadInput
 from edgegate.runtime.base import Runner, TensorSpec
-from edgegate.runtime.feed import check_feed
 
 _ORT_TYPES = {
     "tensor(float)": "float32",
@@ -19,18 +16,13 @@ _ORT_TYPES = {
     "tensor(double)": "float64",
     "tensor(int64)": "int64",
     "tensor(int32)": "int32",
-    "tensor(int16)": "int16",
-    "tensor(int8)": "int8",
-    "tensor(uint64)": "uint64",
-    "tensor(uint32)": "uint32",
-    "tensor(uint16)": "uint16",
     "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
     "tensor(bool)": "bool",
 }
 
 
-def import_onnxruntime() -> ModuleType:
-    """onnxruntime, or exit code 3 with the install command instead of an ImportError."""
+def _import_ort():
     try:
         import onnxruntime
     except ImportError:
@@ -38,111 +30,99 @@ def import_onnxruntime() -> ModuleType:
     return onnxruntime
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _specs(args: Sequence[object]) -> list[TensorSpec]:
-    # Types ORT cannot map to numpy (e.g. bfloat16, sequences) keep ORT's own name, so the
-    # dtype check then names it rather than guessing.
-    return [
-        TensorSpec(a.name, tuple(a.shape), _ORT_TYPES.get(a.type, a.type))  # type: ignore[attr-defined]
-        for a in args
-    ]
-
-
 class OnnxRuntimeRunner(Runner):
-    """An InferenceSession: ``threads`` intra-op threads (None: ORT's default), one inter-op.
-
-    Graph optimisation is ORT_ENABLE_ALL. Models with model-local functions and
-    custom-domain nodes (edgegate's gated-scan ops) load as they are: ORT inlines the
-    function bodies.
-    """
-
     name = "onnxruntime"
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         threads: int | None = None,
-        providers: Sequence[str] = ("CPUExecutionProvider",),
+        providers: tuple[str, ...] = ("CPUExecutionProvider",),
     ) -> None:
         super().__init__()
         self.path = Path(path)
         self.threads = threads
-        self.providers = tuple(providers)
+        self.providers = providers
         self._session = None
-        self._inputs: list[TensorSpec] | None = None
-        self._outputs: list[TensorSpec] | None = None
+        self._specs: list[TensorSpec] | None = None
+        self._outputs: list[str] | None = None
         self._accepted: tuple | None = None
 
     def activate(self) -> None:
-        if self._session is not None:
-            return
-        ort = import_onnxruntime()
-        if not self.path.exists():
-            raise BadInput(f"'{self.path}' does not exist")
+        ort = _import_ort()
         if not self.path.is_file():
-            raise BadInput(f"'{self.path}' is not a file (expected an .onnx model)")
+            raise BadInput(f"'{self.path}' does not exist")
         options = ort.SessionOptions()
         if self.threads is not None:
-            options.intra_op_num_threads = int(self.threads)
+            options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: warnings would bury the CLI's output
+        options.log_severity_level = 3
         try:
-            session = ort.InferenceSession(
+            self._session = ort.InferenceSession(
                 os.fspath(self.path), options, providers=list(self.providers)
             )
         except Exception as exc:  # ORT raises its own untyped errors for bad files
-            raise BadInput(
-                f"'{self.path}' is not a loadable ONNX model: {_first_line(exc)}"
-            ) from None
-        self._session = session
-        # Cached: asking ORT for the signature costs more than a tiny model's run.
-        self._inputs = _specs(session.get_inputs())
-        self._outputs = _specs(session.get_outputs())
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BadInput(f"'{self.path}' is not a loadable ONNX model: {first}") from None
 
     def deactivate(self) -> None:
         self._session = None
-        self._inputs = self._outputs = None
-        self._accepted = None
+        self._specs = self._outputs = None
 
     @property
     def session(self):
-        """The InferenceSession, created on first use when the runner was not entered."""
         if self._session is None:
             self.activate()
         return self._session
 
     def input_specs(self) -> list[TensorSpec]:
-        self.session  # noqa: B018 - loads the model and its specs
-        assert self._inputs is not None
-        return list(self._inputs)
-
-    def output_specs(self) -> list[TensorSpec]:
-        self.session  # noqa: B018
-        assert self._outputs is not None
-        return list(self._outputs)
+        if self._specs is None:  # cached: asking ORT costs more than a tiny model's run
+            self._specs = [
+                TensorSpec(i.name, tuple(i.shape), _ORT_TYPES.get(i.type, i.type))
+                for i in self.session.get_inputs()
+            ]
+        return self._specs
 
     def output_names(self) -> list[str]:
-        return [s.name for s in self.output_specs()]
+        if self._outputs is None:
+            self._outputs = [o.name for o in self.session.get_outputs()]
+        return self._outputs
 
     def check_feed(self, feed: dict[str, np.ndarray]) -> None:
         """Name, rank, fixed dims and dtype of every input, before ORT sees them.
 
-        The last accepted signature is remembered: a streaming caller pays for the full
-        check once, not on every sample.
+        The last accepted signature is remembered: a streaming caller pays for the check
+        once, not on every sample.
         """
-        signature = tuple(
-            (k, getattr(v, "shape", None), getattr(v, "dtype", None)) for k, v in feed.items()
-        )
+        signature = tuple((k, np.shape(v), getattr(v, "dtype", None)) for k, v in feed.items())
         if signature == self._accepted:
             return
-        self.session  # noqa: B018
-        check_feed(feed, self._inputs or [], f"'{self.path.name}'")
+        self._check_feed(feed)
         self._accepted = signature
+
+    def _check_feed(self, feed: dict[str, np.ndarray]) -> None:
+        specs = {s.name: s for s in self.input_specs()}
+        missing = [n for n in specs if n not in feed]
+        if missing:
+            raise BadInput(f"'{self.path.name}' needs input(s) {missing}, got {sorted(feed)}")
+        extra = [n for n in feed if n not in specs]
+        if extra:
+            raise BadInput(f"'{self.path.name}' has no input(s) {extra} (inputs: {sorted(specs)})")
+        for name, spec in specs.items():
+            array = np.asarray(feed[name])
+            shape = tuple(array.shape)
+            if len(shape) != len(spec.shape) or any(
+                isinstance(d, int) and d != s for d, s in zip(spec.shape, shape, strict=False)
+            ):
+                raise BadInput(
+                    f"input '{name}' of '{self.path.name}' expects shape {list(spec.shape)}, "
+                    f"got {list(shape)}"
+                )
+            if array.dtype.name != spec.dtype:
+                raise BadInput(
+                    f"input '{name}' of '{self.path.name}' expects {spec.dtype}, "
+                    f"got {array.dtype.name}"
+                )
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.check_feed(feed)
@@ -150,5 +130,6 @@ class OnnxRuntimeRunner(Runner):
         try:
             outputs = self.session.run(names, feed)
         except Exception as exc:  # e.g. a dynamic dim the graph cannot actually take
-            raise BadInput(f"'{self.path.name}' rejected the inputs: {_first_line(exc)}") from None
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise BadInput(f"'{self.path.name}' rejected the inputs: {message}") from None
         return dict(zip(names, outputs, strict=True))
