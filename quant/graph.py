@@ -1,0 +1,275 @@
+"""Graph-mode quantization: trace, fold BN, let brevitas place quantizers, then apply gate rules.
+
+brevitas's graph passes (`preprocess_for_quantize`, `quantize`) decide where activations are
+requantized; edgegate adds what they cannot know about gated networks:
+- the tracer keeps `Gate`, softmax and the scan modules as leaves, so they stay findable;
+- every gate output (`Gate` with role "gate", clipped or plain softmax) gets the fixed
+  [0, 1] quantizer of `edgegate.quant.gates`, never a calibrated one;
+- projections that feed a scan (q, k, v, log-decay and beta) stay float unless asked,
+  because scan states compound the error of their inputs over time (design.md §4).
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from dataclasses import dataclass
+
+import torch
+from brevitas.nn import QuantConv1d, QuantConv2d, QuantIdentity, QuantLinear
+from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from edgegate.errors import BadInput
+from edgegate.models.blocks.attention import ClippedSoftmax
+from edgegate.models.blocks.gate import Gate
+from edgegate.models.blocks.scans import DeltaRuleScan, GLAScan, LinearScan
+from edgegate.quant.gates import gate_output_quant
+from edgegate.quant.profiles import QuantProfile
+from edgegate.quant.quantizers import act_quantizer, bias_quantizer, weight_quantizer
+
+SCAN_TYPES = (LinearScan, GLAScan, DeltaRuleScan)
+GATE_OUTPUT_TYPES = (Gate, ClippedSoftmax, nn.Softmax)
+LEAF_TYPES = (*GATE_OUTPUT_TYPES, *SCAN_TYPES)
+COMPUTE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Everything that decides how a model is quantized (the torchao-style config object)."""
+
+    profile: QuantProfile
+    method: str = "minmax"
+    quantize_scan_inputs: bool = False
+
+
+class KeepFloat(nn.Module):
+    """Wraps a layer so the graph passes see an opaque leaf and leave it in float."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.layer(*args)
+
+
+class _GatedTracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, (*LEAF_TYPES, KeepFloat)) or super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """FX graph of ``model`` with gates, softmaxes and scans as leaf modules."""
+    try:
+        graph = _GatedTracer().trace(model)
+    except Exception as exc:  # FX reports data-dependent control flow as many error types
+        raise BadInput(
+            f"cannot trace {type(model).__name__} for graph-mode quantization: {exc}"
+        ) from exc
+    return fx.GraphModule(model, graph, type(model).__name__)
+
+
+def scan_feeders(graph_module: fx.GraphModule) -> set[str]:
+    """Qualified names of the compute layers whose outputs reach a scan op's inputs.
+
+    Walks back from every scan call through view, activation and normalisation nodes, and
+    stops at the first compute layer on each path (q, k, v, decay and beta projections).
+    """
+    modules = dict(graph_module.named_modules())
+    feeders: set[str] = set()
+    for node in graph_module.graph.nodes:
+        if node.op != "call_module" or not isinstance(modules[node.target], SCAN_TYPES):
+            continue
+        stack, seen = list(node.all_input_nodes), set()
+        while stack:
+            producer = stack.pop()
+            if producer in seen:
+                continue
+            seen.add(producer)
+            if producer.op == "call_module":
+                module = modules[producer.target]
+                if isinstance(module, COMPUTE_TYPES):
+                    feeders.add(producer.target)
+                    continue
+                if isinstance(module, SCAN_TYPES):
+                    continue
+            stack.extend(producer.all_input_nodes)
+    return feeders
+
+
+def _keep_float(model: nn.Module, names: set[str]) -> None:
+    for name in names:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, attr, KeepFloat(getattr(parent, attr)))
+
+
+def _quant_layer(module: nn.Module, config: QuantConfig) -> nn.Module:
+    """The brevitas twin of one compute layer, with the float weights copied in."""
+    profile, method = config.profile, config.method
+    kwargs = {
+        "weight_quant": weight_quantizer(profile, method),
+        "bias_quant": bias_quantizer(profile) if module.bias is not None else None,
+        "input_quant": act_quantizer(profile, method),
+        # onnxruntime fuses DQ -> Conv/MatMul -> Q into an integer kernel only when the
+        # output is quantized too; TensorRT quantizes only inputs and fuses the rest itself
+        "output_quant": act_quantizer(profile, method) if profile.quantize_bias else None,
+        "return_quant_tensor": False,
+    }
+    if isinstance(module, nn.Linear):
+        layer = QuantLinear(
+            module.in_features, module.out_features, module.bias is not None, **kwargs
+        )
+    else:
+        cls = QuantConv2d if isinstance(module, nn.Conv2d) else QuantConv1d
+        layer = cls(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            stride=module.stride,
+            padding=module.padding,
+            dilation=module.dilation,
+            groups=module.groups,
+            bias=module.bias is not None,
+            padding_mode=module.padding_mode,
+            **kwargs,
+        )
+    layer.load_state_dict(module.state_dict(), strict=False)
+    return layer
+
+
+def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, attr, module)
+
+
+def _quantize_inputs(
+    graph_module: fx.GraphModule, node: fx.Node, quantizer: type, tag: str
+) -> None:
+    """A calibrated quantizer on each tensor input of ``node`` (matmul, residual add)."""
+    for i, arg in enumerate(node.args):
+        if not isinstance(arg, fx.Node):
+            continue
+        name = f"{node.name}_{tag}{i}"
+        graph_module.add_module(name, QuantIdentity(act_quant=quantizer, return_quant_tensor=False))
+        with graph_module.graph.inserting_before(node):
+            quant_node = graph_module.graph.call_module(name, (arg,))
+        node.replace_input_with(arg, quant_node)
+
+
+_MATMULS = {operator.matmul, torch.matmul, torch.bmm}
+_ADDS = {operator.add, torch.add}
+
+
+def _place_quantizers(graph_module: fx.GraphModule, config: QuantConfig) -> None:
+    """Swap compute layers for brevitas layers; quantize matmul and residual-add inputs."""
+    modules = dict(graph_module.named_modules())
+    act = act_quantizer(config.profile, config.method)
+    for node in list(graph_module.graph.nodes):
+        if node.op == "call_module" and type(modules[node.target]) in COMPUTE_TYPES:
+            _set_module(graph_module, node.target, _quant_layer(modules[node.target], config))
+        elif node.op in ("call_function", "call_method"):
+            if node.target in _MATMULS or node.target in ("matmul", "bmm"):
+                _quantize_inputs(graph_module, node, act, "input_quant")
+            elif (
+                config.profile.qdq_on_residual_adds
+                and (node.target in _ADDS or node.target == "add")
+                and all(isinstance(a, fx.Node) for a in node.args[:2])
+            ):
+                _quantize_inputs(graph_module, node, act, "residual_quant")
+    graph_module.graph.lint()
+    graph_module.recompile()
+
+
+def fold_batch_norm(graph_module: fx.GraphModule) -> int:
+    """Fold every BatchNorm that directly follows a conv (and feeds nothing else) into it.
+
+    Folding first makes the fake-quant model match the fused inference graph: the int8 weights
+    are the folded ones, as every runtime executes them.
+    """
+    modules = dict(graph_module.named_modules())
+    folded = 0
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_module" or not isinstance(
+            modules[node.target], (nn.BatchNorm1d, nn.BatchNorm2d)
+        ):
+            continue
+        producer = node.args[0]
+        if not (
+            isinstance(producer, fx.Node)
+            and producer.op == "call_module"
+            and type(modules[producer.target]) in (nn.Conv1d, nn.Conv2d)
+            and len(producer.users) == 1
+        ):
+            continue
+        fused = fuse_conv_bn_eval(modules[producer.target], modules[node.target])
+        _set_module(graph_module, producer.target, fused)
+        node.replace_all_uses_with(producer)
+        graph_module.graph.erase_node(node)
+        folded += 1
+    graph_module.graph.lint()
+    graph_module.delete_all_unused_submodules()
+    graph_module.recompile()
+    return folded
+
+
+def _depends_on_input(node: fx.Node) -> bool:
+    stack, seen = [node], set()
+    while stack:
+        current = stack.pop()
+        if current.op == "placeholder":
+            return True
+        for arg in current.all_input_nodes:
+            if arg not in seen:
+                seen.add(arg)
+                stack.append(arg)
+    return False
+
+
+def _not(excluded: fx.Node):
+    return lambda user: user is not excluded
+
+
+def _insert_gate_quant(graph_module: fx.GraphModule, profile: QuantProfile) -> int:
+    """A fixed-range [0, 1] quantizer after every gate output; returns how many."""
+    modules = dict(graph_module.named_modules())
+    count = 0
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_module":
+            continue
+        module = modules[node.target]
+        if not isinstance(module, GATE_OUTPUT_TYPES):
+            continue
+        if isinstance(module, Gate) and module.role != "gate":
+            continue  # a scan's beta: stays float with the scan
+        if not _depends_on_input(node):
+            # an input-independent gate (the GC channel gate) is a constant, i.e. a weight:
+            # L1 drives its open values to ~0.005, which a 1/255 grid would move by 20-50 %
+            continue
+        name = f"{node.target.replace('.', '_')}_gate_quant"
+        graph_module.add_module(name, gate_output_quant(profile))
+        with graph_module.graph.inserting_after(node):
+            quant_node = graph_module.graph.call_module(name, (node,))
+        node.replace_all_uses_with(quant_node, delete_user_cb=_not(quant_node))
+        count += 1
+    graph_module.graph.lint()
+    graph_module.recompile()
+    return count
+
+
+def quantize_model(model: nn.Module, config: QuantConfig) -> fx.GraphModule:
+    """Fake-quant copy of ``model`` (eval mode, BN folded), ready for calibration."""
+    if config.profile.act_bits is None:
+        raise BadInput(
+            f"profile '{config.profile.name}' is weight-only; edgegate quantize needs W8A8 "
+            "(pass --w8a8 for Core ML)"
+        )
+    model = copy.deepcopy(model).eval()
+    if not config.quantize_scan_inputs:
+        _keep_float(model, scan_feeders(trace(model)))
+    graph_module = trace(model)
+    fold_batch_norm(graph_module)
+    _place_quantizers(graph_module, config)
+    _insert_gate_quant(graph_module, config.profile)
+    return graph_module.eval()

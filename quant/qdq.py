@@ -1,0 +1,173 @@
+"""Turn a calibrated brevitas model into plain torch with explicit quantize/dequantize ops.
+
+Why our own Q/DQ insertion and not brevitas's ONNX export: brevitas's QCDQ exporter goes
+through TorchScript (its dynamo path refuses quantized bias), which cannot carry edgegate's
+custom scan ops or their fallback functions, and it needs `onnxoptimizer`. Instead every
+brevitas layer is replaced by a twin that calls PyTorch's `quantized_decomposed` ops with
+the calibrated scales and zero points, and the float integer weights are stored as int8
+(bias as int32 under profiles that quantize it). `edgegate.exporters.onnx` then exports the
+twin like any model: each `quantized_decomposed` op becomes one ONNX QuantizeLinear or
+DequantizeLinear, the scan custom ops export as before, and the Q/DQ placement is exactly
+the fake-quant placement, so onnxruntime reproduces the brevitas model.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers quantized_decomposed ops)
+import torch.nn.functional as F
+from brevitas.nn import QuantConv1d, QuantConv2d, QuantIdentity, QuantLinear
+from torch import fx, nn
+
+_ops = torch.ops.quantized_decomposed
+
+
+@dataclass(frozen=True)
+class TensorQuant:
+    """Per-tensor affine quantization as ONNX stores it: scale, zero point, integer type."""
+
+    scale: float
+    zero_point: int
+    bits: int
+    signed: bool
+    narrow: bool
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.int8 if self.signed else torch.uint8
+
+    @property
+    def qmin(self) -> int:
+        if not self.signed:
+            return 0
+        return -(2 ** (self.bits - 1)) + int(self.narrow)
+
+    @property
+    def qmax(self) -> int:
+        return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
+
+
+def tensor_quant(proxy: nn.Module) -> TensorQuant | None:
+    """The calibrated per-tensor parameters of a brevitas activation proxy, or None if off."""
+    if not proxy.is_quant_enabled:
+        return None
+    scale = float(proxy.scale())
+    zero_point = proxy.zero_point()
+    return TensorQuant(
+        scale=scale,
+        zero_point=int(round(float(zero_point))) if zero_point is not None else 0,
+        bits=int(proxy.bit_width()),
+        signed=bool(proxy.is_signed),
+        narrow=bool(proxy.is_narrow_range),
+    )
+
+
+class QuantDequant(nn.Module):
+    """x -> Q -> DQ: the ONNX QuantizeLinear/DequantizeLinear pair of one tensor."""
+
+    def __init__(self, quant: TensorQuant) -> None:
+        super().__init__()
+        self.quant = quant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.quant
+        args = (q.scale, q.zero_point, q.qmin, q.qmax, q.dtype)
+        return _ops.dequantize_per_tensor(_ops.quantize_per_tensor(x, *args), *args)
+
+    def extra_repr(self) -> str:
+        q = self.quant
+        return f"scale={q.scale:.6g}, zero_point={q.zero_point}, dtype={q.dtype}"
+
+
+class QDQLayer(nn.Module):
+    """Conv or Linear over int8 weights (and int32 bias) stored as integers, with Q/DQ around."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.kind = "linear" if isinstance(layer, QuantLinear) else f"conv{layer.weight.dim() - 2}d"
+        if self.kind != "linear":
+            self.conv_args = (layer.stride, layer.padding, layer.dilation, layer.groups)
+        input_quant = tensor_quant(layer.input_quant)
+        output_quant = tensor_quant(layer.output_quant)
+        self.input_qdq = QuantDequant(input_quant) if input_quant else None
+        self.output_qdq = QuantDequant(output_quant) if output_quant else None
+        with torch.no_grad():
+            weight = layer.quant_weight()
+            scale = weight.scale.detach().flatten().float()
+            self.register_buffer("weight_int", weight.int().detach().to(torch.int8))
+            self.register_buffer("weight_scale", scale)
+            self.register_buffer("weight_zero", torch.zeros_like(scale, dtype=torch.int64))
+            self.weight_range = (-127 if layer.weight_quant.is_narrow_range else -128, 127)
+            bias_int = bias_scale = bias_float = None
+            if layer.bias is not None and layer.bias_quant.is_quant_enabled and input_quant:
+                bias_scale = scale * input_quant.scale  # int32 bias: scale = input * weight
+                bias_int = torch.round(layer.bias / bias_scale).to(torch.int32)
+            elif layer.bias is not None:
+                bias_float = layer.bias.detach().clone()
+            self.register_buffer("bias_int", bias_int)
+            self.register_buffer("bias_scale", bias_scale)
+            self.register_buffer("bias_float", bias_float)
+
+    def _weight(self) -> torch.Tensor:
+        low, high = self.weight_range
+        return _ops.dequantize_per_channel(
+            self.weight_int, self.weight_scale, self.weight_zero, 0, low, high, torch.int8
+        )
+
+    def _bias(self) -> torch.Tensor | None:
+        if self.bias_int is None:
+            return self.bias_float
+        return _ops.dequantize_per_channel(
+            self.bias_int,
+            self.bias_scale,
+            torch.zeros_like(self.bias_int, dtype=torch.int64),
+            0,
+            -(2**31),
+            2**31 - 1,
+            torch.int32,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_qdq is not None:
+            x = self.input_qdq(x)
+        weight, bias = self._weight(), self._bias()
+        if self.kind == "linear":
+            y = F.linear(x, weight, bias)
+        else:
+            conv = F.conv2d if self.kind == "conv2d" else F.conv1d
+            y = conv(x, weight, bias, *self.conv_args)
+        return self.output_qdq(y) if self.output_qdq is not None else y
+
+
+def _twin(module: nn.Module) -> nn.Module | None:
+    if isinstance(module, (QuantConv1d, QuantConv2d, QuantLinear)):
+        return QDQLayer(module)
+    if isinstance(module, QuantIdentity):
+        quant = tensor_quant(module.act_quant)
+        return QuantDequant(quant) if quant is not None else nn.Identity()
+    return None
+
+
+@torch.no_grad()
+def to_qdq(model: fx.GraphModule) -> fx.GraphModule:
+    """A copy of the calibrated fake-quant ``model`` in plain torch + quantized_decomposed ops."""
+    qdq = copy.deepcopy(model).eval()
+    for name, module in list(qdq.named_modules()):
+        twin = _twin(module)
+        if twin is None:
+            continue
+        parent_name, _, attr = name.rpartition(".")
+        setattr(qdq.get_submodule(parent_name) if parent_name else qdq, attr, twin)
+    return qdq
+
+
+def activation_quants(qdq: nn.Module) -> dict[str, TensorQuant]:
+    """Every activation Q/DQ of a twin by module name (for profile checks and reports)."""
+    found: dict[str, TensorQuant] = {}
+    for name, module in qdq.named_modules():
+        if isinstance(module, QuantDequant):
+            found[name] = module.quant
+    return found
