@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgegate import __version__
-from edgegate.errors import EdgegateError, NotYetImplemented
+from edgegate.errors import EdgegateError
 
 EXIT_INTERNAL_ERROR = 70  # a bug in edgegate, not the user's input
 
@@ -215,13 +215,6 @@ def evaluate(
     _print_metrics(result["metrics"])
 
 
-def _later(command: str, issue: str) -> None:
-    raise NotYetImplemented(
-        f"`edgegate {command}` is not available in edgegate {__version__} yet: "
-        f"it arrives with {issue}"
-    )
-
-
 TargetOpt = Annotated[
     str,
     typer.Option("--target", "-t", help="onnx (custom nodes + portable fallback) or onnxruntime."),
@@ -270,10 +263,105 @@ def export(
     out.print(f"weights: {result['weights']}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def quantize(ctx: typer.Context) -> None:
-    """INT8 quantization with calibration and QAT (not available yet)."""
-    _later("quantize", "INT8 quantization")
+@app.command()
+def quantize(
+    model: ModelArg,
+    profile: Annotated[
+        str, typer.Option("--profile", "-p", help="Target rules: onnxruntime, tensorrt or coreml.")
+    ] = "onnxruntime",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path(
+        "edgegate-int8"
+    ),
+    checkpoint: CheckpointOpt = None,
+    calib_data: Annotated[
+        str | None,
+        typer.Option(
+            "--calib-data",
+            help="Calibration inputs: `digits`/`stdlib` (built-in calib split), a `.npz` file, "
+            "an image folder or a text file.",
+        ),
+    ] = None,
+    calib_samples: Annotated[
+        int, typer.Option("--calib-samples", help="Calibration samples (images or sequences).")
+    ] = 256,
+    method: Annotated[
+        str, typer.Option("--method", "-m", help="Calibration: minmax, percentile or mse.")
+    ] = "minmax",
+    qat_epochs: Annotated[
+        int, typer.Option("--qat-epochs", help="Quantization-aware fine-tuning epochs after PTQ.")
+    ] = 0,
+    data: DataOpt = None,
+    input_size: InputSizeOpt = None,
+    seq_len: SeqLenOpt = None,
+    quantize_scan_inputs: Annotated[
+        bool,
+        typer.Option(
+            "--quantize-scan-inputs", help="Also quantize the q/k/v projections feeding scans."
+        ),
+    ] = False,
+    w8a8: Annotated[
+        bool, typer.Option("--w8a8", help="Quantize activations too under weight-only profiles.")
+    ] = False,
+    report: Annotated[
+        bool,
+        typer.Option("--report", help="Per-layer quantizability report (JSON, Markdown, PNG)."),
+    ] = False,
+    trust_code: TrustOpt = False,
+    task: TaskOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """INT8 post-training quantization (brevitas) with calibration, optional QAT, and QDQ ONNX.
+
+    Writes model.int8.pt (fake-quant state), model.int8.onnx, manifest.json and report.json
+    (float vs INT8 accuracy on the test split, gate-decision flip rate).
+
+    Examples:
+
+    - `edgegate quantize mobilenet-v3-se -o out/int8`
+    - `edgegate quantize gc-mobilenet --profile tensorrt --method percentile --report`
+    - `edgegate quantize qvit:attention=clipped --qat-epochs 2 --calib-data imgs/ -o out/qvit`
+    """
+    from edgegate import int8
+
+    with _phases() as progress:
+        result = int8.quantize(
+            model,
+            output,
+            profile=profile,
+            method=method,
+            checkpoint=checkpoint,
+            calib_data=calib_data,
+            calib_samples=calib_samples,
+            data=data,
+            qat_epochs=qat_epochs,
+            input_size=input_size,
+            seq_len=seq_len,
+            quantize_scan_inputs=quantize_scan_inputs,
+            w8a8=w8a8,
+            report=report,
+            trust_code=trust_code,
+            task=task,
+            progress=progress,
+        )
+    if json_out:
+        _emit_json(result)
+        return
+    _print_rows(int8_rows(result), title=f"INT8 {result['model']} ({profile}, {method})")
+    out.print(f"files in {result['output_dir']}: {', '.join(result['files'])}")
+
+
+def int8_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """Human summary of a quantize run (the CLI table and deploy's report share it)."""
+    acc = result["accuracy"]
+    key = "perplexity" if result["task"] == "lm" else "top1"
+    rows = [(f"{stage} {key}", f"{acc[stage][key]:.4g}") for stage in acc]
+    for name, value in result["onnx_vs_fake_quant"].items():
+        rows.append((f"onnx vs fake-quant {name}", f"{value:.2f} %"))
+    if "gate_flip_rate" in result:
+        rows.append(
+            ("gate flips (onnx vs float)", f"{result['gate_flip_rate']['onnx_vs_float']} %")
+        )
+    return rows
 
 
 @app.command()
@@ -425,6 +513,33 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
     for key, value in metrics.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     out.print(table)
+
+
+class _phases:
+    """One progress bar per phase (calibrate, bias correction, QAT), on stderr."""
+
+    def __init__(self) -> None:
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self):
+        self._bar.start()
+
+        def on_progress(phase: str, done: int, total: int) -> None:
+            if phase not in self._tasks:
+                self._tasks[phase] = self._bar.add_task(phase, total=total)
+            self._bar.update(self._tasks[phase], completed=done)
+
+        return on_progress
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
 
 
 class _progress:

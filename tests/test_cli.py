@@ -25,12 +25,6 @@ def test_version(run_cli):
     assert result.code == 0 and result.stdout.startswith("edgegate ")
 
 
-@pytest.mark.parametrize("command", ["quantize"])
-def test_unfilled_commands_say_so_and_exit_2(run_cli, command):
-    result = run_cli(command, "gc-mobilenet", "--target", "onnx")
-    assert_one_line_error(result, f"edgegate {command}", "not available")
-
-
 def test_models_json_lists_the_zoo_with_costs(run_cli):
     result = run_cli("models", "--json")
     assert result.code == 0, result.stderr

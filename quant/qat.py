@@ -1,0 +1,73 @@
+"""Quantization-aware training: fine-tune the calibrated fake-quant model with the task loss.
+
+Starts from the float checkpoint's calibrated PTQ model, so the learned scales begin at the
+calibrated ones. BN is folded before QAT, so its statistics are frozen for every epoch: the
+trained weights are exactly the deployed (folded) ones, which is the whitepaper's "match
+the fake-quant placement to the fused inference graph".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+StepHook = Callable[[int, int, float], None]  # (step, total, loss)
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    epochs: int = 2
+    lr: float = 1e-4
+    batch_size: int = 64
+    seed: int = 0
+    positive_class: int | None = None  # gated-compression models: the class the gate passes
+
+
+def _loss(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor | None, cfg: QATConfig):
+    if task == "lm":
+        logits = model(x[:, :-1])
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+    assert y is not None
+    out = model(x)
+    if task == "gc":
+        logits, gate_prob = out
+        positive = (y == cfg.positive_class).float()
+        prob = gate_prob.reshape(-1).clamp(1e-6, 1 - 1e-6)
+        return F.cross_entropy(logits, y) + F.binary_cross_entropy(prob, positive)
+    return F.cross_entropy(out, y)
+
+
+def train_qat(
+    model: nn.Module,
+    task: str,
+    inputs: torch.Tensor,
+    labels: torch.Tensor | None,
+    config: QATConfig,
+    *,
+    on_step: StepHook | None = None,
+) -> nn.Module:
+    """Fine-tune ``model`` (fake-quant, calibrated) in place for ``config.epochs`` epochs."""
+    generator = torch.Generator().manual_seed(config.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    n = len(inputs)
+    per_epoch = math.ceil(n / config.batch_size)
+    total, step = per_epoch * config.epochs, 0
+    model.train()
+    for _ in range(config.epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, config.batch_size):
+            idx = order[start : start + config.batch_size]
+            loss = _loss(model, task, inputs[idx], None if labels is None else labels[idx], config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if on_step is not None:
+                on_step(step, total, float(loss))
+    return model.eval()
