@@ -462,6 +462,12 @@ def deploy(
     data: DataOpt = None,
     runs: Annotated[int, typer.Option(min=1)] = 50,
     threads: ThreadsOpt = 2,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Add an INT8 stage (PTQ) in OUTPUT/int8.")
+    ] = False,
+    profile: Annotated[
+        str, typer.Option("--profile", "-p", help="INT8 target profile (with --int8).")
+    ] = "onnxruntime",
     trust_code: TrustOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -474,6 +480,7 @@ def deploy(
 
     - `edgegate deploy`
     - `edgegate deploy qvit:attention=gated -o out/qvit`
+    - `edgegate deploy mobilenet-v3-se --int8 --profile tensorrt -o out/mnv3`
     """
     from edgegate import pipeline
 
@@ -487,6 +494,7 @@ def deploy(
             runs=runs,
             threads=threads,
             trust_code=trust_code,
+            int8_profile=profile if int8 else None,
             on_stage=lambda name: status.update(f"[bold]{name}[/] {model}"),
         )
     if json_out:

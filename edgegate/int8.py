@@ -30,7 +30,7 @@ from edgegate.quant.qdq import activation_quants, to_qdq
 from edgegate.quant.quantizers import check_method
 
 INT8_ONNX = "model.int8.onnx"
-INT8_STATE = "model.int8.pt"
+INT8_STATE = "model.int8.pt"  # pipeline.INT8_STATE names the same file
 STATE_FORMAT = "edgegate-int8/1"
 CALIB_BATCH = {"image": 16, "gc": 16, "lm": 4}
 Progress = Callable[[str, int, int], None]

@@ -238,6 +238,7 @@ def evaluate(
 # --------------------------------------------------------------------------- export
 
 TARGETS = {"onnx": None, "onnxruntime": "onnxruntime"}
+INT8_STATE = "model.int8.pt"  # written by edgegate.int8
 LATER_TARGETS = ("tensorrt", "coreml")
 INPUT_NAME = {"image": "images", "gc": "images", "lm": "tokens"}
 OUTPUT_NAMES = {"image": ["logits"], "gc": ["logits", "gate_prob"], "lm": ["logits"]}
@@ -383,9 +384,10 @@ def open_artifact(artifact: Path) -> Artifact:
     path = Path(artifact)
     if path.is_dir():
         manifest = read_manifest(path)
-        if MODEL_FILE not in manifest.files:
-            raise BadInput(f"'{path}' holds no {MODEL_FILE} (its manifest lists {manifest.files})")
-        return Artifact(path / MODEL_FILE, manifest, path)
+        model_file = manifest.extra.get("model_file", MODEL_FILE)
+        if model_file not in manifest.files:
+            raise BadInput(f"'{path}' holds no {model_file} (its manifest lists {manifest.files})")
+        return Artifact(path / model_file, manifest, path)
     if path.suffix != ".onnx":
         raise BadInput(f"'{path}' is neither an export folder nor a .onnx file")
     if not path.is_file():
@@ -454,8 +456,15 @@ def validate(
     input_name = INPUT_NAME[kind]
     limit = parity_samples if kind != "lm" else max(1, parity_samples // 16)
     feed = {input_name: np.ascontiguousarray(inputs[:limit])}
+    reference_module = loaded.module
+    int8_state = art.part(INT8_STATE)
+    if art.manifest is not None and art.manifest.precision == "int8" and int8_state is not None:
+        from edgegate import int8  # brevitas loads only when an INT8 export is validated
+
+        # an INT8 export is judged against its brevitas fake-quant model; float gives the drop
+        reference_module = int8.load_fake_quant(int8_state, loaded.module)
     with (
-        TorchRunner(loaded.module, [input_name], outputs) as ref,
+        TorchRunner(reference_module, [input_name], outputs) as ref,
         OnnxRuntimeRunner(art.model_path, threads=threads) as cand,
     ):
         ref_out, cand_out = ref.run(feed), cand.run(feed)
@@ -471,6 +480,11 @@ def validate(
             accuracy_block = {
                 "reference": score_predict(
                     _runner_predict(ref, input_name), eval_data, loaded.module
+                ),
+                **(
+                    {"float": score(loaded.module, eval_data)}
+                    if reference_module is not loaded.module
+                    else {}
                 ),
                 "candidate": score_predict(
                     _runner_predict(cand, input_name), eval_data, loaded.module
@@ -603,6 +617,7 @@ def _stream_images(art: Artifact) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- deploy
 
 DEFAULT_DEPLOY_MODEL = "gc-mobilenet"
+INT8_DIR = "int8"
 
 
 def deploy(
@@ -615,9 +630,14 @@ def deploy(
     runs: int = 50,
     threads: int | None = 2,
     trust_code: bool = False,
+    int8_profile: str | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Export, validate (parity + accuracy), bench; write report.json and report.md."""
+    """Export, validate (parity + accuracy), bench; write report.json and report.md.
+
+    With ``int8_profile`` it also quantizes (PTQ, minmax) into ``output_dir/int8`` and
+    validates and benches that export too.
+    """
     from edgegate.validate import report as reports
 
     def stage(name: str) -> None:
@@ -640,6 +660,20 @@ def deploy(
         "validate": validated,
         "bench": timed,
     }
+    if int8_profile is not None:
+        from edgegate import int8
+
+        int8_dir = Path(output_dir) / INT8_DIR
+        stage("quantize")
+        quantized = int8.quantize(
+            model, int8_dir, profile=int8_profile, checkpoint=checkpoint, trust_code=trust_code
+        )
+        stage("validate int8")
+        validated8 = validate(int8_dir, checkpoint=checkpoint, data=data, trust_code=trust_code)
+        stage("bench int8")
+        timed8 = bench(int8_dir, runs=runs, threads=threads)
+        summary["passed"] = summary["passed"] and bool(validated8["passed"])
+        summary["int8"] = {"quantize": quantized, "validate": validated8, "bench": timed8}
     reports.write_json(Path(output_dir) / "report.json", summary)
     reports.write_markdown(
         Path(output_dir) / "report.md",
@@ -656,7 +690,16 @@ def summary_sections(summary: dict[str, Any]) -> list[tuple[str, list[tuple[str,
         ("weights", summary["export"]["weights"]),
         ("target", summary["target"]),
     ]
-    return [("Summary", head + validation_rows(summary["validate"]) + bench_rows(summary["bench"]))]
+    sections = [
+        ("Summary", head + validation_rows(summary["validate"]) + bench_rows(summary["bench"]))
+    ]
+    if "int8" in summary:
+        block = summary["int8"]
+        quant = block["quantize"]["quant"]
+        rows = [("profile", quant["profile"]), ("method", quant["method"])]
+        rows += validation_rows(block["validate"]) + bench_rows(block["bench"])
+        sections.append(("INT8", rows))
+    return sections
 
 
 def validation_rows(val: dict[str, Any]) -> list[tuple[str, str]]:

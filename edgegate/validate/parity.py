@@ -17,6 +17,9 @@ class Tolerance:
     min_cosine: float
     min_top1_agreement: float  # percent
     min_gate_agreement: float  # percent
+    # int8: a classifier passes on top-1 agreement alone, since one rounding flip early in the
+    # graph moves late logits by several steps without changing any decision
+    agreement_suffices: bool = False
 
     @classmethod
     def for_precision(cls, precision: str, step: float | None = None) -> Tolerance:
@@ -25,7 +28,7 @@ class Tolerance:
         if precision == "fp16":
             return cls("fp16", 1e-2, 0.999, 99.5, 99.5)
         if precision == "int8":  # fake-quant vs QDQ: a few quantization steps
-            return cls("int8", 4 * (step or 1 / 127), 0.99, 99.5, 99.5)
+            return cls("int8", 4 * (step or 1 / 127), 0.99, 99.5, 99.5, agreement_suffices=True)
         raise ValueError(f"unknown precision '{precision}'")
 
 
@@ -93,7 +96,8 @@ def compare_outputs(
         metrics = output_parity(ref, cand)
         report.outputs[name] = metrics
         allowed = tolerance.max_abs_rel * max(1.0, float(np.abs(ref).max()) if ref.size else 1.0)
-        if metrics.max_abs > allowed:
+        judged_by_agreement = tolerance.agreement_suffices and name in classifier_outputs
+        if metrics.max_abs > allowed and not judged_by_agreement:
             report.failures.append(
                 f"output '{name}': max abs {metrics.max_abs:.3g} > {allowed:.3g}"
             )
