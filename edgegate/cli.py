@@ -537,9 +537,9 @@ class _phases:
         self._tasks: dict[str, Any] = {}
 
     def __enter__(self):
-        self._bar.start()
-
         def on_progress(phase: str, done: int, total: int) -> None:
+            if not self._tasks:
+                self._bar.start()  # lazily: an early bad-input error stays one clean line
             if phase not in self._tasks:
                 self._tasks[phase] = self._bar.add_task(phase, total=total)
             self._bar.update(self._tasks[phase], completed=done)
@@ -547,7 +547,8 @@ class _phases:
         return on_progress
 
     def __exit__(self, *exc: object) -> None:
-        self._bar.stop()
+        if self._tasks:
+            self._bar.stop()
 
 
 class _progress:

@@ -428,6 +428,12 @@ def _runner_predict(runner, input_name: str):
     return predict
 
 
+def _fuse_qdq(art: Artifact) -> bool:
+    """Let ORT fuse Q/DQ unless the graph targets TensorRT (then it runs as written)."""
+    quant = art.manifest.quant if art.manifest is not None else None
+    return not (quant and quant.get("profile") == "tensorrt")
+
+
 def validate(
     artifact: Path,
     *,
@@ -465,7 +471,7 @@ def validate(
         reference_module = int8.load_fake_quant(int8_state, loaded.module)
     with (
         TorchRunner(reference_module, [input_name], outputs) as ref,
-        OnnxRuntimeRunner(art.model_path, threads=threads) as cand,
+        OnnxRuntimeRunner(art.model_path, threads=threads, fuse_qdq=_fuse_qdq(art)) as cand,
     ):
         ref_out, cand_out = ref.run(feed), cand.run(feed)
         report = compare_outputs(

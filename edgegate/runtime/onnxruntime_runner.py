@@ -38,8 +38,13 @@ class OnnxRuntimeRunner(Runner):
         path: str | os.PathLike[str],
         threads: int | None = None,
         providers: tuple[str, ...] = ("CPUExecutionProvider",),
+        fuse_qdq: bool = True,
     ) -> None:
+        """``fuse_qdq=False`` runs Q/DQ graphs as written (float emulation) instead of letting
+        ORT fuse them into its own integer kernels: the way to check a graph meant for another
+        runtime (TensorRT), whose rounding ORT's fused kernels do not reproduce."""
         super().__init__()
+        self.fuse_qdq = fuse_qdq
         self.path = Path(path)
         self.threads = threads
         self.providers = providers
@@ -57,6 +62,8 @@ class OnnxRuntimeRunner(Runner):
             options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        if not self.fuse_qdq:
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
         try:
             self._session = ort.InferenceSession(
                 os.fspath(self.path), options, providers=list(self.providers)

@@ -1,0 +1,170 @@
+"""`edgegate quantize` end to end: accuracy targets, ONNX parity, profile rules, records, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from edgegate import int8
+from edgegate.manifest import read_manifest
+from edgegate.models import load_model
+from tests.conftest import assert_one_line_error
+
+CALIB = "64"
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    """One PTQ run per (model, profile) the acceptance names, shared by the tests below."""
+    from edgegate.cli import main
+
+    runs = {}
+    for model, profile in [
+        ("mobilenet-v3-se", "onnxruntime"),
+        ("gc-mobilenet", "onnxruntime"),
+        ("gc-mobilenet", "tensorrt"),
+    ]:
+        out = tmp_path_factory.mktemp(f"{model}-{profile}")
+        assert (
+            main(["quantize", model, "-p", profile, "--calib-samples", CALIB, "-o", str(out)]) == 0
+        )
+        runs[model, profile] = out
+    return runs
+
+
+def _report(directory):
+    return json.loads((directory / "report.json").read_text())
+
+
+@pytest.mark.parametrize("model", ["mobilenet-v3-se", "gc-mobilenet"])
+def test_ptq_minmax_onnxruntime_loses_at_most_half_a_point(quantized, model):
+    report = _report(quantized[model, "onnxruntime"])
+    acc = report["accuracy"]
+    assert acc["float"]["top1"] - acc["ptq"]["top1"] <= 0.5, acc
+    assert acc["float"]["top1"] - acc["int8_onnx"]["top1"] <= 0.5, acc
+
+
+def test_gc_gate_decisions_flip_on_at_most_half_a_percent(quantized):
+    for profile in ("onnxruntime", "tensorrt"):
+        flips = _report(quantized["gc-mobilenet", profile])["gate_flip_rate"]
+        assert flips["onnx_vs_float"] <= 0.5 and flips["fake_quant_vs_float"] <= 0.5, flips
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        ("mobilenet-v3-se", "onnxruntime"),
+        ("gc-mobilenet", "onnxruntime"),
+        ("gc-mobilenet", "tensorrt"),
+    ],
+)
+def test_int8_onnx_agrees_with_fake_quant(quantized, key):
+    assert _report(quantized[key])["onnx_vs_fake_quant"]["top1_agreement"] >= 99.5
+
+
+def _activation_zero_points(path) -> list[int]:
+    model = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    consts = {
+        n.output[0]: numpy_helper.to_array(n.attribute[0].t)
+        for n in model.graph.node
+        if n.op_type == "Constant"
+        and n.attribute
+        and n.attribute[0].type == onnx.AttributeProto.TENSOR
+    }
+    values = {**inits, **consts}
+    return [
+        int(values[n.input[2]].ravel()[0])
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in values
+    ]
+
+
+def test_tensorrt_profile_activation_zero_points_are_zero(quantized):
+    trt = _activation_zero_points(quantized["gc-mobilenet", "tensorrt"] / int8.INT8_ONNX)
+    ort = _activation_zero_points(quantized["gc-mobilenet", "onnxruntime"] / int8.INT8_ONNX)
+    assert trt and all(zp == 0 for zp in trt)
+    assert any(zp != 0 for zp in ort)  # u8 asymmetric: the check above can fail
+    assert _report(quantized["gc-mobilenet", "tensorrt"])["activation_zero_points_all_zero"]
+
+
+def test_manifest_records_profile_method_and_calibration_hash(quantized):
+    directory = quantized["mobilenet-v3-se", "onnxruntime"]
+    manifest = read_manifest(directory)  # also verifies every file's SHA-256
+    assert manifest.precision == "int8"
+    assert manifest.quant["profile"] == "onnxruntime" and manifest.quant["method"] == "minmax"
+    loaded = load_model("mobilenet-v3-se")
+    calib, _ = int8.calibration_inputs(
+        loaded, "image", None, int(CALIB), input_size=None, seq_len=None
+    )
+    assert manifest.quant["calibration"]["sha256"] == int8.tensor_hash(calib)
+    assert manifest.quant["calibration"]["samples"] == int(CALIB)
+    assert {"model.int8.onnx", "model.int8.pt", "report.json"} <= set(manifest.files)
+
+
+def test_saved_state_rebuilds_the_fake_quant_model(quantized):
+    import torch
+
+    directory = quantized["gc-mobilenet", "tensorrt"]
+    loaded = load_model("gc-mobilenet")
+    rebuilt = int8.load_fake_quant(directory / int8.INT8_STATE, loaded.module)
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(8, 3, 32, 32)).astype("float32"))
+    from edgegate.runtime import OnnxRuntimeRunner
+
+    with OnnxRuntimeRunner(directory / int8.INT8_ONNX) as runner:
+        onnx_logits = runner.run({"images": x.numpy()})["logits"]
+    with torch.no_grad():
+        logits = rebuilt(x)[0].numpy()
+    assert (logits.argmax(1) == onnx_logits.argmax(1)).mean() >= 0.875
+    assert np.abs(logits - onnx_logits).max() < 0.1 * np.abs(logits).max()
+
+
+def test_validate_judges_int8_export_against_fake_quant(quantized, run_cli):
+    result = run_cli("validate", quantized["gc-mobilenet", "onnxruntime"], "--json")
+    assert result.code == 0, result.stderr
+    payload = result.json()
+    assert payload["precision"] == "int8" and payload["passed"]
+    assert payload["top1_agreement"] >= 99.5
+    assert "float" in payload["accuracy"]
+
+
+@pytest.fixture()
+def bad_data(tmp_path):
+    images = np.random.default_rng(0).random((8, 3, 32, 32)).astype("float32")
+    nan = images.copy()
+    nan[3, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", images=nan)
+    (tmp_path / "empty").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--calib-data", "{d}/missing"], "unknown data source"),
+        (["--calib-data", "{d}/empty"], "no images"),
+        (["--calib-data", "{d}/nan.npz"], "non-finite"),
+        (["--profile", "nope"], "unknown quantization profile"),
+        (["--method", "nope"], "unknown calibration method"),
+        (["--calib-samples", "0"], "--calib-samples"),
+        (["--profile", "coreml"], "weight-only"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(run_cli, bad_data, args, fragment):
+    out = bad_data / "out"
+    result = run_cli(
+        "quantize", "mobilenet-v3-se", "-o", out, *[a.format(d=bad_data) for a in args]
+    )
+    assert_one_line_error(result, fragment)
+    assert not out.exists()
+
+
+def test_shape_mismatch_exits_2(run_cli, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("quantize", "qvit", "--input-size", "20", "-o", out)
+    assert_one_line_error(result, "do not fit qvit")
+    assert not out.exists()
