@@ -69,5 +69,5 @@ def train_qat(
             optimizer.step()
             step += 1
             if on_step is not None:
-                on_step(step, total, float(loss))
+                on_step(step, total, float(loss.detach()))
     return model.eval()
