@@ -148,9 +148,12 @@ def _quantize_inputs(
     graph_module: fx.GraphModule, node: fx.Node, quantizer: type, tag: str
 ) -> None:
     """A calibrated quantizer on each tensor input of ``node`` (matmul, residual add)."""
+    modules = dict(graph_module.named_modules())
     for i, arg in enumerate(node.args):
         if not isinstance(arg, fx.Node):
             continue
+        if arg.op == "call_module" and isinstance(modules.get(arg.target), QuantIdentity):
+            continue  # already quantized (a gate output keeps its fixed [0, 1] quantizer)
         name = f"{node.name}_{tag}{i}"
         graph_module.add_module(name, QuantIdentity(act_quant=quantizer, return_quant_tensor=False))
         with graph_module.graph.inserting_before(node):
@@ -160,6 +163,11 @@ def _quantize_inputs(
 
 _MATMULS = {operator.matmul, torch.matmul, torch.bmm}
 _ADDS = {operator.add, torch.add}
+
+
+def _is_activation(arg: object) -> bool:
+    """A residual add joins two activations; ``x + parameter`` is a bias add, left alone."""
+    return isinstance(arg, fx.Node) and arg.op != "get_attr" and _depends_on_input(arg)
 
 
 def _place_quantizers(graph_module: fx.GraphModule, config: QuantConfig) -> None:
@@ -175,7 +183,7 @@ def _place_quantizers(graph_module: fx.GraphModule, config: QuantConfig) -> None
             elif (
                 config.profile.qdq_on_residual_adds
                 and (node.target in _ADDS or node.target == "add")
-                and all(isinstance(a, fx.Node) for a in node.args[:2])
+                and all(_is_activation(a) for a in node.args[:2])
             ):
                 _quantize_inputs(graph_module, node, act, "residual_quant")
     graph_module.graph.lint()
@@ -270,6 +278,8 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> fx.GraphModule:
         _keep_float(model, scan_feeders(trace(model)))
     graph_module = trace(model)
     fold_batch_norm(graph_module)
-    _place_quantizers(graph_module, config)
+    # gates first, so matmul inputs that are gate outputs are not re-quantized by a calibrated
+    # quantizer on top of the fixed [0, 1] one
     _insert_gate_quant(graph_module, config.profile)
+    _place_quantizers(graph_module, config)
     return graph_module.eval()

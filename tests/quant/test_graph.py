@@ -1,0 +1,343 @@
+"""Graph-mode quantization: BN folding, gate-aware quantizer placement, scan feeders, profiles."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
+from torch import nn
+
+from edgegate.errors import BadInput
+from edgegate.models import build_model
+from edgegate.models.blocks import (
+    Attention,
+    ConvBNAct,
+    GatedDeltaNetMixer,
+    GLAMixer,
+    SqueezeExcite,
+)
+from edgegate.models.blocks.scans import DeltaRuleScan, GLAScan
+from edgegate.quant.calibrate import calibrate
+from edgegate.quant.graph import KeepFloat, QuantConfig, fold_batch_norm, quantize_model, trace
+from edgegate.quant.graph import scan_feeders as find_scan_feeders
+from edgegate.quant.profiles import get_profile
+from edgegate.quant.qdq import tensor_quant
+
+PROFILES = ("onnxruntime", "tensorrt")
+GATE_SCALE = {"onnxruntime": 1 / 255, "tensorrt": 1 / 127}
+
+
+class TinyCNN(nn.Module):
+    """ConvBNAct stem -> ConvBNAct -> SE (residual) -> pooled Linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = ConvBNAct(3, 8, 3, stride=2)
+        self.conv = ConvBNAct(8, 8, 3)
+        self.se = SqueezeExcite(8, 8)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = x + self.se(self.conv(x))
+        return self.head(self.pool(x).flatten(1))
+
+
+class AttentionNet(nn.Module):
+    def __init__(self, variant: str) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, 16)
+        self.attn = Attention(16, heads=2, variant=variant)
+        self.out = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.attn(self.inp(x)))
+
+
+class MixerNet(nn.Module):
+    """Linear -> scan mixer -> Linear, over x [B, T, 8]."""
+
+    def __init__(self, mixer: nn.Module) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, 16)
+        self.mixer = mixer
+        self.out = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.mixer(self.inp(x))
+        return self.out(y)
+
+
+def tiny_cnn() -> TinyCNN:
+    """Seeded, with BatchNorms far from identity so folding visibly changes the convs."""
+    torch.manual_seed(0)
+    model = TinyCNN()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1.0, 1.0)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 2.0)
+            module.bias.data.uniform_(-1.0, 1.0)
+    return model.eval()
+
+
+def attention_net(variant: str) -> AttentionNet:
+    torch.manual_seed(0)
+    return AttentionNet(variant).eval()
+
+
+def mixer_net(kind: str) -> MixerNet:
+    torch.manual_seed(0)
+    mixer = GLAMixer(16, heads=2) if kind == "gla" else GatedDeltaNetMixer(16, heads=2)
+    return MixerNet(mixer).eval()
+
+
+def image_batches(n: int = 3, seed: int = 1) -> list[tuple[torch.Tensor, ...]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(8, 3, 16, 16, generator=gen),) for _ in range(n)]
+
+
+def token_batches(n: int = 3, seed: int = 1) -> list[tuple[torch.Tensor, ...]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(4, 6, 8, generator=gen),) for _ in range(n)]
+
+
+def config(profile: str, **kwargs) -> QuantConfig:
+    return QuantConfig(get_profile(profile), "minmax", **kwargs)
+
+
+def gate_quants(qmodel: nn.Module) -> dict[str, nn.Module]:
+    return {name: m for name, m in qmodel.named_modules() if name.endswith("_gate_quant")}
+
+
+def compute_layers(qmodel: nn.Module) -> dict[str, nn.Module]:
+    return {
+        name: m for name, m in qmodel.named_modules() if isinstance(m, QuantConv2d | QuantLinear)
+    }
+
+
+# --- BN folding -------------------------------------------------------------------------------
+
+
+def test_fold_batch_norm_matches_the_float_model():
+    model = tiny_cnn()
+    x = torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        reference = model(x)
+    graph_module = trace(model)
+    assert fold_batch_norm(graph_module) == 2
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in graph_module.modules())
+    with torch.no_grad():
+        folded = graph_module(x)
+        again = model(x)
+    torch.testing.assert_close(folded, reference, atol=1e-5, rtol=1e-5)
+    # folding works on the traced copy: the original model still has (and uses) its BNs
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(again, reference, atol=0.0, rtol=0.0)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_quantize_model_leaves_no_batch_norm(profile):
+    qmodel = quantize_model(tiny_cnn(), config(profile))
+    modules = dict(qmodel.named_modules())
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules.values())
+    for node in qmodel.graph.nodes:
+        if node.op == "call_module":
+            assert not isinstance(modules[node.target], nn.modules.batchnorm._BatchNorm)
+    assert not qmodel.training
+
+
+# --- gate-aware quantizers --------------------------------------------------------------------
+
+GATED_MODELS = {
+    "se": (tiny_cnn, image_batches, {"se_gate_gate_quant"}),
+    "softmax": (lambda: attention_net("softmax"), token_batches, {"attn_softmax_gate_quant"}),
+    "clipped": (lambda: attention_net("clipped"), token_batches, {"attn_softmax_gate_quant"}),
+}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("kind", sorted(GATED_MODELS))
+def test_every_gate_gets_a_fixed_unit_range_quantizer(kind, profile):
+    build, batches, expected = GATED_MODELS[kind]
+    qmodel = quantize_model(build(), config(profile))
+    calibrate(qmodel, batches(n=2))
+    quants = gate_quants(qmodel)
+    assert expected <= set(quants), sorted(quants)
+    probe = torch.cat([torch.tensor([0.0, 1.0, 0.5]), torch.rand(61)])
+    for name, quant in quants.items():
+        assert isinstance(quant, QuantIdentity), name
+        params = tensor_quant(quant.act_quant)
+        assert params is not None, name
+        assert params.scale == pytest.approx(GATE_SCALE[profile], rel=1e-6), name
+        assert params.zero_point == 0, name
+        assert params.signed is (profile == "tensorrt"), name
+        with torch.no_grad():
+            out = quant(probe)
+        assert out[0].item() == 0.0 and out[1].item() == 1.0, name
+        assert (out - probe).abs().max() <= params.scale / 2 + 1e-7, name
+
+
+@pytest.mark.parametrize("variant", ["softmax", "clipped"])
+def test_gate_quantizer_output_reaches_its_consumer_unrequantized(variant):
+    qmodel = quantize_model(attention_net(variant), config("onnxruntime"))
+    calibrate(qmodel, token_batches(n=2))
+    modules = dict(qmodel.named_modules())
+    for node in qmodel.graph.nodes:
+        if node.op == "call_module" and node.target.endswith("_gate_quant"):
+            for user in node.users:
+                assert not (
+                    user.op == "call_module" and isinstance(modules[user.target], QuantIdentity)
+                ), f"{node.target} is requantized by {user.target}"
+
+
+def test_scan_role_gate_gets_no_quantizer():
+    model = mixer_net("gdn")
+    assert model.mixer.beta_gate.role == "scan"
+    for profile in PROFILES:
+        quants = gate_quants(quantize_model(model, config(profile)))
+        assert "mixer_beta_gate_gate_quant" not in quants
+        # the read-out gate is an ordinary gate and keeps its quantizer
+        assert "mixer_out_gate_gate_quant" in quants
+
+
+def test_input_independent_gc_channel_gate_gets_no_quantizer():
+    torch.manual_seed(0)
+    model = build_model("gc-mobilenet").eval()
+    quants = gate_quants(quantize_model(model, config("onnxruntime")))
+    assert "stage1_gc_channel_gate_gate_quant" not in quants
+    assert not [n for n in quants if "channel_gate" in n]
+    # the input-dependent early-stop gate and the SE gates do get one
+    assert "stage1_gc_gate_gate_quant" in quants
+    assert any("_block_" in n for n in quants)
+
+
+# --- scan feeders -----------------------------------------------------------------------------
+
+GLA_FEEDERS = {"mixer.q_proj", "mixer.k_proj", "mixer.v_proj", "mixer.gk_proj.1"}
+
+
+def test_scan_feeders_finds_the_gla_projections():
+    assert find_scan_feeders(trace(mixer_net("gla"))) == GLA_FEEDERS
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_scan_feeders_stay_float_by_default(profile):
+    qmodel = quantize_model(mixer_net("gla"), config(profile))
+    for name in GLA_FEEDERS:
+        wrapped = qmodel.get_submodule(name)
+        assert isinstance(wrapped, KeepFloat), name
+        assert type(wrapped.layer) is nn.Linear, name
+    # everything else is quantized
+    for name in ("inp", "out", "mixer.g_proj", "mixer.o_proj", "mixer.gk_proj.0"):
+        assert isinstance(qmodel.get_submodule(name), QuantLinear), name
+
+
+def test_scan_feeders_quantized_on_request():
+    qmodel = quantize_model(mixer_net("gla"), config("onnxruntime", quantize_scan_inputs=True))
+    assert not any(isinstance(m, KeepFloat) for m in qmodel.modules())
+    for name in GLA_FEEDERS:
+        assert isinstance(qmodel.get_submodule(name), QuantLinear), name
+
+
+def _quantizers_between_feeders_and_scans(qmodel: nn.Module) -> list[str]:
+    modules = dict(qmodel.named_modules())
+    found = []
+    for node in qmodel.graph.nodes:
+        if node.op != "call_module" or not isinstance(
+            modules[node.target], GLAScan | DeltaRuleScan
+        ):
+            continue
+        stack, seen = list(node.all_input_nodes), set()
+        while stack:
+            producer = stack.pop()
+            if producer in seen:
+                continue
+            seen.add(producer)
+            if producer.op == "call_module":
+                module = modules[producer.target]
+                if isinstance(module, KeepFloat):
+                    continue
+                if isinstance(module, QuantIdentity):
+                    found.append(producer.target)
+            stack.extend(producer.all_input_nodes)
+    return found
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "gla",
+        "gdn",
+    ],
+)
+def test_scan_inputs_stay_float_under_tensorrt(kind):
+    qmodel = quantize_model(mixer_net(kind), config("tensorrt"))
+    assert _quantizers_between_feeders_and_scans(qmodel) == []
+
+
+# --- profile rules ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def calibrated_cnns() -> dict[str, nn.Module]:
+    out = {}
+    for profile in PROFILES:
+        qmodel = quantize_model(tiny_cnn(), config(profile))
+        calibrate(qmodel, image_batches())
+        out[profile] = qmodel
+    return out
+
+
+def test_tensorrt_layers_quantize_inputs_only_with_float_bias(calibrated_cnns):
+    layers = compute_layers(calibrated_cnns["tensorrt"])
+    assert len(layers) == 5
+    for name, layer in layers.items():
+        assert layer.input_quant.is_quant_enabled, name
+        assert not layer.output_quant.is_quant_enabled, name
+        assert tensor_quant(layer.output_quant) is None, name
+        if layer.bias is not None:
+            assert not layer.bias_quant.is_quant_enabled, name
+
+
+def test_onnxruntime_layers_quantize_output_and_bias(calibrated_cnns):
+    layers = compute_layers(calibrated_cnns["onnxruntime"])
+    assert len(layers) == 5
+    for name, layer in layers.items():
+        assert layer.input_quant.is_quant_enabled, name
+        assert layer.output_quant.is_quant_enabled, name
+        assert layer.bias is not None, name  # folded BN gives every conv a bias
+        assert layer.bias_quant.is_quant_enabled, name
+        assert layer.bias_quant.quant_injector.bit_width == 32, name
+
+
+def test_only_tensorrt_quantizes_residual_adds(calibrated_cnns):
+    for profile, qmodel in calibrated_cnns.items():
+        names = [n for n, _ in qmodel.named_children() if "residual_quant" in n]
+        if profile == "onnxruntime":
+            assert names == []
+            continue
+        assert len(names) == 2, names
+        modules = dict(qmodel.named_modules())
+        adds = [n for n in qmodel.graph.nodes if n.op == "call_function" and "add" in n.name]
+        assert len(adds) == 1
+        for arg in adds[0].args:
+            assert arg.op == "call_module" and "residual_quant" in arg.target
+            quant = tensor_quant(modules[arg.target].act_quant)
+            assert quant is not None and quant.signed and quant.zero_point == 0
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def test_coreml_without_w8a8_is_bad_input():
+    with pytest.raises(BadInput, match="w8a8"):
+        quantize_model(tiny_cnn(), QuantConfig(get_profile("coreml")))
+    qmodel = quantize_model(tiny_cnn(), QuantConfig(get_profile("coreml", w8a8=True)))
+    assert compute_layers(qmodel)
+
+
+def test_unknown_method_is_bad_input():
+    with pytest.raises(BadInput, match="kmeans"):
+        quantize_model(tiny_cnn(), QuantConfig(get_profile("onnxruntime"), "kmeans"))
