@@ -176,7 +176,8 @@ def quantize(
     test_inputs = test.inputs[:, :-1] if kind == "lm" else test.inputs
 
     qmodel = quantize_model(float_module, config)
-    calibrate(qmodel, [(b,) for b in calib.split(CALIB_BATCH[kind])], progress=progress)
+    batches = [(b,) for b in calib.split(CALIB_BATCH[kind])]
+    calibrate(qmodel, batches, progress=progress)
     metrics: dict[str, Any] = {
         "float": pipeline.score(float_module, test),
         "ptq": pipeline.score_predict(pipeline.torch_predict(qmodel), test, float_module),
@@ -229,8 +230,7 @@ def quantize(
                 fh,
             )
         fake = _predictions(qmodel, test_inputs)
-        # a tensorrt-profile graph is checked as written: ORT's fused kernels round differently
-        fuse = config.profile.name != "tensorrt"
+        fuse = config.profile.ort_fusion_is_exact
         with OnnxRuntimeRunner(onnx_path, threads=2, fuse_qdq=fuse) as runner:
             predict = pipeline._runner_predict(runner, input_name)
             ort = _batched(predict, test_inputs.numpy())
@@ -264,9 +264,7 @@ def quantize(
         if report:
             from edgegate.quant.report import quantizability_report, write_quant_report
 
-            rows = quantizability_report(
-                float_module, qmodel, [(b,) for b in calib.split(CALIB_BATCH[kind])]
-            )
+            rows = quantizability_report(float_module, qmodel, batches)
             for path in write_quant_report(rows, stage, {"model": loaded.spec, **quant_record}):
                 files[path.name] = sha256_file(path)
             summary["report_layers"] = len(rows)

@@ -429,9 +429,13 @@ def _runner_predict(runner, input_name: str):
 
 
 def _fuse_qdq(art: Artifact) -> bool:
-    """Let ORT fuse Q/DQ unless the graph targets TensorRT (then it runs as written)."""
+    """Let ORT fuse Q/DQ unless the artifact's profile says its fused kernels round otherwise."""
     quant = art.manifest.quant if art.manifest is not None else None
-    return not (quant and quant.get("profile") == "tensorrt")
+    if not quant:
+        return True
+    from edgegate.quant.profiles import get_profile
+
+    return get_profile(quant["profile"], w8a8=quant.get("w8a8", False)).ort_fusion_is_exact
 
 
 def validate(

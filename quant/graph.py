@@ -100,9 +100,7 @@ def scan_feeders(graph_module: fx.GraphModule) -> set[str]:
 
 def _keep_float(model: nn.Module, names: set[str]) -> None:
     for name in names:
-        parent_name, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        setattr(parent, attr, KeepFloat(getattr(parent, attr)))
+        replace_module(model, name, KeepFloat(model.get_submodule(name)))
 
 
 def _quant_layer(module: nn.Module, config: QuantConfig) -> nn.Module:
@@ -139,7 +137,8 @@ def _quant_layer(module: nn.Module, config: QuantConfig) -> nn.Module:
     return layer
 
 
-def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+def replace_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at the dotted path ``name`` inside ``root``."""
     parent_name, _, attr = name.rpartition(".")
     setattr(root.get_submodule(parent_name) if parent_name else root, attr, module)
 
@@ -176,7 +175,7 @@ def _place_quantizers(graph_module: fx.GraphModule, config: QuantConfig) -> None
     act = act_quantizer(config.profile, config.method)
     for node in list(graph_module.graph.nodes):
         if node.op == "call_module" and type(modules[node.target]) in COMPUTE_TYPES:
-            _set_module(graph_module, node.target, _quant_layer(modules[node.target], config))
+            replace_module(graph_module, node.target, _quant_layer(modules[node.target], config))
         elif node.op in ("call_function", "call_method"):
             if node.target in _MATMULS or node.target in ("matmul", "bmm"):
                 _quantize_inputs(graph_module, node, act, "input_quant")
@@ -190,36 +189,44 @@ def _place_quantizers(graph_module: fx.GraphModule, config: QuantConfig) -> None
     graph_module.recompile()
 
 
+def conv_bn_pairs(graph_module: fx.GraphModule) -> list[tuple[fx.Node, fx.Node]]:
+    """(conv, BN) node pairs that fold: a BatchNorm right after a conv that feeds nothing else."""
+    modules = dict(graph_module.named_modules())
+    pairs = []
+    for node in graph_module.graph.nodes:
+        if node.op != "call_module" or not isinstance(
+            modules[node.target], (nn.BatchNorm1d, nn.BatchNorm2d)
+        ):
+            continue
+        producer = node.args[0]
+        if (
+            isinstance(producer, fx.Node)
+            and producer.op == "call_module"
+            and type(modules[producer.target]) in (nn.Conv1d, nn.Conv2d)
+            and len(producer.users) == 1
+        ):
+            pairs.append((producer, node))
+    return pairs
+
+
 def fold_batch_norm(graph_module: fx.GraphModule) -> int:
     """Fold every BatchNorm that directly follows a conv (and feeds nothing else) into it.
 
     Folding first makes the fake-quant model match the fused inference graph: the int8 weights
     are the folded ones, as every runtime executes them.
     """
-    modules = dict(graph_module.named_modules())
-    folded = 0
-    for node in list(graph_module.graph.nodes):
-        if node.op != "call_module" or not isinstance(
-            modules[node.target], (nn.BatchNorm1d, nn.BatchNorm2d)
-        ):
-            continue
-        producer = node.args[0]
-        if not (
-            isinstance(producer, fx.Node)
-            and producer.op == "call_module"
-            and type(modules[producer.target]) in (nn.Conv1d, nn.Conv2d)
-            and len(producer.users) == 1
-        ):
-            continue
-        fused = fuse_conv_bn_eval(modules[producer.target], modules[node.target])
-        _set_module(graph_module, producer.target, fused)
-        node.replace_all_uses_with(producer)
-        graph_module.graph.erase_node(node)
-        folded += 1
+    pairs = conv_bn_pairs(graph_module)
+    for conv, bn in pairs:
+        fused = fuse_conv_bn_eval(
+            graph_module.get_submodule(conv.target), graph_module.get_submodule(bn.target)
+        )
+        replace_module(graph_module, conv.target, fused)
+        bn.replace_all_uses_with(conv)
+        graph_module.graph.erase_node(bn)
     graph_module.graph.lint()
     graph_module.delete_all_unused_submodules()
     graph_module.recompile()
-    return folded
+    return len(pairs)
 
 
 def _depends_on_input(node: fx.Node) -> bool:

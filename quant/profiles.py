@@ -22,6 +22,12 @@ class QuantProfile:
     qdq_on_residual_adds: bool = False
 
     @property
+    def ort_fusion_is_exact(self) -> bool:
+        """ORT's fused integer kernels reproduce a Q/DQ graph only with an int32 bias; a float
+        bias (TensorRT's rule) they requantize their own way, so such graphs run unfused."""
+        return self.quantize_bias
+
+    @property
     def gate_signed(self) -> bool:
         """Gate outputs ([0, 1]) follow the activation sign convention of the target."""
         return self.act_signed

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from brevitas.nn import QuantConv1d, QuantConv2d, QuantIdentity, QuantLinear
 from torch import fx, nn
 
+from edgegate.quant.graph import replace_module
+
 _ops = torch.ops.quantized_decomposed
 
 
@@ -159,8 +161,7 @@ def to_qdq(model: fx.GraphModule) -> fx.GraphModule:
         twin = _twin(module)
         if twin is None:
             continue
-        parent_name, _, attr = name.rpartition(".")
-        setattr(qdq.get_submodule(parent_name) if parent_name else qdq, attr, twin)
+        replace_module(qdq, name, twin)
     return qdq
 
 

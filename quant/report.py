@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 from brevitas.nn import QuantConv1d, QuantConv2d, QuantLinear
-from torch import fx, nn
+from torch import nn
 
 from edgegate.atomic import atomic_write
 from edgegate.errors import BadInput
-from edgegate.quant.graph import trace
+from edgegate.quant.graph import conv_bn_pairs, trace
 from edgegate.quant.outliers import LayerStats, activation_stats
 from edgegate.validate.report import write_json
 
@@ -67,28 +67,13 @@ def _folded_into(float_model: nn.Module) -> dict[str, str]:
     """Conv name -> name of the BatchNorm that ``quantize_model`` folds into it.
 
     The quantized conv computes conv + BN, so its float reference is the BN's output.
-    Mirrors the rule of ``graph.fold_batch_norm``; an untraceable model folds nothing.
+    Uses the rule ``graph.fold_batch_norm`` folds by; an untraceable model folds nothing.
     """
     try:
         graph_module = trace(float_model)
     except BadInput:
         return {}
-    modules = dict(graph_module.named_modules())
-    folded = {}
-    for node in graph_module.graph.nodes:
-        if node.op != "call_module" or not isinstance(
-            modules[node.target], nn.BatchNorm1d | nn.BatchNorm2d
-        ):
-            continue
-        producer = node.args[0]
-        if (
-            isinstance(producer, fx.Node)
-            and producer.op == "call_module"
-            and type(modules[producer.target]) in (nn.Conv1d, nn.Conv2d)
-            and len(producer.users) == 1
-        ):
-            folded[producer.target] = node.target
-    return folded
+    return {conv.target: bn.target for conv, bn in conv_bn_pairs(graph_module)}
 
 
 def _reference_modules(float_model: nn.Module, quant_model: nn.Module) -> dict[str, nn.Module]:

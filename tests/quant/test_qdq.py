@@ -14,53 +14,13 @@ from torch import nn
 
 from edgegate.exporters.onnx import custom_ops_used
 from edgegate.exporters.onnx.export import export_onnx
-from edgegate.models.blocks import ConvBNAct, GLAMixer, SqueezeExcite
 from edgegate.quant.calibrate import calibrate
 from edgegate.quant.graph import QuantConfig, quantize_model
 from edgegate.quant.profiles import get_profile
 from edgegate.quant.qdq import QDQLayer, QuantDequant, activation_quants, to_qdq
+from tests.quant.tiny_models import PROFILES, mixer_net, tiny_cnn
 
-PROFILES = ("onnxruntime", "tensorrt")
 STEPS = 3  # allowed disagreement, in output quantization steps
-
-
-class TinyCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = ConvBNAct(3, 8, 3, stride=2)
-        self.conv = ConvBNAct(8, 8, 3)
-        self.se = SqueezeExcite(8, 8)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(8, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = x + self.se(self.conv(x))
-        return self.head(self.pool(x).flatten(1))
-
-
-class GLANet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.inp = nn.Linear(8, 16)
-        self.mixer = GLAMixer(16, heads=2)
-        self.out = nn.Linear(16, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y, _ = self.mixer(self.inp(x))
-        return self.out(y)
-
-
-def tiny_cnn() -> TinyCNN:
-    torch.manual_seed(0)
-    model = TinyCNN()
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-1.0, 1.0)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 2.0)
-            module.bias.data.uniform_(-1.0, 1.0)
-    return model.eval()
 
 
 def images(n: int, seed: int, size: int = 16) -> torch.Tensor:
@@ -240,7 +200,7 @@ def test_onnxruntime_weights_are_int8_per_channel_and_biases_int32(cnn_onnx):
 @pytest.mark.parametrize("profile", PROFILES)
 def test_gated_scan_model_exports_with_its_custom_op(tmp_path, profile):
     torch.manual_seed(0)
-    model = GLANet().eval()
+    model = mixer_net("gla")
     qmodel = quantize_model(model, QuantConfig(get_profile(profile), "minmax"))
     gen = torch.Generator().manual_seed(1)
     calibrate(qmodel, [(torch.randn(4, 6, 8, generator=gen),) for _ in range(3)])
