@@ -1,6 +1,7 @@
 """ONNX Runtime latency of mobilenet-v3-se: FP32 vs edgegate INT8 QDQ vs ORT's quantize_static.
 
 Usage: .venv/bin/python benchmarks/bench_int8.py [--size 224 --threads 2 --runs 500 --json]
+       [--model mobilenet-v3-se:width=1.0] [--ops]
 
 Measures whether edgegate's INT8 QDQ export pays off on CPU (target: >= 2x faster than FP32)
 and whether its Q/DQ placement is as fast as onnxruntime's own static quantizer (target:
@@ -8,11 +9,15 @@ within 5%). The reference is `quantize_static` (QDQ, per-channel s8 weights, u8 
 on the same FP32 export after ORT's recommended `quant_pre_process` (shape inference and
 graph optimisation), calibrated on the same digits images. All three sessions run in this
 one process, timed round-robin, so machine noise hits them alike.
+
+`--ops` adds ORT's own per-operator profile (kernel time per op type, per run), which shows
+where an INT8 graph loses: slow integer kernels or float islands between Q/DQ pairs.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import statistics
 import tempfile
@@ -38,7 +43,7 @@ from edgegate.quant.graph import QuantConfig, quantize_model
 from edgegate.quant.profiles import get_profile
 from edgegate.quant.qdq import to_qdq
 
-MODEL = "mobilenet-v3-se"
+DEFAULT_MODEL = "mobilenet-v3-se"
 FORMS = ("fp32", "edgegate_int8", "ort_quantize_static")
 CALIB_BATCH = 16
 
@@ -53,17 +58,36 @@ class ImageReader(CalibrationDataReader):
         return next(self._feeds, None)
 
 
-def _session(path: Path, threads: int) -> ort.InferenceSession:
+def _session(path: Path, threads: int, profile_prefix: str | None = None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _build(tmp: Path, size: int, calib_samples: int) -> tuple[dict[str, Path], np.ndarray]:
+def _op_profile(path: Path, threads: int, x: np.ndarray, runs: int, tmp: Path) -> dict[str, float]:
+    """Mean kernel microseconds per run for each op type, from ORT's own profiler."""
+    session = _session(path, threads, str(tmp / path.stem))
+    for _ in range(runs):
+        _run(session, x)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    per_op: collections.Counter[str] = collections.Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            per_op[event["args"]["op_name"]] += event["dur"]
+    # The first run carries one-off allocation; ORT profiles it too, so it is averaged in.
+    return {op: round(us / runs, 1) for op, us in per_op.most_common()}
+
+
+def _build(
+    tmp: Path, model: str, size: int, calib_samples: int
+) -> tuple[dict[str, Path], np.ndarray]:
     """Export the three models; returns their paths and one benchmark input."""
-    module = load_model(MODEL).module.eval()
+    module = load_model(model).module.eval()
     calib = digits("calib", size, 3).images[:calib_samples]
     example = calib[:1]
     paths = {form: tmp / f"{form}.onnx" for form in FORMS}
@@ -109,23 +133,32 @@ def _time_interleaved(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--model", default=DEFAULT_MODEL, help="zoo spec, e.g. mobilenet-v3-se:width=1.0"
+    )
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=500, help="timed rounds (each runs all three)")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--calib-samples", type=int, default=64)
+    ap.add_argument("--ops", action="store_true", help="add a per-op-type kernel-time profile")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        paths, x = _build(Path(tmp), a.size, a.calib_samples)
+        paths, x = _build(Path(tmp), a.model, a.size, a.calib_samples)
         sessions = {form: _session(paths[form], a.threads) for form in FORMS}
         outputs = {form: _run(s, x)[0] for form, s in sessions.items()}
         times = _time_interleaved(sessions, x, a.runs, a.warmup)
+        ops = (
+            {form: _op_profile(paths[form], a.threads, x, 100, Path(tmp)) for form in FORMS}
+            if a.ops
+            else None
+        )
     p50 = {form: statistics.median(t) for form, t in times.items()}
     mean = {form: statistics.fmean(t) for form, t in times.items()}
     result = {
-        "model": MODEL,
+        "model": a.model,
         "config": {
             "size": a.size,
             "batch": 1,
@@ -145,11 +178,13 @@ def main() -> None:
             p50["edgegate_int8"] / p50["ort_quantize_static"], 3
         ),
     }
+    if ops is not None:
+        result["kernel_us_per_op_type"] = ops
     if a.json:
         print(json.dumps(result, indent=2))
         return
     print(
-        f"{MODEL} {a.size}x{a.size} batch=1 threads={a.threads} runs={a.runs} "
+        f"{a.model} {a.size}x{a.size} batch=1 threads={a.threads} runs={a.runs} "
         f"(interleaved, ms) onnxruntime {ort.__version__}"
     )
     print(f"{'model':22} {'p50':>9} {'mean':>9} {'max|d| vs fp32':>15}")
@@ -160,6 +195,23 @@ def main() -> None:
     parity = result["edgegate_int8_over_quantize_static"]
     print(f"fp32 / edgegate_int8:                {speedup:6.2f}x  (target >= 2x)")
     print(f"edgegate_int8 / ort_quantize_static: {parity:6.3f}   (target <= 1.05)")
+    if ops is not None:
+        _print_ops(ops)
+
+
+def _print_ops(ops: dict[str, dict[str, float]]) -> None:
+    """Kernel time per op type (us per run), op types as rows and the three models as columns."""
+    names = sorted(
+        {op for per in ops.values() for op in per},
+        key=lambda op: -max(per.get(op, 0.0) for per in ops.values()),
+    )
+    print(
+        f"\nkernel time per op type (us/run, ORT profiler)\n{'op':22}"
+        + "".join(f"{form:>22}" for form in FORMS)
+    )
+    for op in names:
+        print(f"{op:22}" + "".join(f"{ops[form].get(op, 0.0):22.1f}" for form in FORMS))
+    print(f"{'total':22}" + "".join(f"{sum(ops[form].values()):22.1f}" for form in FORMS))
 
 
 if __name__ == "__main__":

@@ -361,6 +361,9 @@ def int8_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(
             ("gate flips (onnx vs float)", f"{result['gate_flip_rate']['onnx_vs_float']} %")
         )
+    recovery = result.get("qat_recovery")
+    if recovery is not None and recovery["recovered_fraction"] is not None:
+        rows.append(("QAT recovered", f"{100 * recovery['recovered_fraction']:.0f} % of PTQ loss"))
     return rows
 
 

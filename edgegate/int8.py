@@ -132,6 +132,20 @@ def _batched(
     return [np.concatenate(parts) for parts in zip(*outs, strict=True)]
 
 
+def _loss_vs_float(metrics: dict[str, Any], name: str, kind: str) -> float:
+    """What quantizing cost: top-1 points lost, or perplexity gained for language models."""
+    if kind == "lm":
+        return round(metrics[name]["perplexity"] - metrics["float"]["perplexity"], 4)
+    return round(metrics["float"]["top1"] - metrics[name]["top1"], 4)
+
+
+def _qat_recovery(metrics: dict[str, Any], kind: str) -> dict[str, float | None]:
+    """How much of the PTQ loss QAT won back; no fraction when PTQ lost nothing to win back."""
+    ptq, qat = _loss_vs_float(metrics, "ptq", kind), _loss_vs_float(metrics, "qat", kind)
+    fraction = round((ptq - qat) / ptq, 4) if ptq > 0 else None
+    return {"ptq_loss": ptq, "qat_loss": qat, "recovered_fraction": fraction}
+
+
 def quantize(
     model: str,
     output_dir: Path,
@@ -248,11 +262,12 @@ def quantize(
             "activation_quantizers": len(quants),
             "activation_zero_points_all_zero": all(q.zero_point == 0 for q in quants.values()),
         }
-        final = metrics.get("qat", metrics["ptq"])
-        key = "perplexity" if kind == "lm" else "top1"
-        summary["drop_points" if kind != "lm" else "perplexity_increase"] = round(
-            (metrics["float"][key] - final[key]) * (1 if kind != "lm" else -1), 4
+        final = "qat" if "qat" in metrics else "ptq"
+        summary["drop_points" if kind != "lm" else "perplexity_increase"] = _loss_vs_float(
+            metrics, final, kind
         )
+        if "qat" in metrics:
+            summary["qat_recovery"] = _qat_recovery(metrics, kind)
         if kind == "gc":
             threshold = float(float_module.threshold)
             summary["gate_flip_rate"] = {

@@ -59,15 +59,19 @@ def train_qat(
     per_epoch = math.ceil(n / config.batch_size)
     total, step = per_epoch * config.epochs, 0
     model.train()
-    for _ in range(config.epochs):
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, config.batch_size):
-            idx = order[start : start + config.batch_size]
-            loss = _loss(model, task, inputs[idx], None if labels is None else labels[idx], config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if on_step is not None:
-                on_step(step, total, float(loss.detach()))
+    # Dropout draws from the global generator: seed it here, without disturbing the caller's.
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        for _ in range(config.epochs):
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n, config.batch_size):
+                idx = order[start : start + config.batch_size]
+                batch_labels = None if labels is None else labels[idx]
+                loss = _loss(model, task, inputs[idx], batch_labels, config)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                if on_step is not None:
+                    on_step(step, total, float(loss.detach()))
     return model.eval()

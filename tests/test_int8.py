@@ -54,6 +54,19 @@ def test_gc_gate_decisions_flip_on_at_most_half_a_percent(quantized):
         assert flips["onnx_vs_float"] <= 0.5 and flips["fake_quant_vs_float"] <= 0.5, flips
 
 
+def test_qat_two_epochs_recovers_at_least_half_of_a_real_ptq_drop(tmp_path):
+    """One calibration image leaves ranges too narrow: PTQ loses points, and QAT must win half
+    of them back (acceptance: `--qat-epochs 2` recovers >= half of any drop above 0.2)."""
+    result = int8.quantize("mobilenet-v3-se", tmp_path / "qat", calib_samples=1, qat_epochs=2)
+    recovery = result["qat_recovery"]
+    assert recovery["ptq_loss"] > 0.2, f"no PTQ drop to recover, the test proves nothing: {result}"
+    assert recovery["recovered_fraction"] >= 0.5, recovery
+    acc = result["accuracy"]
+    # The export carries the trained weights: ONNX scores like the QAT model, not the PTQ one.
+    assert abs(acc["int8_onnx"]["top1"] - acc["qat"]["top1"]) <= 0.5, acc
+    assert result["drop_points"] == recovery["qat_loss"]
+
+
 @pytest.mark.parametrize(
     "key",
     [
