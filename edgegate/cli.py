@@ -355,8 +355,9 @@ def int8_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     acc = result["accuracy"]
     key = "perplexity" if result["task"] == "lm" else "top1"
     rows = [(f"{stage} {key}", f"{acc[stage][key]:.4g}") for stage in acc]
-    for name, value in result["onnx_vs_fake_quant"].items():
-        rows.append((f"onnx vs fake-quant {name}", f"{value:.2f} %"))
+    agreement = result["onnx_vs_fake_quant"]
+    rows.append(("onnx vs fake-quant top-1", f"{agreement['top1_agreement']:.2f} %"))
+    rows.append(("  where not a near-tie", f"{agreement['decisive_top1_agreement']:.2f} %"))
     if "gate_flip_rate" in result:
         rows.append(
             ("gate flips (onnx vs float)", f"{result['gate_flip_rate']['onnx_vs_float']} %")

@@ -22,12 +22,13 @@ from edgegate import models as zoo
 from edgegate.atomic import atomic_write, staged_directory
 from edgegate.errors import BadInput
 from edgegate.manifest import Manifest, sha256_file, write_manifest
-from edgegate.quant.calibrate import calibrate
+from edgegate.quant.calibrate import add_corrected_bias_slots, calibrate
 from edgegate.quant.graph import QuantConfig, quantize_model
 from edgegate.quant.profiles import get_profile
 from edgegate.quant.qat import QATConfig, train_qat
 from edgegate.quant.qdq import activation_quants, to_qdq
 from edgegate.quant.quantizers import check_method
+from edgegate.validate.parity import Tolerance, top1_agreement
 
 INT8_ONNX = "model.int8.onnx"
 INT8_STATE = "model.int8.pt"  # pipeline.INT8_STATE names the same file
@@ -101,6 +102,7 @@ def load_fake_quant(path: Path, float_module: nn.Module) -> nn.Module:
         q["quantize_scan_inputs"],
     )
     module = quantize_model(float_module, config)
+    add_corrected_bias_slots(module, state["state"])
     module.load_state_dict(state["state"])
     return module.eval()
 
@@ -121,8 +123,16 @@ def _flip_rate(reference: list[np.ndarray], candidate: list[np.ndarray], thresho
     )
 
 
-def _top1_agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
-    return round(100.0 * float((reference[0].argmax(-1) == candidate[0].argmax(-1)).mean()), 4)
+def _agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict[str, float]:
+    """Top-1 agreement of the first output, overall and on decisions that are not near-ties
+    (reference top two further apart than the INT8 tolerance), as `validate` judges it."""
+    ref, cand = reference[0], candidate[0]
+    near_tie = Tolerance.for_precision("int8").allowed_abs(ref)
+    return {
+        "top1_agreement": round(top1_agreement(ref, cand), 4),
+        "decisive_top1_agreement": round(top1_agreement(ref, cand, near_tie), 4),
+        "near_tie_margin": round(near_tie, 6),
+    }
 
 
 def _batched(
@@ -256,9 +266,7 @@ def quantize(
             "task": kind,
             "quant": quant_record,
             "accuracy": metrics,
-            "onnx_vs_fake_quant": {"top1_agreement": _top1_agreement(fake, ort)}
-            if kind != "lm"
-            else {"token_top1_agreement": _top1_agreement(fake, ort)},
+            "onnx_vs_fake_quant": _agreement(fake, ort),
             "activation_quantizers": len(quants),
             "activation_zero_points_all_zero": all(q.zero_point == 0 for q in quants.values()),
         }

@@ -719,6 +719,8 @@ def validation_rows(val: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append((f"{name}: max abs / SNR", f"{m['max_abs']:.2e} / {m['snr_db']} dB"))
     if val.get("top1_agreement") is not None:
         rows.append(("top-1 agreement", f"{val['top1_agreement']:.2f} %"))
+    if val.get("decisive_top1_agreement") is not None:
+        rows.append(("  where not a near-tie", f"{val['decisive_top1_agreement']:.2f} %"))
     if val.get("accuracy"):
         ref, cand = val["accuracy"]["reference"], val["accuracy"]["candidate"]
         key = "perplexity" if "perplexity" in ref else "top1"

@@ -42,3 +42,15 @@ def calibrate(
     if bias_correction:
         with bias_correction_mode(model):
             _run(model, batches, "bias correction", progress)
+
+
+def add_corrected_bias_slots(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give a rebuilt model the biases that bias correction created, so a saved state loads.
+
+    Bias correction adds a bias to a quantized layer built without one (a tied LM head, say),
+    so the calibrated state holds ``<layer>.bias`` that a freshly quantized model lacks.
+    """
+    for name, module in model.named_modules():
+        key = f"{name}.bias" if name else "bias"
+        if key in state and getattr(module, "bias", False) is None:
+            module.bias = nn.Parameter(torch.zeros_like(state[key]))

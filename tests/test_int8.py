@@ -181,3 +181,41 @@ def test_shape_mismatch_exits_2(run_cli, tmp_path):
     result = run_cli("quantize", "qvit", "--input-size", "20", "-o", out)
     assert_one_line_error(result, "do not fit qvit")
     assert not out.exists()
+
+
+def test_rebuild_restores_biases_that_bias_correction_added(tmp_path):
+    """A layer without a bias gains one in bias correction; the saved state must still load."""
+    import torch
+    from torch import nn
+
+    from edgegate.quant.calibrate import calibrate
+    from edgegate.quant.graph import QuantConfig, quantize_model
+    from edgegate.quant.profiles import get_profile
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16, bias=False), nn.ReLU(), nn.Linear(16, 4, bias=False))
+    quant = {"profile": "onnxruntime", "method": "minmax", "quantize_scan_inputs": False}
+    qmodel = quantize_model(model, QuantConfig(get_profile("onnxruntime"), "minmax"))
+    x = torch.randn(64, 8)
+    calibrate(qmodel, [(x,)])
+    state = qmodel.state_dict()
+    assert any(key.endswith(".bias") for key in state), "bias correction added no bias"
+    path = tmp_path / "state.pt"
+    torch.save({"format": int8.STATE_FORMAT, "spec": "tiny", "quant": quant, "state": state}, path)
+    rebuilt = int8.load_fake_quant(path, model)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), qmodel.eval()(x))
+
+
+def test_qlm_int8_quantizes_and_validates(tmp_path, run_cli):
+    """The LM path end to end: sequences calibrate whole, the state rebuilds (bias correction
+    gives the tied head a bias), and `validate` passes on decisions that are not near-ties."""
+    out = tmp_path / "qlm"
+    result = int8.quantize("qlm", out, calib_samples=16, seq_len=32)
+    agreement = result["onnx_vs_fake_quant"]
+    assert agreement["decisive_top1_agreement"] >= 99.5, agreement
+    assert result["perplexity_increase"] < 0.05 * result["accuracy"]["float"]["perplexity"]
+    verdict = run_cli("validate", out, "--json")
+    assert verdict.code == 0, (verdict.stdout, verdict.stderr)
+    parity = json.loads(verdict.stdout)
+    assert parity["decisive_top1_agreement"] >= 99.5, parity

@@ -12,7 +12,7 @@ from torch import nn
 
 from edgegate.runtime import TorchRunner
 from edgegate.validate.bench import bench
-from edgegate.validate.parity import Tolerance, compare_outputs, output_parity
+from edgegate.validate.parity import Tolerance, compare_outputs, output_parity, top1_agreement
 from edgegate.validate.report import parity_cases, to_json, write_json, write_junit
 
 
@@ -54,6 +54,46 @@ def test_shape_mismatch_is_a_failure_not_an_exception():
         {"y": np.ones((2, 3))}, {"y": np.ones((3, 2))}, Tolerance.for_precision("fp32")
     )
     assert not report.passed and "shape" in report.failures[0]
+
+
+def _logits_with_near_ties(rows: int = 1000, classes: int = 16, seed: int = 0):
+    """Reference logits where every 10th row's top two are 0.01 apart (a near-tie)."""
+    rng = np.random.default_rng(seed)
+    ref = rng.normal(size=(rows, classes)).astype(np.float32)
+    top = ref.argmax(-1)
+    ref[np.arange(rows), top] += 2.0  # decisive margin everywhere...
+    near = np.arange(0, rows, 10)
+    second = (top[near] + 1) % classes
+    ref[near, second] = ref[near, top[near]] - 0.01  # ...except the near-ties
+    return ref, near, second
+
+
+def test_top1_agreement_leaves_out_near_ties_only():
+    ref, near, second = _logits_with_near_ties()
+    cand = ref.copy()
+    cand[near, second] += 0.02  # flips exactly the near-tie rows
+    assert top1_agreement(ref, cand) == pytest.approx(90.0)
+    assert top1_agreement(ref, cand, near_tie=0.05) == 100.0
+    decisive = np.setdiff1d(np.arange(len(ref)), near)[:5]
+    cand[decisive, (ref[decisive].argmax(-1) + 3) % ref.shape[1]] += 10.0  # real mismatches
+    assert top1_agreement(ref, cand, near_tie=0.05) == pytest.approx(100 * (1 - 5 / 900))
+
+
+def test_int8_passes_near_tie_flips_but_fails_decisive_ones():
+    ref, near, second = _logits_with_near_ties()
+    tol = Tolerance.for_precision("int8")
+    flipped = ref.copy()
+    flipped[near, second] += 0.02
+    report = compare_outputs(
+        {"logits": ref}, {"logits": flipped}, tol, classifier_outputs={"logits"}
+    )
+    assert report.passed and report.top1_agreement == pytest.approx(90.0), report.failures
+    assert report.decisive_top1_agreement == 100.0
+    wrong = ref.copy()
+    rows = np.arange(1, 60, 2)  # 30 decisive rows (odd, so never a multiple of 10) flip
+    wrong[rows, (ref[rows].argmax(-1) + 1) % ref.shape[1]] = ref[rows].max(-1) + 0.5
+    report = compare_outputs({"logits": ref}, {"logits": wrong}, tol, classifier_outputs={"logits"})
+    assert any("top-1 agreement 97.00 %; 96.67 % where" in f for f in report.failures), report
 
 
 def test_bench_statistics_are_ordered():
