@@ -5,7 +5,7 @@ from setuptools import find_namespace_packages, setup
 MAPPED = {"exporters": "edgegate.exporters", "quant": "edgegate.quant"}
 
 packages = find_namespace_packages(
-    include=["edgegate", "edgegate.*"], exclude=["*.weights", "*__pycache__*"]
+    include=["edgegate", "edgegate.*"], exclude=["*__pycache__*"]
 )
 for folder, name in MAPPED.items():
     packages += [
