@@ -4,9 +4,7 @@ from setuptools import find_namespace_packages, setup
 
 MAPPED = {"exporters": "edgegate.exporters", "quant": "edgegate.quant"}
 
-packages = find_namespace_packages(
-    include=["edgegate", "edgegate.*"], exclude=["*__pycache__*"]
-)
+packages = find_namespace_packages(include=["edgegate", "edgegate.*"], exclude=["*__pycache__*"])
 for folder, name in MAPPED.items():
     packages += [
         p.replace(folder, name, 1)
