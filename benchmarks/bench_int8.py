@@ -1,7 +1,7 @@
 """ONNX Runtime latency of mobilenet-v3-se: FP32 vs edgegate INT8 QDQ vs ORT's quantize_static.
 
 Usage: .venv/bin/python benchmarks/bench_int8.py [--size 224 --threads 2 --runs 500 --json]
-       [--model mobilenet-v3-se:width=1.0] [--ops]
+       [--model mobilenet-v3-se:width=1.0 --checkpoint w1.pt] [--ops]
 
 Measures whether edgegate's INT8 QDQ export pays off on CPU (target: >= 2x faster than FP32)
 and whether its Q/DQ placement is as fast as onnxruntime's own static quantizer (target:
@@ -63,6 +63,9 @@ def _session(path: Path, threads: int, profile_prefix: str | None = None) -> ort
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # ORT's pool threads spin after each run by default; with three sessions taking turns on
+    # two cores, one session's spinning threads would steal the next one's time
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
@@ -84,10 +87,10 @@ def _op_profile(path: Path, threads: int, x: np.ndarray, runs: int, tmp: Path) -
 
 
 def _build(
-    tmp: Path, model: str, size: int, calib_samples: int
+    tmp: Path, model: str, size: int, calib_samples: int, checkpoint: Path | None = None
 ) -> tuple[dict[str, Path], np.ndarray]:
     """Export the three models; returns their paths and one benchmark input."""
-    module = load_model(model).module.eval()
+    module = load_model(model, checkpoint).module.eval()
     calib = digits("calib", size, 3).images[:calib_samples]
     example = calib[:1]
     paths = {form: tmp / f"{form}.onnx" for form in FORMS}
@@ -136,6 +139,11 @@ def main() -> None:
     ap.add_argument(
         "--model", default=DEFAULT_MODEL, help="zoo spec, e.g. mobilenet-v3-se:width=1.0"
     )
+    ap.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="trained weights for a spec without shipped ones (edgegate train SPEC -o FILE)",
+    )
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=500, help="timed rounds (each runs all three)")
@@ -146,7 +154,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        paths, x = _build(Path(tmp), a.model, a.size, a.calib_samples)
+        paths, x = _build(Path(tmp), a.model, a.size, a.calib_samples, a.checkpoint)
         sessions = {form: _session(paths[form], a.threads) for form in FORMS}
         outputs = {form: _run(s, x)[0] for form, s in sessions.items()}
         times = _time_interleaved(sessions, x, a.runs, a.warmup)
