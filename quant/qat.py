@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgegate.train.losses import classification_loss, gate_loss, language_model_loss
+
 StepHook = Callable[[int, int, float], None]  # (step, total, loss)
 
 
@@ -29,17 +31,17 @@ class QATConfig:
 
 
 def _loss(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor | None, cfg: QATConfig):
+    """The training task losses, less the GC L1 term: the traced model has no `gc` module, and
+    the channel gate stays float anyway. The positive class comes from the config for the same
+    reason."""
     if task == "lm":
-        logits = model(x[:, :-1])
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+        return language_model_loss(model, x)
     assert y is not None
-    out = model(x)
     if task == "gc":
-        logits, gate_prob = out
-        positive = (y == cfg.positive_class).float()
-        prob = gate_prob.reshape(-1).clamp(1e-6, 1 - 1e-6)
-        return F.cross_entropy(logits, y) + F.binary_cross_entropy(prob, positive)
-    return F.cross_entropy(out, y)
+        assert cfg.positive_class is not None, "gated-compression QAT needs the positive class"
+        logits, gate_prob = model(x)
+        return F.cross_entropy(logits, y) + gate_loss(gate_prob, y, cfg.positive_class)
+    return classification_loss(model, x, y)
 
 
 def train_qat(

@@ -24,13 +24,17 @@ def gated_compression_loss(
     The L1 term is what makes the features sent to stage 2 sparse (the compression).
     """
     logits, gate_prob = module(x)
-    positive = (y == module.positive_class).float()
-    gate_prob = gate_prob.reshape(-1).clamp(1e-6, 1 - 1e-6)
     return (
         F.cross_entropy(logits, y)
-        + gate_weight * F.binary_cross_entropy(gate_prob, positive)
+        + gate_weight * gate_loss(gate_prob, y, module.positive_class)
         + l1_weight * module.gc.l1_penalty()
     )
+
+
+def gate_loss(gate_prob: torch.Tensor, y: torch.Tensor, positive_class: int) -> torch.Tensor:
+    """BCE teaching the GC gate to pass only ``positive_class``."""
+    positive = (y == positive_class).float()
+    return F.binary_cross_entropy(gate_prob.reshape(-1).clamp(1e-6, 1 - 1e-6), positive)
 
 
 def language_model_loss(module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
