@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 def _umask() -> int:
@@ -54,3 +54,14 @@ def staged_directory(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
             os.replace(item, out_dir / item.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def save_png(fig: Any, path: str | os.PathLike[str]) -> Path:
+    """Write a matplotlib figure as PNG atomically, then close it (figures pile up otherwise)."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
+    return path

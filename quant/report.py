@@ -17,7 +17,7 @@ import torch
 from brevitas.nn import QuantConv1d, QuantConv2d, QuantLinear
 from torch import nn
 
-from edgegate.atomic import atomic_write
+from edgegate.atomic import atomic_write, save_png
 from edgegate.errors import BadInput
 from edgegate.quant.graph import conv_bn_pairs, trace
 from edgegate.quant.outliers import LayerStats, activation_stats
@@ -246,11 +246,7 @@ def plot_sqnr(rows: Sequence[Row], path: str | Path) -> Path:
     ax.set_title(f"SQNR per quantized layer ({len(quantized)} layers)")
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path) as fh:
-        fig.savefig(fh, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def write_quant_report(

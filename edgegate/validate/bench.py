@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgegate.atomic import atomic_write
+from edgegate.atomic import save_png
 from edgegate.runtime import Runner, TwoStageRunner
 
 
@@ -144,8 +144,4 @@ def plot_latencies(result: BenchResult, path: str | Path) -> Path:
     ax.set_title(f"{result.runtime}: batch {result.batch}, threads {result.threads}")
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path) as fh:
-        fig.savefig(fh, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
