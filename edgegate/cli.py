@@ -267,7 +267,13 @@ def export(
 def quantize(
     model: ModelArg,
     profile: Annotated[
-        str, typer.Option("--profile", "-p", help="Target rules: onnxruntime, tensorrt or coreml.")
+        str,
+        typer.Option(
+            "--profile",
+            "-p",
+            help="Target rules: onnxruntime (this host's CPU), "
+            "onnxruntime:arm64|x86-vnni|x86-avx2, tensorrt or coreml.",
+        ),
     ] = "onnxruntime",
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path(
         "edgegate-int8"
@@ -346,7 +352,8 @@ def quantize(
     if json_out:
         _emit_json(result)
         return
-    _print_rows(int8_rows(result), title=f"INT8 {result['model']} ({profile}, {method})")
+    profile_name = result["quant"]["profile"]
+    _print_rows(int8_rows(result), title=f"INT8 {result['model']} ({profile_name}, {method})")
     out.print(f"files in {result['output_dir']}: {', '.join(result['files'])}")
 
 
@@ -358,6 +365,8 @@ def int8_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     agreement = result["onnx_vs_fake_quant"]
     rows.append(("onnx vs fake-quant top-1", f"{agreement['top1_agreement']:.2f} %"))
     rows.append(("  where not a near-tie", f"{agreement['decisive_top1_agreement']:.2f} %"))
+    if result.get("kernel_agreement") is not None:
+        rows.append(("fused kernels vs dequantized", f"{result['kernel_agreement']:.2f} % top-1"))
     if "gate_flip_rate" in result:
         rows.append(
             ("gate flips (onnx vs float)", f"{result['gate_flip_rate']['onnx_vs_float']} %")
@@ -406,6 +415,7 @@ def validate(
         trust_code=trust_code,
         task=task,
     )
+    _warn(result)
     if junit is not None:
         reports.write_junit(junit, "edgegate.validate", reports.parity_cases(result))
     if json_out:
@@ -447,6 +457,7 @@ def bench(
         positive_rate=positive_rate,
         plot=plot,
     )
+    _warn(result)
     if json_out:
         _emit_json(result)
         return
@@ -509,6 +520,11 @@ def deploy(
         out.print(f"reports: {output / 'report.md'}, {output / 'report.json'}")
     if not summary["passed"]:
         raise typer.Exit(1)
+
+
+def _warn(result: dict[str, Any]) -> None:
+    for line in result.get("warnings", []):
+        err.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
 
 
 def _print_rows(rows: list[tuple[str, str]], title: str | None = None) -> None:

@@ -241,7 +241,12 @@ def quantize(
             stage / INT8_ONNX,
             input_names=[input_name],
             output_names=outputs,
-            metadata={"model": loaded.spec, "task": kind, "precision": "int8", "profile": profile},
+            metadata={
+                "model": loaded.spec,
+                "task": kind,
+                "precision": "int8",
+                "profile": config.profile.name,
+            },
         )
         with atomic_write(stage / INT8_STATE, "wb") as fh:
             torch.save(
@@ -254,11 +259,14 @@ def quantize(
                 fh,
             )
         fake = _predictions(qmodel, test_inputs)
-        fuse = config.profile.ort_fusion_is_exact
+        fuse = config.profile.family == "onnxruntime"
         with OnnxRuntimeRunner(onnx_path, threads=2, fuse_qdq=fuse) as runner:
             predict = pipeline._runner_predict(runner, input_name)
             ort = _batched(predict, test_inputs.numpy())
             metrics["int8_onnx"] = pipeline.score_predict(predict, test, float_module)
+        if fuse:
+            feed = {input_name: np.ascontiguousarray(test_inputs.numpy()[:256])}
+            kernels = pipeline.kernel_agreement(onnx_path, feed, outputs[0], threads=2)
         reference = _predictions(float_module, test_inputs)
         quants = activation_quants(qdq)
         summary: dict[str, Any] = {
@@ -267,6 +275,7 @@ def quantize(
             "quant": quant_record,
             "accuracy": metrics,
             "onnx_vs_fake_quant": _agreement(fake, ort),
+            "kernel_agreement": kernels if fuse else None,
             "activation_quantizers": len(quants),
             "activation_zero_points_all_zero": all(q.zero_point == 0 for q in quants.values()),
         }

@@ -429,13 +429,43 @@ def _runner_predict(runner, input_name: str):
 
 
 def _fuse_qdq(art: Artifact) -> bool:
-    """Let ORT fuse Q/DQ unless the artifact's profile says its fused kernels round otherwise."""
+    """ONNX Runtime fuses Q/DQ into its integer kernels only for its own profiles; graphs made
+    for other runtimes (TensorRT, Core ML) are checked as written: dequantize, then float."""
     quant = art.manifest.quant if art.manifest is not None else None
-    if not quant:
-        return True
+    return not quant or quant["profile"].partition(":")[0] == "onnxruntime"
+
+
+def host_warnings(art: Artifact) -> list[str]:
+    """One line per way this host's kernels may not compute what the artifact was made for."""
+    from edgegate.hostcpu import X86_AVX2, host_isa
+
+    quant = art.manifest.quant if art.manifest is not None else None
+    if not quant or not _fuse_qdq(art) or host_isa() != X86_AVX2:
+        return []
     from edgegate.quant.profiles import get_profile
 
-    return get_profile(quant["profile"], w8a8=quant.get("w8a8", False)).ort_fusion_is_exact
+    if get_profile(quant["profile"]).weight_bits <= 7:
+        return []
+    return [
+        f"{art.model_path.name} has full-range int8 weights (profile {quant['profile']}), which "
+        "this AVX2 host's u8s8 kernels saturate: quantize with --profile onnxruntime:x86-avx2 "
+        "to run it here"
+    ]
+
+
+def kernel_agreement(
+    path: Path, feed: dict[str, np.ndarray], output: str, threads: int | None
+) -> float:
+    """Top-1 agreement (percent) of ORT's fused integer kernels with the same Q/DQ graph run as
+    written (dequantize, then float): 100 unless the kernels round or saturate otherwise."""
+    from edgegate.runtime import OnnxRuntimeRunner
+    from edgegate.validate.parity import top1_agreement
+
+    with (
+        OnnxRuntimeRunner(path, threads=threads, fuse_qdq=True) as fused,
+        OnnxRuntimeRunner(path, threads=threads, fuse_qdq=False) as emulated,
+    ):
+        return round(top1_agreement(emulated.run(feed)[output], fused.run(feed)[output]), 4)
 
 
 def validate(
@@ -510,6 +540,9 @@ def validate(
     }
     if kind == "gc" and art.part(STAGE1_FILE) and art.part(STAGE2_FILE):
         result["two_stage"] = _two_stage_metrics(art, eval_data, loaded, threads)
+    if reference_module is not loaded.module and _fuse_qdq(art):
+        result["kernel_agreement"] = kernel_agreement(art.model_path, feed, "logits", threads)
+    result["warnings"] = host_warnings(art)
     return result
 
 
@@ -595,7 +628,11 @@ def bench(
     feed = _bench_feed(art, batch)
     with OnnxRuntimeRunner(art.model_path, threads=threads) as runner:
         full = benchmark.bench(runner, feed, runs=runs, warmup=warmup)
-        result: dict[str, Any] = {"artifact": os.fspath(artifact), **benchmark.as_dict(full)}
+        result: dict[str, Any] = {
+            "artifact": os.fspath(artifact),
+            **benchmark.as_dict(full),
+            "warnings": host_warnings(art),
+        }
         if art.part(STAGE1_FILE) and art.part(STAGE2_FILE):
             images, positive = _stream_images(art)
             with _two_stage_runner(art, threads) as two_stage:
@@ -721,6 +758,8 @@ def validation_rows(val: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("top-1 agreement", f"{val['top1_agreement']:.2f} %"))
     if val.get("decisive_top1_agreement") is not None:
         rows.append(("  where not a near-tie", f"{val['decisive_top1_agreement']:.2f} %"))
+    if val.get("kernel_agreement") is not None:
+        rows.append(("fused kernels vs dequantized", f"{val['kernel_agreement']:.2f} % top-1"))
     if val.get("accuracy"):
         ref, cand = val["accuracy"]["reference"], val["accuracy"]["candidate"]
         key = "perplexity" if "perplexity" in ref else "top1"

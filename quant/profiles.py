@@ -1,31 +1,36 @@
 """Target profiles: each deployment target's INT8 rules as one small, frozen config object.
 
-The rules are the targets' own (design.md §4); edgegate never invents a scheme.
+The rules are the targets' own (design.md §4); edgegate never invents a scheme. ONNX Runtime's
+rules depend on the deployment CPU's integer instructions, so its profile has one variant per
+instruction set (``onnxruntime:arm64``, ``onnxruntime:x86-vnni``, ``onnxruntime:x86-avx2``);
+plain ``onnxruntime`` means "the machine running edgegate", resolved once and recorded.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edgegate.errors import BadInput
+from edgegate.hostcpu import ARM64, X86_AVX2, X86_VNNI, host_isa
 
 
 @dataclass(frozen=True)
 class QuantProfile:
     name: str
-    weight_bits: int = 8
+    weight_bits: int = 8  # 7 = ONNX Runtime's reduce_range, for u8s8 kernels that saturate
     weight_per_channel: bool = True
     weight_symmetric: bool = True
     act_bits: int | None = 8  # None: activations stay in float (weight-only)
     act_signed: bool = False  # s8 symmetric (zero point 0) vs u8 asymmetric
     quantize_bias: bool = True
     qdq_on_residual_adds: bool = False
+    description: str = ""
 
     @property
-    def ort_fusion_is_exact(self) -> bool:
-        """ORT's fused integer kernels reproduce a Q/DQ graph only with an int32 bias; a float
-        bias (TensorRT's rule) they requantize their own way, so such graphs run unfused."""
-        return self.quantize_bias
+    def family(self) -> str:
+        """The profile without its instruction-set variant (``onnxruntime:x86-avx2`` ->
+        ``onnxruntime``)."""
+        return self.name.partition(":")[0]
 
     @property
     def gate_signed(self) -> bool:
@@ -33,24 +38,53 @@ class QuantProfile:
         return self.act_signed
 
 
+def _onnxruntime(isa: str, weight_bits: int, why: str) -> QuantProfile:
+    return QuantProfile(
+        f"onnxruntime:{isa}", weight_bits=weight_bits, act_signed=False, description=why
+    )
+
+
 PROFILES: dict[str, QuantProfile] = {
-    # TensorRT takes INT8 only from explicit Q/DQ: symmetric everything, float bias.
-    "tensorrt": QuantProfile(
-        "tensorrt", act_signed=True, quantize_bias=False, qdq_on_residual_adds=True
-    ),
-    # ONNX Runtime QDQ: s8 per-channel weights, u8 asymmetric per-tensor activations.
-    "onnxruntime": QuantProfile("onnxruntime", act_signed=False),
-    # Core ML: INT8 per-channel weights by default; W8A8 is opt-in.
-    "coreml": QuantProfile("coreml", act_bits=None),
+    p.name: p
+    for p in (
+        # ONNX Runtime QDQ: s8 per-channel weights, u8 asymmetric per-tensor activations.
+        _onnxruntime(ARM64, 8, "ARM sdot/udot: full-range s8 weights"),
+        _onnxruntime(X86_VNNI, 8, "x86 with AVX-512 VNNI or AVX-VNNI: full-range s8 weights"),
+        _onnxruntime(X86_AVX2, 7, "x86 without VNNI: 7-bit weights, so u8s8 pair sums fit int16"),
+        # TensorRT takes INT8 only from explicit Q/DQ: symmetric everything, float bias.
+        QuantProfile(
+            "tensorrt",
+            act_signed=True,
+            quantize_bias=False,
+            qdq_on_residual_adds=True,
+            description="explicit Q/DQ, symmetric s8 activations, float bias",
+        ),
+        # Core ML: INT8 per-channel weights by default; W8A8 is opt-in.
+        QuantProfile("coreml", act_bits=None, description="int8 weights (--w8a8: u8 activations)"),
+    )
 }
+HOST_ALIASES: dict[str, str] = {"onnxruntime": "onnxruntime:{isa}"}
+
+
+def profile_names() -> list[str]:
+    """Every name ``get_profile`` takes: the aliases that resolve per host, then the variants."""
+    return [*HOST_ALIASES, *PROFILES]
+
+
+def resolve_name(name: str) -> str:
+    """The concrete profile name: a host alias (plain ``onnxruntime``) becomes this host's."""
+    alias = HOST_ALIASES.get(name)
+    return alias.format(isa=host_isa()) if alias else name
 
 
 def get_profile(name: str, *, w8a8: bool = False) -> QuantProfile:
-    if name not in PROFILES:
+    """The profile called ``name`` (host aliases resolved), W8A8 under weight-only targets."""
+    resolved = resolve_name(name)
+    if resolved not in PROFILES:
         raise BadInput(
-            f"unknown quantization profile '{name}': expected one of {', '.join(PROFILES)}"
+            f"unknown quantization profile '{name}': expected one of {', '.join(profile_names())}"
         )
-    profile = PROFILES[name]
+    profile = PROFILES[resolved]
     if w8a8 and profile.act_bits is None:
-        return QuantProfile(profile.name, act_bits=8, act_signed=False)
+        return replace(profile, act_bits=8, act_signed=False)
     return profile

@@ -102,7 +102,8 @@ class QDQLayer(nn.Module):
             self.register_buffer("weight_int", weight.int().detach().to(torch.int8))
             self.register_buffer("weight_scale", scale)
             self.register_buffer("weight_zero", torch.zeros_like(scale, dtype=torch.int64))
-            self.weight_range = (-127 if layer.weight_quant.is_narrow_range else -128, 127)
+            high = 2 ** (int(layer.weight_quant.bit_width()) - 1) - 1  # 127, or 63 for 7-bit
+            self.weight_range = (-high if layer.weight_quant.is_narrow_range else -high - 1, high)
             bias_int = bias_scale = bias_float = None
             if layer.bias is not None and layer.bias_quant.is_quant_enabled and input_quant:
                 bias_scale = scale * input_quant.scale  # int32 bias: scale = input * weight

@@ -86,14 +86,38 @@ def act_quantizer(profile: QuantProfile, method: str, *, non_negative: bool = Fa
     return (_NON_NEGATIVE if non_negative else _ASYMMETRIC)[method]
 
 
+class Int7WeightPerChannel(Int8WeightPerChannelFloat):
+    """7-bit symmetric per-channel weights ([-63, 63]) stored in s8: ONNX Runtime's reduce_range,
+    so a u8 activation times a weight, summed in pairs, stays inside int16 (2 * 255 * 63)."""
+
+    bit_width = 7
+
+
+class Int7WeightPerChannelMSE(Int8WeightPerChannelFloatMSE):
+    bit_width = 7
+
+
+_WEIGHTS = {
+    (8, False): Int8WeightPerChannelFloat,
+    (8, True): Int8WeightPerChannelFloatMSE,
+    (7, False): Int7WeightPerChannel,
+    (7, True): Int7WeightPerChannelMSE,
+}
+
+
 def weight_quantizer(profile: QuantProfile, method: str) -> type:
-    """s8 symmetric per-output-channel weights (every profile's rule)."""
+    """Symmetric per-output-channel weights at the profile's bit width (8, or 7 on AVX2)."""
     method = check_method(method)
     if not profile.weight_per_channel:
         raise BadInput(
             f"profile '{profile.name}' asks for per-tensor weights, which edgegate lacks"
         )
-    return Int8WeightPerChannelFloatMSE if method == "mse" else Int8WeightPerChannelFloat
+    key = (profile.weight_bits, method == "mse")
+    if key not in _WEIGHTS:
+        raise BadInput(
+            f"profile '{profile.name}': {profile.weight_bits}-bit weights are not supported"
+        )
+    return _WEIGHTS[key]
 
 
 def bias_quantizer(profile: QuantProfile) -> type | None:

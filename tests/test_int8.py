@@ -10,6 +10,7 @@ import pytest
 from onnx import numpy_helper
 
 from edgegate import int8
+from edgegate.hostcpu import host_isa
 from edgegate.manifest import read_manifest
 from edgegate.models import load_model
 from tests.conftest import assert_one_line_error
@@ -46,6 +47,42 @@ def test_ptq_minmax_onnxruntime_loses_at_most_half_a_point(quantized, model):
     acc = report["accuracy"]
     assert acc["float"]["top1"] - acc["ptq"]["top1"] <= 0.5, acc
     assert acc["float"]["top1"] - acc["int8_onnx"]["top1"] <= 0.5, acc
+
+
+@pytest.mark.parametrize("model", ["mobilenet-v3-se", "gc-mobilenet"])
+def test_default_profile_is_the_hosts_and_its_kernels_agree_with_the_dequantized_graph(
+    quantized, model
+):
+    """Plain `onnxruntime` quantizes for this host's CPU, so ORT's fused integer kernels compute
+    what the dequantized graph computes (on AVX2 hosts, full-range weights would saturate)."""
+    report = _report(quantized[model, "onnxruntime"])
+    assert report["quant"]["profile"] == f"onnxruntime:{host_isa()}"
+    assert report["kernel_agreement"] >= 99.0, report["kernel_agreement"]
+
+
+@pytest.mark.parametrize(
+    "profile, host, warns",
+    [
+        ("onnxruntime:x86-vnni", "x86-avx2", True),
+        ("onnxruntime:arm64", "x86-avx2", True),
+        ("onnxruntime:x86-avx2", "x86-avx2", False),
+        ("onnxruntime:x86-vnni", "x86-vnni", False),
+        ("tensorrt", "x86-avx2", False),  # checked as written, never by ORT's fused kernels
+    ],
+)
+def test_full_range_model_on_an_avx2_host_warns_and_names_the_fix(
+    monkeypatch, tmp_path, profile, host, warns
+):
+    from edgegate import hostcpu, pipeline
+    from edgegate.manifest import Manifest
+
+    monkeypatch.setattr(hostcpu, "host_isa", lambda: host)
+    manifest = Manifest("m", "onnxruntime", "int8", [], ["logits"], quant={"profile": profile})
+    art = pipeline.Artifact(tmp_path / "model.int8.onnx", manifest, tmp_path)
+    lines = pipeline.host_warnings(art)
+    assert len(lines) == int(warns)
+    if warns:
+        assert "--profile onnxruntime:x86-avx2" in lines[0] and "\n" not in lines[0]
 
 
 def test_gc_gate_decisions_flip_on_at_most_half_a_percent(quantized):
@@ -109,7 +146,8 @@ def test_manifest_records_profile_method_and_calibration_hash(quantized):
     directory = quantized["mobilenet-v3-se", "onnxruntime"]
     manifest = read_manifest(directory)  # also verifies every file's SHA-256
     assert manifest.precision == "int8"
-    assert manifest.quant["profile"] == "onnxruntime" and manifest.quant["method"] == "minmax"
+    assert manifest.quant["profile"] == f"onnxruntime:{host_isa()}"  # the variant it resolved to
+    assert manifest.quant["method"] == "minmax"
     loaded = load_model("mobilenet-v3-se")
     calib, _ = int8.calibration_inputs(
         loaded, "image", None, int(CALIB), input_size=None, seq_len=None
@@ -128,7 +166,8 @@ def test_saved_state_rebuilds_the_fake_quant_model(quantized):
     x = torch.from_numpy(np.random.default_rng(0).normal(size=(8, 3, 32, 32)).astype("float32"))
     from edgegate.runtime import OnnxRuntimeRunner
 
-    with OnnxRuntimeRunner(directory / int8.INT8_ONNX) as runner:
+    # a TensorRT graph is checked as written: ORT's fused integer kernels round their own way
+    with OnnxRuntimeRunner(directory / int8.INT8_ONNX, fuse_qdq=False) as runner:
         onnx_logits = runner.run({"images": x.numpy()})["logits"]
     with torch.no_grad():
         logits = rebuilt(x)[0].numpy()

@@ -19,7 +19,7 @@ def test_gate_quantizer_has_fixed_unit_range(name, training):
     quant.train(training)
     gates = torch.sigmoid(torch.randn(1000) * 4)
     out = quant(torch.cat([torch.tensor([0.0, 1.0]), gates]))
-    assert float(out.scale) == pytest.approx(EXPECTED_SCALE[name], rel=1e-6)
+    assert float(out.scale) == pytest.approx(EXPECTED_SCALE[name.partition(":")[0]], rel=1e-6)
     assert float(out.zero_point) == 0.0
     assert out.value[0].item() == 0.0 and out.value[1].item() == 1.0
     # every other value is within half a step of its input

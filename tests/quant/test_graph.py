@@ -97,7 +97,7 @@ def test_every_gate_gets_a_fixed_unit_range_quantizer(kind, profile):
         assert isinstance(quant, QuantIdentity), name
         params = tensor_quant(quant.act_quant)
         assert params is not None, name
-        assert params.scale == pytest.approx(GATE_SCALE[profile], rel=1e-6), name
+        assert params.scale == pytest.approx(GATE_SCALE[profile.partition(":")[0]], rel=1e-6), name
         assert params.zero_point == 0, name
         assert params.signed is (profile == "tensorrt"), name
         with torch.no_grad():
@@ -242,7 +242,7 @@ def test_onnxruntime_layers_quantize_output_and_bias(calibrated_cnns):
 def test_only_tensorrt_quantizes_residual_adds(calibrated_cnns):
     for profile, qmodel in calibrated_cnns.items():
         names = [n for n, _ in qmodel.named_children() if "residual_quant" in n]
-        if profile == "onnxruntime":
+        if profile.startswith("onnxruntime"):
             assert names == []
             continue
         assert len(names) == 2, names

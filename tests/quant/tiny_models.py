@@ -7,7 +7,8 @@ from torch import nn
 
 from edgegate.models.blocks import Attention, ConvBNAct, GatedDeltaNetMixer, GLAMixer, SqueezeExcite
 
-PROFILES = ("onnxruntime", "tensorrt")
+# the host's ONNX Runtime variant, the AVX2 one (exact on every x86 and ARM CPU), and TensorRT
+PROFILES = ("onnxruntime", "onnxruntime:x86-avx2", "tensorrt")
 
 
 class TinyCNN(nn.Module):
