@@ -1,8 +1,11 @@
 """INT8 quantization for gated networks (``edgegate.quant``), with brevitas as the engine.
 
 profiles -> quantizers -> graph (placement) -> calibrate / qat -> qdq (exportable twin).
+Submodules load on first use: ``profiles`` is plain Python, and asking for it (the CLI's
+choices) should not import brevitas, which takes seconds.
 """
 
+import importlib
 import warnings
 
 # brevitas warns at import and on every forward about optional features edgegate does not use;
@@ -10,18 +13,22 @@ import warnings
 warnings.filterwarnings("ignore", message=".*fast_hadamard_transform.*")
 warnings.filterwarnings("ignore", module=r"brevitas(\..*)?")
 
-from edgegate.quant.gates import UnitRangeInt8, UnitRangeUint8, gate_output_quant, gate_quantizer  # noqa: E402
-from edgegate.quant.outliers import LayerStats, activation_stats  # noqa: E402
-from edgegate.quant.profiles import PROFILES, QuantProfile, get_profile  # noqa: E402
+_EXPORTS = {
+    "PROFILES": "profiles",
+    "QuantProfile": "profiles",
+    "get_profile": "profiles",
+    "profile_names": "profiles",
+    "UnitRangeInt8": "gates",
+    "UnitRangeUint8": "gates",
+    "gate_output_quant": "gates",
+    "gate_quantizer": "gates",
+    "LayerStats": "outliers",
+    "activation_stats": "outliers",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "PROFILES",
-    "LayerStats",
-    "activation_stats",
-    "QuantProfile",
-    "UnitRangeInt8",
-    "UnitRangeUint8",
-    "gate_output_quant",
-    "gate_quantizer",
-    "get_profile",
-]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module '{__name__}' has no attribute '{name}'")

@@ -273,13 +273,18 @@ def _insert_gate_quant(graph_module: fx.GraphModule, profile: QuantProfile) -> i
     return count
 
 
-def quantize_model(model: nn.Module, config: QuantConfig) -> fx.GraphModule:
-    """Fake-quant copy of ``model`` (eval mode, BN folded), ready for calibration."""
+def check_config(config: QuantConfig) -> None:
+    """BadInput for a configuration graph-mode PTQ cannot apply (before any work is done)."""
     if config.profile.act_bits is None:
         raise BadInput(
             f"profile '{config.profile.name}' is weight-only; edgegate quantize needs W8A8 "
             "(pass --w8a8 for Core ML)"
         )
+
+
+def quantize_model(model: nn.Module, config: QuantConfig) -> fx.GraphModule:
+    """Fake-quant copy of ``model`` (eval mode, BN folded), ready for calibration."""
+    check_config(config)
     model = copy.deepcopy(model).eval()
     if not config.quantize_scan_inputs:
         _keep_float(model, scan_feeders(trace(model)))

@@ -13,10 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from edgegate.train.losses import classification_loss, gate_loss, language_model_loss
+from edgegate.train import LossFn
 
 StepHook = Callable[[int, int, float], None]  # (step, total, loss)
 
@@ -27,33 +26,20 @@ class QATConfig:
     lr: float = 1e-4
     batch_size: int = 64
     seed: int = 0
-    positive_class: int | None = None  # gated-compression models: the class the gate passes
-
-
-def _loss(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor | None, cfg: QATConfig):
-    """The training task losses, less the GC L1 term: the traced model has no `gc` module, and
-    the channel gate stays float anyway. The positive class comes from the config for the same
-    reason."""
-    if task == "lm":
-        return language_model_loss(model, x)
-    assert y is not None
-    if task == "gc":
-        assert cfg.positive_class is not None, "gated-compression QAT needs the positive class"
-        logits, gate_prob = model(x)
-        return F.cross_entropy(logits, y) + gate_loss(gate_prob, y, cfg.positive_class)
-    return classification_loss(model, x, y)
 
 
 def train_qat(
     model: nn.Module,
-    task: str,
+    loss_fn: LossFn,
     inputs: torch.Tensor,
     labels: torch.Tensor | None,
     config: QATConfig,
     *,
     on_step: StepHook | None = None,
 ) -> nn.Module:
-    """Fine-tune ``model`` (fake-quant, calibrated) in place for ``config.epochs`` epochs."""
+    """Fine-tune ``model`` (fake-quant, calibrated) in place for ``config.epochs`` epochs with the
+    task's loss. The loss works on the traced model, so it may not reach submodules by name (a
+    gated-compression model's L1 term): the channel gate stays float anyway."""
     generator = torch.Generator().manual_seed(config.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
@@ -69,7 +55,7 @@ def train_qat(
             for start in range(0, n, config.batch_size):
                 idx = order[start : start + config.batch_size]
                 batch_labels = None if labels is None else labels[idx]
-                loss = _loss(model, task, inputs[idx], batch_labels, config)
+                loss = loss_fn(model, inputs[idx], batch_labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

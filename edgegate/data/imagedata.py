@@ -17,6 +17,8 @@ class ImageData:
     labels: torch.Tensor | None
     name: str
     classes: tuple[str, ...] | None = None
+    # channels of the stored arrays before conversion to the model's (None: not recorded)
+    source_channels: int | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.float32 or self.images.ndim != 4:

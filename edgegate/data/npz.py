@@ -113,12 +113,13 @@ def load_npz_images(path: str | os.PathLike[str], size: int, channels: int) -> I
         x = torch.from_numpy(np.ascontiguousarray(_to_nchw(arr, where), dtype=np.float32))
     else:
         raise BadInput(f"{where} has dtype {arr.dtype}: expected float or uint8 images")
+    stored_channels = int(x.shape[1])
     x = resize(convert_channels(x, channels), size).contiguous()
     labels = None
     label_key = next((k for k in LABEL_KEYS if k in arrays), None)
     if label_key is not None:
         labels = _labels(arrays[label_key], len(x), f"'{p}' key '{label_key}'")
-    return ImageData(images=x, labels=labels, name=f"npz:{p}")
+    return ImageData(images=x, labels=labels, name=f"npz:{p}", source_channels=stored_channels)
 
 
 def _labels(arr: np.ndarray, n: int, where: str) -> torch.Tensor:

@@ -7,11 +7,14 @@ needs `trust_code=True` (the CLI's `--trust-code`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
 import pickle
 import re
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +25,18 @@ from torch import nn
 from edgegate import __version__
 from edgegate.atomic import atomic_write
 from edgegate.errors import BadInput
-from edgegate.models.spec import ModelInfo, build_model, canonical_spec, get_info, parse_spec
+from edgegate.models.spec import (
+    ModelInfo,
+    build_model,
+    canonical_spec,
+    get_info,
+    is_zoo_name,
+    parse_spec,
+)
 
 CHECKPOINT_FORMAT = "edgegate-ckpt-1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-_FACTORY_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+:[A-Za-z_]\w*$")
+_FACTORY_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 
 @dataclass
@@ -40,8 +50,12 @@ class LoadedModel:
 
 
 def is_factory_spec(spec: str) -> bool:
-    """'pkg.module:factory' (a dotted module path before the colon)."""
-    return bool(_FACTORY_SPEC.match(spec.strip()))
+    """'module:factory' or 'pkg.module:factory'; a zoo name before the colon makes it a zoo
+    spec instead (``qvit:attention`` is a malformed zoo spec, not a module called qvit)."""
+    spec = spec.strip()
+    if not _FACTORY_SPEC.match(spec):
+        return False
+    return not is_zoo_name(spec.partition(":")[0])
 
 
 def _record_spec(spec: str) -> str:
@@ -220,6 +234,21 @@ def _load_exported(path: Path) -> LoadedModel:
     return LoadedModel(ExportedModule(program.module()).eval(), str(path), None, {})
 
 
+@contextlib.contextmanager
+def _cwd_importable() -> Iterator[None]:
+    """Let a trusted factory live in the working folder, as `python -m` would allow; the
+    console script's own sys.path starts at its bin folder instead."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
 def _load_factory(
     spec: str, ckpt: dict[str, Any] | None, path: Path | None, trust_code: bool
 ) -> LoadedModel:
@@ -228,7 +257,8 @@ def _load_factory(
         raise BadInput(f"loading '{spec}' runs its Python code; pass --trust-code to allow it")
     module_name, _, attr = spec.partition(":")
     try:
-        pymod = importlib.import_module(module_name)
+        with _cwd_importable():
+            pymod = importlib.import_module(module_name)
     except Exception as err:
         raise BadInput(f"model '{spec}': cannot import '{module_name}' ({err})") from err
     factory = getattr(pymod, attr, None)

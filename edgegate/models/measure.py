@@ -35,9 +35,20 @@ def example_inputs(
     channels = options.get("in_channels", info.default_input[0])
     default_s = options.get("image_size", info.default_input[-1])
     size = default_s if input_size is None else input_size
-    if size < 1 or (info.fixed_input and size != default_s):
-        raise BadInput(f"model '{info.name}': input size {size} not supported (takes {default_s})")
+    check_input_size(info, size, default_s)
     return (torch.randn(batch, channels, size, size),)
+
+
+def check_input_size(info: ModelInfo, size: int, default: int | None = None) -> None:
+    """BadInput for an image side the model cannot take, or that would be degenerate."""
+    default = info.default_input[-1] if default is None else default
+    if info.fixed_input and size != default:
+        raise BadInput(f"model '{info.name}': input size {size} not supported (takes {default})")
+    if size < max(1, info.min_input):
+        raise BadInput(
+            f"model '{info.name}': input size {size} is below its total stride "
+            f"{info.min_input}: use --input-size {info.min_input} or more"
+        )
 
 
 def count_params(module: nn.Module) -> int:

@@ -18,7 +18,7 @@ from edgegate.models.checkpoint import (
     shipped_weights,
     weights_file,
 )
-from edgegate.models.measure import count_macs, count_params, example_inputs
+from edgegate.models.measure import check_input_size, count_macs, count_params, example_inputs
 from edgegate.models.spec import (
     ModelInfo,
     build_model,
@@ -35,6 +35,7 @@ __all__ = [
     "ModelInfo",
     "build_model",
     "canonical_spec",
+    "check_input_size",
     "count_macs",
     "count_params",
     "example_inputs",

@@ -33,6 +33,8 @@ class ModelInfo:
 
     `fixed_input`: images must be exactly default size (ViT position embeddings), or token
     sequences at most the default length (learned positions); False = any size.
+    `min_input`: the smallest image side that is not degenerate (a CNN's total stride: below
+    it, the deepest stride-2 stages see a 1x1 map that is mostly padding).
     """
 
     name: str
@@ -42,6 +44,7 @@ class ModelInfo:
     default_input: tuple[int, ...]
     options: dict[str, Any] = field(default_factory=dict)
     fixed_input: bool = False
+    min_input: int = 1
 
 
 def _options(factory: Callable[..., nn.Module]) -> dict[str, Any]:
@@ -59,10 +62,14 @@ def _info(
     description: str,
     default_input: tuple[int, ...],
     fixed_input: bool = False,
+    min_input: int = 1,
 ) -> ModelInfo:
     return ModelInfo(
-        name, factory, task, description, default_input, _options(factory), fixed_input
+        name, factory, task, description, default_input, _options(factory), fixed_input, min_input
     )
+
+
+MOBILENET_STRIDE = 32
 
 
 _ZOO: dict[str, ModelInfo] = {
@@ -74,6 +81,7 @@ _ZOO: dict[str, ModelInfo] = {
             "image",
             "MobileNetV3-Small, hard-sigmoid SE gates",
             (3, 32, 32),
+            min_input=MOBILENET_STRIDE,
         ),
         _info(
             "gc-mobilenet",
@@ -81,6 +89,7 @@ _ZOO: dict[str, ModelInfo] = {
             "gc",
             "MobileNetV3 + gated compression, 2 stages",
             (3, 32, 32),
+            min_input=MOBILENET_STRIDE,
         ),
         _info(
             "qvit",
@@ -110,9 +119,18 @@ def list_models() -> list[ModelInfo]:
     return list(_ZOO.values())
 
 
+def _key(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def is_zoo_name(name: str) -> bool:
+    """Whether ``name`` (without options) names a zoo model."""
+    return _key(name) in _ZOO
+
+
 def get_info(name: str) -> ModelInfo:
     """The zoo entry for a bare model name; BadInput listing the known names otherwise."""
-    key = name.strip().lower().replace("_", "-")
+    key = _key(name)
     if key not in _ZOO:
         raise BadInput(f"unknown model '{name}' (known: {', '.join(_ZOO)})")
     return _ZOO[key]
@@ -203,9 +221,39 @@ def canonical_spec(spec: str) -> str:
     return name + ":" + ",".join(f"{k}={_format(v)}" for k, v in kept)
 
 
+# Options whose meaning needs them positive, or within a range, in every zoo model.
+_AT_LEAST_ONE = ("depth", "dim", "heads", "last_channel", "seq_len", "image_size", "patch",
+                 "gate_rank")  # fmt: skip
+_POSITIVE = ("width", "mlp_ratio")
+_IN_CHANNELS = (1, 3)  # what the image loaders produce
+
+
+def check_options(spec: str, options: dict[str, Any]) -> None:
+    """BadInput for a degenerate model (``depth=0``, ``width=-1``...): one line, no traceback."""
+
+    def bad(message: str) -> BadInput:
+        return BadInput(f"model spec '{spec}': {message}")
+
+    for key in _AT_LEAST_ONE:
+        if key in options and options[key] < 1:
+            raise bad(f"{key} must be at least 1, got {options[key]}")
+    for key in _POSITIVE:
+        if key in options and not options[key] > 0:
+            raise bad(f"{key} must be positive, got {options[key]}")
+    if "num_classes" in options and options["num_classes"] < 2:
+        raise bad(f"num_classes must be at least 2, got {options['num_classes']}")
+    if "in_channels" in options and options["in_channels"] not in _IN_CHANNELS:
+        raise bad(f"in_channels must be 1 or 3, got {options['in_channels']}")
+    if "dropout" in options and not 0.0 <= options["dropout"] < 1.0:
+        raise bad(f"dropout must lie in [0, 1), got {options['dropout']}")
+    if "threshold" in options and not 0.0 < options["threshold"] < 1.0:
+        raise bad(f"threshold must lie in (0, 1), got {options['threshold']}")
+
+
 def build_model(spec: str) -> nn.Module:
     """A freshly initialised zoo model (train mode, as constructed)."""
     name, options = parse_spec(spec)
+    check_options(spec, {**_ZOO[name].options, **options})
     try:
         return _ZOO[name].factory(**options)
     except (ValueError, TypeError) as err:

@@ -9,11 +9,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from edgegate.train.losses import (
-    classification_loss,
-    gated_compression_loss,
-    language_model_loss,
-)
 
 
 @dataclass(frozen=True)
@@ -36,6 +31,8 @@ class TrainResult:
 
 
 ProgressHook = Callable[[int, int, float], None]  # (step, total_steps, loss)
+# (module, inputs, labels or None) -> scalar loss; the task supplies it (edgegate.train.losses)
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -45,17 +42,14 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
 
 def train_model(
     module: nn.Module,
-    task: str,
+    loss_fn: LossFn,
     inputs: torch.Tensor,
     labels: torch.Tensor | None,
     config: TrainConfig,
     on_step: ProgressHook | None = None,
 ) -> TrainResult:
-    """Train in place with AdamW and a cosine schedule.
-
-    ``task`` is "image", "gc" or "lm". For "lm", ``inputs`` holds [N, L+1] token windows
-    and ``labels`` is None.
-    """
+    """Train in place with AdamW and a cosine schedule, minimising ``loss_fn`` over batches of
+    ``inputs`` (and ``labels``, None for language models, whose inputs are token windows)."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     n = len(inputs)
@@ -81,7 +75,7 @@ def train_model(
     for _ in range(config.epochs):
         running, count = 0.0, 0
         for idx in _batches(n, config.batch_size, generator)[:steps_per_epoch]:
-            loss = _loss(module, task, inputs[idx], None if labels is None else labels[idx], config)
+            loss = loss_fn(module, inputs[idx], None if labels is None else labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
@@ -96,20 +90,3 @@ def train_model(
     result.steps = step
     module.eval()
     return result
-
-
-def _loss(
-    module: nn.Module,
-    task: str,
-    x: torch.Tensor,
-    y: torch.Tensor | None,
-    config: TrainConfig,
-) -> torch.Tensor:
-    if task == "lm":
-        return language_model_loss(module, x)
-    assert y is not None, "image tasks need labels"
-    if task == "gc":
-        return gated_compression_loss(
-            module, x, y, gate_weight=config.gc_gate_weight, l1_weight=config.gc_l1_weight
-        )
-    return classification_loss(module, x, y)

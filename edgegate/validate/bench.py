@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,14 +55,23 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 
 
 def bench(
-    runner: Runner, feed: dict[str, np.ndarray], runs: int = 50, warmup: int = 5
+    runner: Runner,
+    feed: dict[str, np.ndarray],
+    runs: int = 50,
+    warmup: int = 5,
+    on_run: Callable[[int], None] | None = None,
 ) -> BenchResult:
-    for _ in range(warmup):
+    """``warmup`` untimed runs, then ``runs`` timed ones; ``on_run(done)`` after each."""
+    for i in range(warmup):
         runner.run(feed)
+        if on_run is not None:
+            on_run(i + 1)
     samples = []
-    for _ in range(runs):
+    for i in range(runs):
         runner.run(feed)
         samples.append(runner.last_latency_ms)
+        if on_run is not None:
+            on_run(warmup + i + 1)
     batch = int(next(iter(feed.values())).shape[0]) if feed else 1
     latency = _percentiles(samples)
     return BenchResult(

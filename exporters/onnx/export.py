@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from torch import nn
 from edgegate import __version__
 from edgegate.atomic import atomic_write
 from edgegate.errors import BadInput
+from edgegate.manifest import InputSpec
 from edgegate.exporters.onnx.functions import attach_functions, iter_nodes
 from edgegate.exporters.onnx.lowering import lower_to_ort_linear_attention
 from edgegate.exporters.onnx.schemas import DOMAIN, translation_table
@@ -25,15 +27,24 @@ from edgegate.exporters.onnx.schemas import DOMAIN, translation_table
 LOWERINGS = ("onnxruntime",)
 
 
-def auto_dynamic_shapes(args: tuple[Any, ...], module: nn.Module | None = None) -> tuple[Any, ...]:
-    """Dim.AUTO on every dim: batch and sequence length vary at run time wherever they can.
+def auto_dynamic_shapes(
+    args: tuple[Any, ...],
+    module: nn.Module | None = None,
+    dynamic_dims: Sequence[Iterable[int]] | None = None,
+) -> tuple[Any, ...]:
+    """Dim.AUTO on every dim (or on ``dynamic_dims[i]`` of input i, the rest static): batch and
+    sequence length vary at run time wherever they can.
 
     torch.export wants a ``forward(x, *states)`` varargs tail as one nested tuple.
     """
-    dims = tuple(
-        {i: torch.export.Dim.AUTO for i in range(a.dim())} if isinstance(a, torch.Tensor) else None
-        for a in args
-    )
+
+    def dims_of(i: int, a: Any) -> dict[int, Any] | None:
+        if not isinstance(a, torch.Tensor):
+            return None
+        chosen = range(a.dim()) if dynamic_dims is None else dynamic_dims[i]
+        return {d: torch.export.Dim.AUTO for d in chosen}
+
+    dims = tuple(dims_of(i, a) for i, a in enumerate(args))
     if module is None:
         return dims
     params = list(inspect.signature(module.forward).parameters.values())
@@ -84,7 +95,8 @@ def export_onnx(
         raise BadInput(f"ONNX export of {type(module).__name__} failed: {_summary(exc)}") from None
     model = attach_functions(program.model_proto)
     if lower == "onnxruntime":
-        model = lower_to_ort_linear_attention(model)
+        shapes = [list(a.shape) for a in _flat_tensors(args)]
+        model = lower_to_ort_linear_attention(model, example_shapes=shapes)
     props = {"edgegate_version": __version__, **(metadata or {})}
     del model.metadata_props[:]
     for key, value in props.items():
@@ -95,6 +107,17 @@ def export_onnx(
     with atomic_write(path) as fh:
         fh.write(model.SerializeToString())
     return path
+
+
+def _flat_tensors(args: tuple[Any, ...]) -> list[torch.Tensor]:
+    """Tensor arguments in the order the exporter makes them graph inputs."""
+    flat: list[torch.Tensor] = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            flat.append(a)
+        elif isinstance(a, tuple | list):
+            flat.extend(_flat_tensors(tuple(a)))
+    return flat
 
 
 def _summary(exc: Exception) -> str:
@@ -117,6 +140,21 @@ class _quiet:
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
+
+
+def graph_inputs(path: str | os.PathLike[str]) -> list[InputSpec]:
+    """Name, shape (symbolic dims by name) and dtype of each graph input of an ONNX file."""
+    model = onnx.load(os.fspath(path), load_external_data=False)
+    specs = []
+    for value in model.graph.input:
+        tensor = value.type.tensor_type
+        shape: list[int | str] = [
+            d.dim_param or (d.dim_value if d.HasField("dim_value") else "?")
+            for d in tensor.shape.dim
+        ]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        specs.append(InputSpec(value.name, shape, dtype))
+    return specs
 
 
 def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:

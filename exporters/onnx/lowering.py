@@ -24,19 +24,37 @@ def _static_dims(model: onnx.ModelProto) -> dict[str, list]:
     return out
 
 
+def _specialised(model: onnx.ModelProto, example_shapes: list[list[int]]) -> onnx.ModelProto:
+    """A copy whose graph inputs have the example's concrete shapes, for shape inference only."""
+    copy = onnx.ModelProto.FromString(model.SerializeToString())
+    for value, shape in zip(copy.graph.input, example_shapes, strict=False):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            continue
+        for dim, size in zip(dims, shape, strict=True):
+            dim.Clear()
+            dim.dim_value = int(size)
+    return copy
+
+
 def lower_to_ort_linear_attention(
     model: onnx.ModelProto,
     heads: dict[str, tuple[int, int]] | None = None,
     drop_functions: bool = True,
     _rank_agnostic: bool = False,
+    example_shapes: list[list[int]] | None = None,
 ) -> onnx.ModelProto:
     """Rewrite edgegate.* nodes of the main graph into com.microsoft.LinearAttention.
 
-    Needs static H and D (q_num_heads is an attribute): taken from shape inference, or from
-    `heads[node_name or "*"] = (H, D)` (plus heads["V"]) where the graph left them symbolic.
+    Needs static H and D (q_num_heads is an attribute): taken from shape inference, from the
+    graph inputs' ``example_shapes`` (in graph-input order) where the graph left them symbolic,
+    or from `heads[node_name or "*"] = (H, D)` (plus heads["V"]). Batch and time stay dynamic:
+    the rewritten reshapes copy those dims and fix only H*D.
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
     dims = _static_dims(model)
+    if example_shapes is not None:
+        dims |= _static_dims(_specialised(model, example_shapes))
     g = model.graph
     new_nodes: list[onnx.NodeProto] = []
     uid = [0]

@@ -1,0 +1,680 @@
+"""The `edgegate` command line: thin wrappers that parse, call the pipeline and print.
+
+The app is built per invocation (``build_app``), so its ``--target`` and ``--profile`` choices
+are always the registries' current contents. Errors derived from EdgegateError become one
+line on stderr and their exit code (design.md §7); `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgegate import __version__
+from edgegate.cli.progress import ConsoleProgress
+from edgegate.errors import EXIT_BAD_INPUT, EdgegateError
+
+EXIT_INTERNAL_ERROR = 70  # a bug in edgegate, not the user's input
+HELP = (
+    "Deploy gated neural networks (SE gates, gated compression, gated attention, "
+    "gated linear recurrences) to edge runtimes.\n\n"
+    "Exit codes: 0 ok, 1 validation failed, 2 bad input, 3 backend unavailable. "
+    "Add --debug anywhere to see tracebacks."
+)
+
+out = Console()
+err = Console(stderr=True)
+_invocation: list[str] = []  # the arguments main() was given, recorded in checkpoints
+
+
+def _emit_json(payload: Any) -> None:
+    out.print_json(json.dumps(payload))
+
+
+def _command_line() -> str:
+    return " ".join(["edgegate", *_invocation])
+
+
+def _warn(result: dict[str, Any]) -> None:
+    for line in result.get("warnings", []):
+        err.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+
+
+def _print_rows(rows: list[tuple[str, str]], title: str | None = None) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table)
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    table = Table(show_header=False, box=None)
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+@contextmanager
+def _progress() -> Iterator[ConsoleProgress]:
+    progress = ConsoleProgress(err)
+    try:
+        yield progress
+    finally:
+        progress.close()
+
+
+def _fail(result: dict[str, Any], what: str) -> None:
+    """Exit 1 with one line naming what broke."""
+    reasons = "; ".join(result.get("failures", [])) or "a tolerance was broken"
+    err.print(f"[bold red]{what} failed:[/] {reasons}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _choice(name: str, values: list[str]) -> type[enum.Enum]:
+    """A Typer choice type holding a registry's names at the moment the app is built."""
+    return enum.Enum(name, {value: value for value in values}, type=str)
+
+
+def build_app() -> typer.Typer:
+    """The Typer app, its choices read from the target and profile registries."""
+    from edgegate.quant.profiles import profile_names
+    from edgegate.targets import target_names
+
+    app = typer.Typer(
+        name="edgegate",
+        help=HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode="markdown",
+    )
+    target_choice = _choice("Target", target_names())
+    profile_choice = _choice("Profile", profile_names())
+    _register(app, target_choice, profile_choice)
+    return app
+
+
+def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: type) -> None:
+    """Define every command on ``app``."""
+    model_arg = typer.Argument(
+        help="Zoo name with options (`qvit:attention=gated`), `module:factory` (with "
+        "--trust-code), or a `.pt2` file."
+    )
+    ModelArg = Annotated[str, model_arg]
+    CheckpointOpt = Annotated[
+        Path | None, typer.Option("--checkpoint", "-c", help="Checkpoint (.pt) to load.")
+    ]
+    DataOpt = Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="`digits` / `stdlib` (built-in), a `.npz` file, an image folder, or a text file.",
+        ),
+    ]
+    JsonOpt = Annotated[
+        bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")
+    ]
+    TrustOpt = Annotated[
+        bool,
+        typer.Option(
+            "--trust-code", help="Allow importing a user factory or unpickling a full model."
+        ),
+    ]
+    InputSizeOpt = Annotated[
+        int | None, typer.Option("--input-size", min=1, help="Image side in pixels.")
+    ]
+    SeqLenOpt = Annotated[
+        int | None, typer.Option("--seq-len", min=1, help="Sequence length.")
+    ]
+    TaskOpt = Annotated[
+        str | None,
+        typer.Option("--task", help="For non-zoo models: image, gc or lm (zoo models know theirs)."),
+    ]
+    targets_help = ", ".join(TargetChoice.__members__)
+    TargetOpt = Annotated[
+        TargetChoice, typer.Option("--target", "-t", help=f"Deployment target ({targets_help}).")
+    ]
+    ProfileOpt = Annotated[
+        ProfileChoice,
+        typer.Option(
+            "--profile",
+            "-p",
+            help="INT8 rules of a target; plain `onnxruntime` means this host's CPU "
+            "(x86-vnni, x86-avx2 or arm64).",
+        ),
+    ]
+    ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="Intra-op threads.")]
+    OutputDirOpt = Annotated[Path, typer.Option("--output", "-o", help="Output folder.")]
+
+    def _version(value: bool) -> None:
+        if value:
+            out.print(f"edgegate {__version__}")
+            raise typer.Exit()
+
+    @app.callback()
+    def _root(
+        version: Annotated[
+            bool,
+            typer.Option(
+                "--version", callback=_version, is_eager=True, help="Print the version and exit."
+            ),
+        ] = False,
+        debug: Annotated[
+            bool, typer.Option("--debug", help="Show tracebacks on errors (also after a command).")
+        ] = False,
+    ) -> None:
+        """Global options; `--debug` is read by main() wherever it appears."""
+
+    @app.command()
+    def models(json_out: JsonOpt = False) -> None:
+        """List the model zoo with parameter counts and MACs at each model's default input.
+
+        Example: `edgegate models --json`
+        """
+        from edgegate import pipeline
+
+        rows = pipeline.model_table()
+        if json_out:
+            _emit_json(rows)
+            return
+        table = Table(
+            title="edgegate model zoo", caption="MACs at the default input; --json for more"
+        )
+        for col in ("model", "task", "params", "MACs", "input"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("shipped weights")
+        for r in rows:
+            table.add_row(
+                r["name"],
+                r["task"],
+                f"{r['params'] / 1e3:.0f}k",
+                f"{r['macs'] / 1e6:.1f}M",
+                "x".join(map(str, r["default_input"])),
+                "\n".join(s.partition(":")[2] or "default" for s in r["shipped_weights"]) or "-",
+            )
+        out.print(table)
+
+    @app.command()
+    def targets(json_out: JsonOpt = False) -> None:
+        """List the deployment targets, what each needs, and whether this machine has it.
+
+        Example: `edgegate targets --json`
+        """
+        from edgegate.targets import all_targets
+
+        rows = [
+            {
+                "name": t.name,
+                "summary": t.summary,
+                "default_profile": t.default_profile,
+                "available": not t.missing(),
+                "missing": t.missing(),
+                "install": t.install_hint,
+            }
+            for t in all_targets().values()
+        ]
+        if json_out:
+            _emit_json(rows)
+            return
+        table = Table(title="edgegate targets")
+        for col in ("target", "what it writes", "here"):
+            table.add_column(col)
+        for r in rows:
+            here = "ready" if r["available"] else f"missing {', '.join(r['missing'])}: {r['install']}"
+            table.add_row(r["name"], r["summary"], here)
+        out.print(table)
+
+    @app.command()
+    def train(
+        model: ModelArg,
+        output: Annotated[
+            Path, typer.Option("--output", "-o", help="Where to write the checkpoint.")
+        ],
+        data: DataOpt = None,
+        epochs: Annotated[int, typer.Option(min=1, help="Passes over the training split.")] = 10,
+        batch_size: Annotated[int, typer.Option(min=1)] = 64,
+        lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.")] = 3e-3,
+        seed: int = 0,
+        max_steps: Annotated[
+            int | None, typer.Option(min=1, help="Cap the steps per epoch (smoke runs).")
+        ] = None,
+        input_size: InputSizeOpt = None,
+        seq_len: SeqLenOpt = None,
+        checkpoint: CheckpointOpt = None,
+        trust_code: TrustOpt = False,
+        task: TaskOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Train a model and save a checkpoint that records its test metrics.
+
+        Examples:
+
+        - `edgegate train mobilenet-v3-se --epochs 30 -o mnv3.pt`
+        - `edgegate train gc-mobilenet --epochs 1 -o gc.pt`
+        - `edgegate train gla-lm --data stdlib --epochs 2 -o gla.pt`
+        """
+        from edgegate import pipeline
+        from edgegate.train import TrainConfig
+
+        config = TrainConfig(
+            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_steps_per_epoch=max_steps
+        )
+        with _progress() as progress:
+            summary = pipeline.train(
+                model,
+                output,
+                config,
+                data=data,
+                input_size=input_size,
+                seq_len=seq_len,
+                checkpoint=checkpoint,
+                trust_code=trust_code,
+                task=task,
+                command=_command_line(),
+                progress=progress,
+            )
+        if json_out:
+            _emit_json(summary)
+            return
+        out.print(f"[bold green]saved[/] {summary['checkpoint']}  ({summary['spec']})")
+        _print_metrics(summary["metrics"])
+
+    @app.command()
+    def evaluate(
+        model: ModelArg,
+        checkpoint: CheckpointOpt = None,
+        data: DataOpt = None,
+        split: Annotated[str, typer.Option(help="Built-in split: train, calib or test.")] = "test",
+        input_size: InputSizeOpt = None,
+        seq_len: SeqLenOpt = None,
+        trust_code: TrustOpt = False,
+        task: TaskOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Score a model (shipped weights by default) on a data split.
+
+        Examples:
+
+        - `edgegate evaluate gc-mobilenet`
+        - `edgegate evaluate qvit:attention=clipped --json`
+        - `edgegate evaluate mobilenet-v3-se -c mnv3.pt --data my_images/`
+        """
+        from edgegate import pipeline
+
+        with _progress() as progress:
+            result = pipeline.evaluate(
+                model,
+                checkpoint=checkpoint,
+                data=data,
+                split=split,
+                input_size=input_size,
+                seq_len=seq_len,
+                trust_code=trust_code,
+                task=task,
+                progress=progress,
+            )
+        if json_out:
+            _emit_json(result)
+            return
+        out.print(f"[bold]{result['spec']}[/] on {result['data']} ({result['split']} split)")
+        _print_metrics(result["metrics"])
+
+    @app.command()
+    def export(
+        model: ModelArg,
+        target: TargetOpt = "onnx",
+        output: OutputDirOpt = Path("edgegate-out"),
+        checkpoint: CheckpointOpt = None,
+        input_size: InputSizeOpt = None,
+        seq_len: SeqLenOpt = None,
+        trust_code: TrustOpt = False,
+        task: TaskOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Export for a target: its model file (+ stage1/stage2 for gated-compression models)
+        and manifest.json, with the weights' source recorded (and stored if no file holds them).
+
+        Examples:
+
+        - `edgegate export gc-mobilenet -o out/gc`
+        - `edgegate export gdn-lm --target onnxruntime --seq-len 256 -o out/gdn`
+        - `edgegate export mypkg.models:build -c mine.pt --trust-code --task image -o out/mine`
+        """
+        from edgegate import pipeline
+
+        with _progress() as progress:
+            result = pipeline.export(
+                model,
+                output,
+                target=_value(target),
+                checkpoint=checkpoint,
+                input_size=input_size,
+                seq_len=seq_len,
+                trust_code=trust_code,
+                task=task,
+                progress=progress,
+            )
+        if json_out:
+            _emit_json(result)
+            return
+        out.print(f"[bold green]exported[/] {result['model']} -> {result['output_dir']}")
+        out.print(
+            f"files: {', '.join(result['files'])}; custom ops: {result['custom_ops'] or 'none'}"
+        )
+        out.print(f"weights: {result['weights']}")
+
+    @app.command()
+    def quantize(
+        model: ModelArg,
+        profile: ProfileOpt = "onnxruntime",
+        output: OutputDirOpt = Path("edgegate-int8"),
+        checkpoint: CheckpointOpt = None,
+        calib_data: Annotated[
+            str | None,
+            typer.Option(
+                "--calib-data",
+                help="Calibration inputs: `digits`/`stdlib` (built-in calib split), a `.npz` "
+                "file, an image folder or a text file.",
+            ),
+        ] = None,
+        calib_samples: Annotated[
+            int,
+            typer.Option(
+                "--calib-samples", help="Calibration samples (images or sequences), at most."
+            ),
+        ] = 256,
+        method: Annotated[
+            str, typer.Option("--method", "-m", help="Calibration: minmax, percentile or mse.")
+        ] = "minmax",
+        qat_epochs: Annotated[
+            int,
+            typer.Option("--qat-epochs", help="Quantization-aware fine-tuning epochs after PTQ."),
+        ] = 0,
+        max_drop: Annotated[
+            float,
+            typer.Option(
+                "--max-drop",
+                help="Largest loss of the INT8 export against float: top-1 points, or percent "
+                "perplexity for language models. Above it, exit 1.",
+            ),
+        ] = 1.0,
+        data: DataOpt = None,
+        input_size: InputSizeOpt = None,
+        seq_len: SeqLenOpt = None,
+        quantize_scan_inputs: Annotated[
+            bool,
+            typer.Option(
+                "--quantize-scan-inputs", help="Also quantize the q/k/v projections feeding scans."
+            ),
+        ] = False,
+        w8a8: Annotated[
+            bool,
+            typer.Option("--w8a8", help="Quantize activations too under weight-only profiles."),
+        ] = False,
+        report: Annotated[
+            bool,
+            typer.Option("--report", help="Per-layer quantizability report (JSON, Markdown, PNG)."),
+        ] = False,
+        trust_code: TrustOpt = False,
+        task: TaskOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """INT8 post-training quantization (brevitas), optional QAT, and a Q/DQ export that is
+        judged before it ships: exit 1 when it strays from its fake-quant model or loses more
+        than --max-drop against float (the files stay, for inspection).
+
+        Writes model.int8.pt (fake-quant state), model.int8.onnx, manifest.json and report.json.
+
+        Examples:
+
+        - `edgegate quantize mobilenet-v3-se -o out/int8`
+        - `edgegate quantize gc-mobilenet --profile onnxruntime:arm64 -o out/gc-arm`
+        - `edgegate quantize gc-mobilenet --profile tensorrt --method percentile --report`
+        - `edgegate quantize qvit:attention=clipped --qat-epochs 2 --calib-data imgs/ -o out/q`
+        """
+        from edgegate import pipeline
+
+        with _progress() as progress:
+            result = pipeline.quantize(
+                model,
+                output,
+                profile=_value(profile),
+                method=method,
+                checkpoint=checkpoint,
+                calib_data=calib_data,
+                calib_samples=calib_samples,
+                data=data,
+                qat_epochs=qat_epochs,
+                input_size=input_size,
+                seq_len=seq_len,
+                quantize_scan_inputs=quantize_scan_inputs,
+                w8a8=w8a8,
+                max_drop=max_drop,
+                report=report,
+                trust_code=trust_code,
+                task=task,
+                progress=progress,
+            )
+        _warn(result)
+        if json_out:
+            _emit_json(result)
+        else:
+            _print_rows(pipeline.int8_rows(result), title=f"INT8 {result['model']}")
+            out.print(f"files in {result['output_dir']}: {', '.join(result['files'])}")
+        if not result["passed"]:
+            _fail(result, "INT8 check")
+
+    @app.command()
+    def validate(
+        artifact: Annotated[Path, typer.Argument(help="Export folder or a model file.")],
+        reference: Annotated[
+            str | None,
+            typer.Option("--reference", "-r", help="Reference model spec (default: the manifest's)."),
+        ] = None,
+        checkpoint: CheckpointOpt = None,
+        data: DataOpt = None,
+        parity_samples: Annotated[
+            int, typer.Option(min=1, help="Samples compared output by output.")
+        ] = 256,
+        junit: Annotated[
+            Path | None,
+            typer.Option("--junit", help="Write a JUnit XML report (also on bad input)."),
+        ] = None,
+        threads: Annotated[int | None, typer.Option("--threads", min=1)] = None,
+        trust_code: TrustOpt = False,
+        task: TaskOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Check an export against PyTorch: exit 0 pass, 1 tolerance broken, 2 bad input.
+
+        The reference's weights are the ones the export recorded; -c overrides them.
+
+        Examples:
+
+        - `edgegate validate out/gc`
+        - `edgegate validate model.onnx --reference qvit:attention=gated --junit parity.xml`
+        """
+        from edgegate import pipeline
+
+        with _progress() as progress:
+            result = pipeline.validate(
+                artifact,
+                reference=reference,
+                checkpoint=checkpoint,
+                data=data,
+                parity_samples=parity_samples,
+                threads=threads,
+                trust_code=trust_code,
+                task=task,
+                junit=junit,
+                progress=progress,
+            )
+        _warn(result)
+        if json_out:
+            _emit_json(result)
+        else:
+            _print_rows(pipeline.validation_rows(result))
+        if not result["passed"]:
+            raise typer.Exit(1)
+
+    @app.command()
+    def bench(
+        artifact: Annotated[Path, typer.Argument(help="Export folder or a model file.")],
+        runs: Annotated[int, typer.Option(min=1, help="Timed runs after warm-up.")] = 50,
+        warmup: Annotated[int, typer.Option(min=0)] = 5,
+        threads: ThreadsOpt = 2,
+        batch: Annotated[int, typer.Option(min=1)] = 1,
+        positive_rate: Annotated[
+            float,
+            typer.Option(min=0.0, max=1.0, help="Share of positives in the GC two-stage stream."),
+        ] = 0.10,
+        plot: Annotated[
+            Path | None, typer.Option("--plot", help="Write a PNG latency plot.")
+        ] = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Latency (p50/p90/p99/mean), throughput and peak memory of an export on its target.
+
+        Examples:
+
+        - `edgegate bench out/gc --runs 200 --plot latency.png`
+        - `edgegate bench out/qlm --threads 1 --batch 4 --json`
+        """
+        from edgegate import pipeline
+
+        with _progress() as progress:
+            result = pipeline.bench(
+                artifact,
+                runs=runs,
+                warmup=warmup,
+                threads=threads,
+                batch=batch,
+                positive_rate=positive_rate,
+                plot=plot,
+                progress=progress,
+            )
+        _warn(result)
+        if json_out:
+            _emit_json(result)
+            return
+        _print_rows(pipeline.bench_rows(result))
+
+    @app.command()
+    def deploy(
+        model: Annotated[
+            str, typer.Argument(help="Model spec (default: gc-mobilenet with shipped weights).")
+        ] = "gc-mobilenet",
+        target: TargetOpt = "onnxruntime",
+        output: OutputDirOpt = Path("edgegate-out"),
+        checkpoint: CheckpointOpt = None,
+        data: DataOpt = None,
+        runs: Annotated[int, typer.Option(min=1)] = 50,
+        threads: ThreadsOpt = 2,
+        int8: Annotated[
+            bool, typer.Option("--int8", help="Add an INT8 stage (PTQ) in OUTPUT/int8.")
+        ] = False,
+        profile: ProfileOpt = "onnxruntime",
+        trust_code: TrustOpt = False,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Export, validate against PyTorch and benchmark in one go; writes report.md and
+        report.json. Exit 1 when a check fails, so it can gate CI.
+
+        With no arguments: gc-mobilenet, its shipped weights and the built-in digits.
+
+        Examples:
+
+        - `edgegate deploy`
+        - `edgegate deploy qvit:attention=gated -o out/qvit`
+        - `edgegate deploy mobilenet-v3-se --int8 --profile tensorrt -o out/mnv3`
+        """
+        from edgegate import pipeline
+
+        with _progress() as progress:
+            summary = pipeline.deploy(
+                model,
+                output,
+                target=_value(target),
+                checkpoint=checkpoint,
+                data=data,
+                runs=runs,
+                threads=threads,
+                trust_code=trust_code,
+                int8_profile=_value(profile) if int8 else None,
+                progress=progress,
+            )
+        for block in (summary["validate"], summary["bench"], *summary.get("int8", {}).values()):
+            _warn(block)
+        if json_out:
+            _emit_json(summary)
+        else:
+            for title, rows in pipeline.summary_sections(summary):
+                _print_rows(rows, title=title)
+            out.print(f"reports: {output / 'report.md'}, {output / 'report.json'}")
+        if not summary["passed"]:
+            raise typer.Exit(1)
+
+
+def _value(choice: Any) -> str:
+    """A Typer choice's string (defaults arrive as plain strings, parsed values as members)."""
+    return choice.value if isinstance(choice, enum.Enum) else str(choice)
+
+
+def _usage_line(exc: Exception) -> str:
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    command = getattr(getattr(exc, "ctx", None), "command_path", "edgegate")
+    return f"{message.strip()} (see `{command} --help`)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry: map EdgegateError to its exit code and one line.
+
+    Usage errors (unknown option, bad choice) are one line too, with exit code 2.
+    """
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    _invocation[:] = args
+    try:
+        code = build_app()(args=args, prog_name="edgegate", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        err.print(exc.format_message(), highlight=False, markup=False)
+        return EXIT_BAD_INPUT
+    except ClickException as exc:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/] {_usage_line(exc)}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except EdgegateError as exc:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except Exception as exc:  # a bug in edgegate: still one line unless --debug
+        if debug:
+            raise
+        err.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return EXIT_INTERNAL_ERROR
+    return code if isinstance(code, int) else 0
+
+
+def console_main() -> None:
+    sys.exit(main())
+

@@ -1,0 +1,82 @@
+"""An export on disk: the folder (or bare file), its manifest, its target, and its parts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgegate.errors import BadInput
+from edgegate.manifest import MANIFEST_NAME, InputSpec, Manifest, read_manifest
+from edgegate.runtime import Runner
+from edgegate.targets import Target, for_file, get_target
+
+MODEL_STEM = "model"
+STAGE_STEMS = ("stage1", "stage2")  # a gated-compression model's deployed pair
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An export folder (with manifest) or a bare model file, and the target that runs it."""
+
+    model_path: Path
+    manifest: Manifest | None
+    directory: Path | None
+    target: Target
+
+    def part(self, name: str) -> Path | None:
+        """A file the manifest lists (and hashed), or None."""
+        if self.directory is None or self.manifest is None or name not in self.manifest.files:
+            return None
+        return self.directory / name
+
+    def stage(self, stem: str) -> Path | None:
+        return self.part(self.target.file_name(stem))
+
+    @property
+    def precision(self) -> str:
+        return self.manifest.precision if self.manifest is not None else "fp32"
+
+    @property
+    def quant(self) -> dict | None:
+        return self.manifest.quant if self.manifest is not None else None
+
+    @property
+    def example_shape(self) -> list[int] | None:
+        """The shape the export was made at (its first input), if recorded."""
+        if self.manifest is None:
+            return None
+        return next(iter(self.manifest.extra.get("example_shapes", {}).values()), None)
+
+    @property
+    def input_specs(self) -> list[InputSpec]:
+        if self.manifest is not None:
+            return self.manifest.inputs
+        with self.runner() as runner:
+            return [InputSpec(s.name, list(s.shape), s.dtype) for s in runner.input_specs()]
+
+    def runner(self, path: Path | None = None, threads: int | None = None) -> Runner:
+        return self.target.runner(path or self.model_path, threads=threads)
+
+    def has_two_stages(self) -> bool:
+        return all(self.stage(stem) is not None for stem in STAGE_STEMS)
+
+
+def open_artifact(artifact: str | Path) -> Artifact:
+    """Open an export folder (manifest and hashes checked) or a bare model file."""
+    path = Path(artifact)
+    if path.is_dir():
+        manifest = read_manifest(path)
+        target = get_target(manifest.target)
+        model_file = manifest.extra.get("model_file", target.file_name(MODEL_STEM))
+        if model_file not in manifest.files:
+            raise BadInput(f"'{path}' holds no {model_file} (its manifest lists {manifest.files})")
+        return Artifact(path / model_file, manifest, path, target)
+    target = for_file(path)
+    if not path.is_file():
+        raise BadInput(f"'{path}' does not exist")
+    sibling = path.parent / MANIFEST_NAME
+    if sibling.is_file():  # a file inside an export folder: use the folder's record
+        manifest = read_manifest(path.parent)
+        if path.name in manifest.files:
+            return Artifact(path, manifest, path.parent, get_target(manifest.target))
+    return Artifact(path, None, None, target)

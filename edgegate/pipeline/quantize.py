@@ -1,0 +1,333 @@
+"""The INT8 stage: calibrate (and optionally QAT), export Q/DQ, then judge what ships.
+
+The verdict is on the file a user deploys, the INT8 export run by its target's runner:
+- against its fake-quant model, with validate's rule (a few quantization steps, decisions);
+- against the float model, with ``max_drop`` (top-1 points; percent perplexity for LMs).
+A breach leaves the files in place for inspection, says why in report.json, and fails.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgegate.atomic import staged_directory
+from edgegate.errors import BadInput
+from edgegate.jsonio import write_json
+from edgegate.manifest import MANIFEST_NAME, Manifest, sha256_file, write_manifest
+from edgegate.models import LoadedModel, load_model
+from edgegate.outputs import check_output_dir
+from edgegate.pipeline.tasks import Task, make_part, resolve_task, torch_predict
+from edgegate.pipeline.validate import INT8_STATE, runner_predict
+from edgegate.pipeline.weights import record_weights, store_weights
+from edgegate.progress import SILENT, Progress
+from edgegate.quant.calibrate import calibrate
+from edgegate.quant.graph import QuantConfig, check_config, quantize_model
+from edgegate.quant.profiles import get_profile
+from edgegate.quant.qat import QATConfig, train_qat
+from edgegate.quant.qdq import activation_quants, to_qdq
+from edgegate.quant.quantizers import check_method
+from edgegate.quant.state import save_state, tensor_hash
+from edgegate.targets import for_profile
+from edgegate.validate.parity import Tolerance, compare_outputs, top1_agreement
+
+INT8_STEM = "model.int8"
+KERNEL_CHECK_ROWS = 256
+
+
+def check_fits(module: nn.Module, inputs: torch.Tensor, spec: str) -> None:
+    """Run one sample through the float model so a shape mismatch is a bad input, not a crash."""
+    try:
+        with torch.no_grad():
+            module(inputs[:1])
+    except (RuntimeError, ValueError, IndexError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInput(
+            f"calibration inputs of shape {list(inputs.shape[1:])} do not fit {spec}: {reason}"
+        ) from exc
+
+
+def predictions(module: nn.Module, inputs: torch.Tensor, batch: int = 64) -> list[np.ndarray]:
+    outs: list[list[np.ndarray]] = []
+    with torch.no_grad():
+        for chunk in inputs.split(batch):
+            out = module(chunk)
+            outs.append([o.numpy() for o in (out if isinstance(out, tuple) else (out,))])
+    return [np.concatenate(parts) for parts in zip(*outs, strict=True)]
+
+
+def batched(predict, inputs: np.ndarray, batch: int = 64) -> list[np.ndarray]:
+    outs = [predict(inputs[i : i + batch]) for i in range(0, len(inputs), batch)]
+    return [np.concatenate(parts) for parts in zip(*outs, strict=True)]
+
+
+def flip_rate(reference: list[np.ndarray], candidate: list[np.ndarray], threshold: float) -> float:
+    """Percent of samples whose GC gate decision (output 1) differs."""
+    return round(
+        100.0 * float(((reference[1] >= threshold) != (candidate[1] >= threshold)).mean()), 4
+    )
+
+
+def agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict[str, float]:
+    """Top-1 agreement of the first output, overall and on decisions that are not near-ties
+    (reference top two further apart than the INT8 tolerance), as `validate` judges it."""
+    ref, cand = reference[0], candidate[0]
+    near_tie = Tolerance.for_precision("int8").allowed_abs(ref)
+    return {
+        "top1_agreement": round(top1_agreement(ref, cand), 4),
+        "decisive_top1_agreement": round(top1_agreement(ref, cand, near_tie), 4),
+        "near_tie_margin": round(near_tie, 6),
+    }
+
+
+def qat_recovery(kind: Task, metrics: dict[str, Any]) -> dict[str, float | None]:
+    """How much of the PTQ loss QAT won back; no fraction when PTQ lost nothing to win back."""
+    ptq = kind.quality_loss(metrics["float"], metrics["ptq"])
+    qat = kind.quality_loss(metrics["float"], metrics["qat"])
+    fraction = round((ptq - qat) / ptq, 4) if ptq > 0 else None
+    return {"ptq_loss": ptq, "qat_loss": qat, "recovered_fraction": fraction}
+
+
+def _checked_options(method: str, calib_samples: int, qat_epochs: int, max_drop: float) -> None:
+    check_method(method)
+    if calib_samples < 1:
+        raise BadInput(f"--calib-samples must be at least 1, got {calib_samples}")
+    if qat_epochs < 0:
+        raise BadInput(f"--qat-epochs must be >= 0, got {qat_epochs}")
+    if not max_drop >= 0:
+        raise BadInput(f"--max-drop must be >= 0, got {max_drop}")
+
+
+def quantize(
+    model: str,
+    output_dir: Path,
+    *,
+    profile: str = "onnxruntime",
+    method: str = "minmax",
+    checkpoint: Path | None = None,
+    calib_data: str | None = None,
+    calib_samples: int = 256,
+    data: str | None = None,
+    qat_epochs: int = 0,
+    input_size: int | None = None,
+    seq_len: int | None = None,
+    quantize_scan_inputs: bool = False,
+    w8a8: bool = False,
+    max_drop: float = 1.0,
+    report: bool = False,
+    trust_code: bool = False,
+    task: str | None = None,
+    progress: Progress = SILENT,
+) -> dict[str, Any]:
+    """PTQ (+ QAT) ``model`` under a target profile; write state, Q/DQ export, manifest and
+    report; judge the export. ``result["passed"]`` is False when a tolerance is broken."""
+    config = QuantConfig(get_profile(profile, w8a8=w8a8), method, quantize_scan_inputs)
+    _checked_options(method, calib_samples, qat_epochs, max_drop)
+    check_config(config)
+    target = for_profile(config.profile.family)
+    check_output_dir(output_dir)
+    target.check_available()
+    loaded = load_model(model, checkpoint, trust_code=trust_code)
+    kind = resolve_task(loaded, task)
+    float_module = loaded.module.eval()
+    calib, calib_name = kind.calibration_inputs(
+        loaded, calib_data, calib_samples, input_size=input_size, seq_len=seq_len
+    )
+    if len(calib) == 0:
+        raise BadInput(f"calibration data '{calib_data or calib_name}' holds no samples")
+    if calib.is_floating_point() and not torch.isfinite(calib).all():
+        bad = int((~torch.isfinite(calib)).flatten(1).any(1).nonzero()[0])
+        raise BadInput(f"calibration data '{calib_name}' has NaN or inf in sample {bad}")
+    check_fits(float_module, calib, loaded.spec)
+    test = kind.load(loaded, data, "test", input_size=input_size, seq_len=seq_len)
+    test_inputs = kind.model_inputs(test)
+    weights = record_weights(loaded, checkpoint)
+    warnings = []
+    if len(calib) < calib_samples:
+        warnings.append(
+            f"calibrated on {len(calib)} samples, all that '{calib_name}' holds "
+            f"(--calib-samples asked for {calib_samples})"
+        )
+
+    qmodel = quantize_model(float_module, config)
+    batches = [(b,) for b in calib.split(kind.calibration_batch)]
+    calibrate(qmodel, batches, progress=progress)
+    metrics: dict[str, Any] = {}
+    with progress.phase("score float and fake-quant models"):
+        metrics["float"] = kind.score_module(float_module, test)
+        metrics["ptq"] = kind.score(torch_predict(qmodel), test, float_module)
+    if qat_epochs:
+        train = kind.load(loaded, data, "train", input_size=input_size, seq_len=seq_len)
+        train_qat(
+            qmodel,
+            kind.qat_loss(float_module),
+            train.inputs,
+            train.labels,
+            QATConfig(epochs=qat_epochs),
+            on_step=lambda step, total, loss: progress.step("QAT", step, total, f"loss {loss:.4f}"),
+        )
+        metrics["qat"] = kind.score(torch_predict(qmodel), test, float_module)
+
+    qdq = to_qdq(qmodel)
+    example = test_inputs[:1]
+    quant_record = {
+        "profile": config.profile.name,
+        "method": config.method,
+        "quantize_scan_inputs": config.quantize_scan_inputs,
+        "w8a8": w8a8,
+        "qat_epochs": qat_epochs,
+        "max_drop": max_drop,
+        "calibration": {
+            "source": calib_name,
+            "samples": int(len(calib)),
+            "requested": calib_samples,
+            "sha256": tensor_hash(calib),
+        },
+    }
+    metadata = {
+        "model": loaded.spec,
+        "task": kind.name,
+        "target": target.name,
+        "precision": "int8",
+        "profile": config.profile.name,
+    }
+    part = make_part(
+        INT8_STEM,
+        qdq,
+        (example,),
+        [kind.input_name],
+        list(kind.output_names),
+        [kind.dynamic_dims()],
+        metadata,
+    )
+    with staged_directory(output_dir) as stage:
+        with progress.phase(f"export {target.file_name(INT8_STEM)}"):
+            written = target.export(part, stage)
+        save_state(stage / INT8_STATE, qmodel, loaded.spec, quant_record)
+        summary = _judge(
+            kind, written.path, target, qmodel, float_module, test, test_inputs, metrics,
+            max_drop, progress,
+        )  # fmt: skip
+        summary = {
+            "model": loaded.spec,
+            "task": kind.name,
+            "target": target.name,
+            "quant": quant_record,
+            **summary,
+            "activation_quantizers": len(activation_quants(qdq)),
+            "activation_zero_points_all_zero": all(
+                q.zero_point == 0 for q in activation_quants(qdq).values()
+            ),
+            "weights": weights.label,
+            "warnings": warnings,
+        }
+        if "qat" in metrics:
+            summary["qat_recovery"] = qat_recovery(kind, metrics)
+        files = {name: sha256_file(stage / name) for name in (written.path.name, INT8_STATE)}
+        stored = store_weights(loaded, weights, stage)
+        if stored is not None:
+            files[stored] = sha256_file(stage / stored)
+        if report:
+            from edgegate.quant.report import quantizability_report, write_quant_report
+
+            with progress.phase("quantizability report"):
+                rows = quantizability_report(float_module, qmodel, batches)
+                written_reports = write_quant_report(
+                    rows, stage, {"model": loaded.spec, **quant_record}
+                )
+            for path in written_reports:
+                files[path.name] = sha256_file(path)
+            summary["report_layers"] = len(rows)
+        write_json(stage / "report.json", summary)
+        files["report.json"] = sha256_file(stage / "report.json")
+        manifest = Manifest(
+            model=loaded.spec,
+            target=target.name,
+            precision="int8",
+            inputs=written.inputs,
+            outputs=list(kind.output_names),
+            task=kind.name,
+            files=files,
+            custom_ops=written.custom_ops,
+            quant=quant_record,
+            extra={
+                "model_file": written.path.name,
+                "example_shapes": {kind.input_name: list(example.shape)},
+                **kind.settings(float_module),
+                "weights": weights.label,
+                "weights_source": weights.to_dict(),
+            },
+        )
+        write_manifest(stage, manifest)
+    summary["output_dir"] = os.fspath(output_dir)
+    summary["files"] = sorted([*files, MANIFEST_NAME])
+    summary["inputs"] = [asdict(s) for s in manifest.inputs]
+    return summary
+
+
+def _judge(
+    kind: Task,
+    path: Path,
+    target,
+    qmodel: nn.Module,
+    float_module: nn.Module,
+    test,
+    test_inputs: torch.Tensor,
+    metrics: dict[str, Any],
+    max_drop: float,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Score the shipped export and decide: fake-quant parity (validate's rule) and the loss
+    against float within ``max_drop``."""
+    with progress.phase("score the INT8 export"):
+        fake = predictions(qmodel, test_inputs)
+        with target.runner(path, threads=2) as runner:
+            predict = runner_predict(runner, kind.input_name)
+            shipped = batched(predict, test_inputs.numpy())
+            metrics["int8_onnx"] = kind.score(predict, test, float_module)
+        reference = predictions(float_module, test_inputs)
+    names = list(kind.output_names)
+    parity = compare_outputs(
+        dict(zip(names, fake, strict=True)),
+        dict(zip(names, shipped, strict=True)),
+        Tolerance.for_precision("int8"),
+        gate_outputs=kind.gate_outputs,
+        classifier_outputs={kind.classifier_output},
+    )
+    loss = kind.quality_loss(metrics["float"], metrics["int8_onnx"])
+    budget = kind.loss_budget(metrics["float"], max_drop)
+    failures = [f"INT8 export vs fake-quant: {f}" for f in parity.failures]
+    if loss > budget:
+        what = "perplexity rose by" if kind.quality_metric == "perplexity" else "lost"
+        unit = "" if kind.quality_metric == "perplexity" else " top-1 points"
+        failures.append(
+            f"INT8 export {what} {loss:g}{unit} against float, more than --max-drop allows "
+            f"({budget:g}{unit})"
+        )
+    summary: dict[str, Any] = {
+        "passed": not failures,
+        "failures": failures,
+        "accuracy": metrics,
+        kind.loss_key: loss,
+        "loss_budget": budget,
+        "onnx_vs_fake_quant": agreement(fake, shipped),
+        "gate_agreement": parity.gate_agreement,
+    }
+    feed = {kind.input_name: np.ascontiguousarray(test_inputs.numpy()[:KERNEL_CHECK_ROWS])}
+    with progress.phase("fused kernels vs dequantized graph"):
+        check = target.kernel_check(path, feed, kind.classifier_output, threads=2)
+    summary["kernel_agreement"] = check["top1_agreement"] if check else None
+    if kind.gate_outputs:
+        threshold = float(float_module.threshold)
+        summary["gate_flip_rate"] = {
+            "fake_quant_vs_float": flip_rate(reference, fake, threshold),
+            "onnx_vs_float": flip_rate(reference, shipped, threshold),
+            "onnx_vs_fake_quant": flip_rate(fake, shipped, threshold),
+        }
+    return summary

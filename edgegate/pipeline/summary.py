@@ -1,0 +1,95 @@
+"""Human summaries of stage results: the rows the CLI prints and report.md holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Rows = list[tuple[str, str]]
+
+
+def summary_sections(summary: dict[str, Any]) -> list[tuple[str, Rows]]:
+    """Rows of the human summary (the Markdown report and the CLI table share them)."""
+    head = [
+        ("model", summary["model"]),
+        ("weights", summary["export"]["weights"]),
+        ("target", summary["target"]),
+    ]
+    sections = [
+        ("Summary", head + validation_rows(summary["validate"]) + bench_rows(summary["bench"]))
+    ]
+    if "int8" in summary:
+        block = summary["int8"]
+        rows = int8_rows(block["quantize"])
+        rows += validation_rows(block["validate"]) + bench_rows(block["bench"])
+        sections.append(("INT8", rows))
+    return sections
+
+
+def validation_rows(val: dict[str, Any]) -> Rows:
+    rows = [("parity", "PASS" if val["passed"] else "FAIL")]
+    rows += [("failure", failure) for failure in val.get("failures", [])]
+    for name, m in val["outputs"].items():
+        rows.append((f"{name}: max abs / SNR", f"{m['max_abs']:.2e} / {m['snr_db']} dB"))
+    if val.get("top1_agreement") is not None:
+        rows.append(("top-1 agreement", f"{val['top1_agreement']:.2f} %"))
+    if val.get("decisive_top1_agreement") is not None:
+        rows.append(("  where not a near-tie", f"{val['decisive_top1_agreement']:.2f} %"))
+    if val.get("kernel_agreement") is not None:
+        rows.append(("fused kernels vs dequantized", f"{val['kernel_agreement']:.2f} % top-1"))
+    if val.get("accuracy"):
+        ref, cand = val["accuracy"]["reference"], val["accuracy"]["candidate"]
+        key = "perplexity" if "perplexity" in ref else "top1"
+        target = val.get("target", "export")
+        rows.append((f"{key}: torch / {target}", f"{ref[key]:.4g} / {cand[key]:.4g}"))
+    if "two_stage" in val:
+        ts = val["two_stage"]
+        rows += [
+            ("two-stage: stops negatives", f"{ts['stop_rate_negatives']:.1f} %"),
+            ("two-stage: passes positives", f"{ts['pass_rate_positives']:.1f} %"),
+            ("two-stage: accuracy", f"{ts['system_accuracy']:.2f} %"),
+        ]
+    return rows
+
+
+def bench_rows(timed: dict[str, Any]) -> Rows:
+    lat = timed["latency_ms"]
+    rows = [
+        ("latency p50 / p90 / p99", f"{lat['p50']:.3f} / {lat['p90']:.3f} / {lat['p99']:.3f} ms"),
+        ("throughput", f"{timed['throughput_per_s']:.1f} /s"),
+        ("peak RSS", f"{timed['peak_rss_mb']:.0f} MB"),
+    ]
+    if "two_stage" in timed:
+        ts = timed["two_stage"]
+        rows.append(
+            (
+                f"stream latency/sample ({100 * ts['positive_rate']:.0f} % positive)",
+                f"{ts['mean_latency_ms']:.3f} ms = {ts['ratio_to_full']:.2f}x full model",
+            )
+        )
+    return rows
+
+
+def int8_rows(result: dict[str, Any]) -> Rows:
+    """Human summary of a quantize run (the CLI table and deploy's report share it)."""
+    acc = result["accuracy"]
+    key = "perplexity" if "perplexity" in acc["float"] else "top1"
+    quant = result["quant"]
+    rows = [("verdict", "PASS" if result["passed"] else "FAIL")]
+    rows += [("failure", failure) for failure in result.get("failures", [])]
+    rows += [("profile / method", f"{quant['profile']} / {quant['method']}")]
+    calib = quant["calibration"]
+    rows.append(("calibration", f"{calib['samples']} samples of {calib['source']}"))
+    rows += [(f"{stage} {key}", f"{acc[stage][key]:.4g}") for stage in acc]
+    agreement = result["onnx_vs_fake_quant"]
+    rows.append(("onnx vs fake-quant top-1", f"{agreement['top1_agreement']:.2f} %"))
+    rows.append(("  where not a near-tie", f"{agreement['decisive_top1_agreement']:.2f} %"))
+    if result.get("kernel_agreement") is not None:
+        rows.append(("fused kernels vs dequantized", f"{result['kernel_agreement']:.2f} % top-1"))
+    if "gate_flip_rate" in result:
+        rows.append(
+            ("gate flips (onnx vs float)", f"{result['gate_flip_rate']['onnx_vs_float']} %")
+        )
+    recovery = result.get("qat_recovery")
+    if recovery is not None and recovery["recovered_fraction"] is not None:
+        rows.append(("QAT recovered", f"{100 * recovery['recovered_fraction']:.0f} % of PTQ loss"))
+    return rows

@@ -1,0 +1,222 @@
+"""The validate stage: an export's outputs against its PyTorch reference, plus task accuracy.
+
+An fp32 export is judged against the float model; an INT8 export against the fake-quant model
+it was exported from (within a few quantization steps), with the float accuracy beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgegate.errors import EdgegateError
+from edgegate.models import LoadedModel, load_model
+from edgegate.outputs import check_output_file, make_parents
+from edgegate.pipeline.artifacts import Artifact, open_artifact
+from edgegate.pipeline.tasks import GatedCompressionTask, Task, TaskData, resolve_task
+from edgegate.pipeline.weights import checkpoint_for
+from edgegate.progress import SILENT, Progress
+from edgegate.runtime import Runner, TorchRunner, TwoStageRunner
+from edgegate.validate import report as reports
+from edgegate.validate.parity import Tolerance, compare_outputs
+
+INT8_STATE = "model.int8.pt"  # the fake-quant state an INT8 export carries
+
+
+def runner_predict(runner: Runner, input_name: str):
+    """A runner as the predict callable the task scorers take."""
+
+    def predict(batch: np.ndarray) -> list[np.ndarray]:
+        return list(runner.run({input_name: np.ascontiguousarray(batch)}).values())
+
+    return predict
+
+
+def reference_for(art: Artifact, loaded: LoadedModel):
+    """The module an artifact is judged against: the fake-quant model of an INT8 export (brevitas
+    loads only then), else the float model itself."""
+    state = art.part(INT8_STATE)
+    if art.precision != "int8" or state is None:
+        return loaded.module
+    from edgegate.quant.state import load_fake_quant
+
+    return load_fake_quant(state, loaded.module)
+
+
+@contextlib.contextmanager
+def junit_on_error(junit: Path | None, suite: str) -> Iterator[None]:
+    """A bad input still leaves CI a JUnit file that says what was wrong."""
+    try:
+        yield
+    except EdgegateError as exc:
+        if junit is not None:
+            reports.write_junit(junit, suite, [("input", False, str(exc), 0.0)])
+        raise
+
+
+def validate(
+    artifact: Path,
+    *,
+    reference: str | None = None,
+    checkpoint: Path | None = None,
+    data: str | None = None,
+    parity_samples: int = 256,
+    threads: int | None = None,
+    trust_code: bool = False,
+    task: str | None = None,
+    with_accuracy: bool = True,
+    junit: Path | None = None,
+    progress: Progress = SILENT,
+) -> dict[str, Any]:
+    """Parity (and accuracy) of an exported artifact against its PyTorch reference.
+
+    With ``junit`` the verdict is also written as JUnit XML, including a bad-input verdict.
+    """
+    if junit is not None:
+        check_output_file(junit, "--junit file", (".xml",))
+        make_parents(junit)
+    with junit_on_error(junit, "edgegate.validate"):
+        result = _validate(
+            artifact,
+            reference=reference,
+            checkpoint=checkpoint,
+            data=data,
+            parity_samples=parity_samples,
+            threads=threads,
+            trust_code=trust_code,
+            task=task,
+            with_accuracy=with_accuracy,
+            progress=progress,
+        )
+    if junit is not None:
+        reports.write_junit(junit, "edgegate.validate", reports.parity_cases(result))
+    return result
+
+
+def _validate(
+    artifact: Path,
+    *,
+    reference: str | None,
+    checkpoint: Path | None,
+    data: str | None,
+    parity_samples: int,
+    threads: int | None,
+    trust_code: bool,
+    task: str | None,
+    with_accuracy: bool,
+    progress: Progress,
+) -> dict[str, Any]:
+    from edgegate.errors import BadInput
+
+    if parity_samples < 1:
+        raise BadInput(f"--parity-samples must be at least 1, got {parity_samples}")
+    art = open_artifact(artifact)
+    art.target.check_available()
+    spec = reference or (art.manifest.model if art.manifest else None)
+    if spec is None:
+        raise BadInput(f"'{artifact}' has no manifest: pass --reference MODEL")
+    weights = checkpoint_for(art.manifest, art.directory, checkpoint) if not reference else None
+    loaded = load_model(spec, weights or checkpoint, trust_code=trust_code)
+    kind = resolve_task(loaded, task or (art.manifest.task if art.manifest else None))
+    eval_data = kind.load(loaded, data, "test", **kind.geometry_options(art.example_shape))
+    inputs = kind.model_inputs(eval_data).numpy()
+    feed = {kind.input_name: np.ascontiguousarray(inputs[: kind.parity_rows(parity_samples)])}
+    with progress.phase("load reference"):
+        reference_module = reference_for(art, loaded)
+    outputs = list(kind.output_names)
+    with (
+        TorchRunner(reference_module, [kind.input_name], outputs) as ref,
+        art.runner(threads=threads) as cand,
+    ):
+        with progress.phase(f"parity on {len(feed[kind.input_name])} samples"):
+            ref_out, cand_out = ref.run(feed), cand.run(feed)
+        report = compare_outputs(
+            ref_out,
+            cand_out,
+            Tolerance.for_precision(art.precision),
+            gate_outputs=kind.gate_outputs,
+            classifier_outputs={kind.classifier_output},
+        )
+        accuracy_block = None
+        if with_accuracy:
+            accuracy_block = _accuracy(kind, eval_data, loaded, reference_module, ref, cand, progress)
+    result = {
+        "artifact": os.fspath(artifact),
+        "reference": loaded.spec,
+        "target": art.target.name,
+        "data": eval_data.source,
+        "parity_samples": int(len(feed[kind.input_name])),
+        **report.to_dict(),
+        "accuracy": accuracy_block,
+    }
+    if isinstance(kind, GatedCompressionTask) and art.has_two_stages():
+        with progress.phase("two-stage system"):
+            result["two_stage"] = two_stage_metrics(art, eval_data, loaded, threads)
+    if art.precision == "int8":
+        with progress.phase("fused kernels vs dequantized graph"):
+            check = art.target.kernel_check(art.model_path, feed, kind.classifier_output, threads)
+        if check is not None:
+            result["kernel_agreement"] = check["top1_agreement"]
+    result["warnings"] = art.target.host_warnings(art.manifest, art.model_path.name)
+    return result
+
+
+def _accuracy(
+    kind: Task,
+    data: TaskData,
+    loaded: LoadedModel,
+    reference_module,
+    ref: Runner,
+    cand: Runner,
+    progress: Progress,
+) -> dict[str, Any]:
+    block: dict[str, Any] = {}
+    with progress.phase(f"score reference on {data.source}"):
+        block["reference"] = kind.score(runner_predict(ref, kind.input_name), data, loaded.module)
+    if reference_module is not loaded.module:
+        with progress.phase("score float model"):
+            block["float"] = kind.score_module(loaded.module, data)
+    with progress.phase(f"score candidate on {data.source}"):
+        block["candidate"] = kind.score(runner_predict(cand, kind.input_name), data, loaded.module)
+    return block
+
+
+def two_stage_runner(art: Artifact, threads: int | None) -> TwoStageRunner:
+    """The deployed gated-compression pair: stage 2 runs only for samples past the gate."""
+    assert art.manifest is not None
+    return TwoStageRunner(
+        art.runner(art.stage("stage1"), threads=threads),
+        art.runner(art.stage("stage2"), threads=threads),
+        threshold=float(art.manifest.extra.get("threshold", 0.5)),
+    )
+
+
+def two_stage_metrics(
+    art: Artifact, data: TaskData, loaded: LoadedModel, threads: int | None
+) -> dict[str, Any]:
+    """The deployed two-stage system on the test split: early stops, passes, accuracy."""
+    assert data.labels is not None
+    labels = data.labels.numpy()
+    positive = labels == int(loaded.module.positive_class)
+    with two_stage_runner(art, threads) as runner:
+        out = runner.run({"images": data.inputs.numpy()})
+    passed = np.asarray(out["passed"], dtype=bool)
+    predicted = np.where(passed, np.nan_to_num(out["logits"], nan=-np.inf).argmax(-1), -1)
+    # A stopped sample is the system saying "not the wake word": right for every negative.
+    correct = np.where(passed, predicted == labels, ~positive)
+    return {
+        "samples": int(len(labels)),
+        "stop_rate_negatives": round(
+            100.0 * float((~passed & ~positive).sum()) / max(int((~positive).sum()), 1), 4
+        ),
+        "pass_rate_positives": round(
+            100.0 * float((passed & positive).sum()) / max(int(positive.sum()), 1), 4
+        ),
+        "system_accuracy": round(100.0 * float(correct.mean()), 4),
+        "stage2_runs": int(passed.sum()),
+    }

@@ -1,0 +1,98 @@
+"""What a deployment target is: how it exports a graph, how its files run, what it needs.
+
+A target module subclasses ``Target`` once and exposes the instance as ``TARGET``; the
+registry (``edgegate.targets``) lists the modules. The pipeline asks a target, never names one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgegate.errors import BackendUnavailable
+from edgegate.manifest import InputSpec, Manifest
+
+if TYPE_CHECKING:  # the registry stays importable without torch, for the CLI's choices
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from edgegate.runtime import Runner
+
+
+@dataclass(frozen=True)
+class ExportPart:
+    """One graph to write: a module, its example inputs, names, and which dims may vary.
+
+    ``dynamic_dims`` lists, per input, the dims that vary at run time (batch, image side,
+    sequence length); every other dim is fixed at its example value (image channels).
+    """
+
+    stem: str  # "model", "stage1", "stage2": the file name without the target's suffix
+    module: nn.Module
+    args: tuple[torch.Tensor, ...]
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_dims: list[tuple[int, ...]]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """What a target wrote for one part, as the manifest records it."""
+
+    path: Path
+    inputs: list[InputSpec]
+    custom_ops: list[str] = field(default_factory=list)
+
+
+class Target(ABC):
+    """A deployment target. Subclasses set the class attributes and implement the methods."""
+
+    name: str = ""
+    summary: str = ""  # one line for --help and `edgegate targets`
+    suffix: str = ""  # file suffix of what ``export`` writes, e.g. ".onnx"
+    requires: tuple[str, ...] = ()  # importable modules needed to export and run here
+    install_hint: str = ""  # the command that installs them
+    default_profile: str | None = None  # INT8 profile family used when none is given
+    profile_families: tuple[str, ...] = ()  # INT8 profile families whose exports it runs
+    portable: bool = False  # also runs INT8 exports of families no registered target takes
+
+    def file_name(self, stem: str) -> str:
+        return f"{stem}{self.suffix}"
+
+    def missing(self) -> list[str]:
+        """The required modules this Python cannot import."""
+        return [name for name in self.requires if importlib.util.find_spec(name) is None]
+
+    def check_available(self) -> None:
+        """BackendUnavailable (exit 3) naming the install command when a library is missing."""
+        missing = self.missing()
+        if missing:
+            raise BackendUnavailable(
+                f"target '{self.name}' needs {', '.join(missing)}, which is not installed: "
+                f"{self.install_hint}"
+            )
+
+    @abstractmethod
+    def export(self, part: ExportPart, directory: Path) -> ExportedFile:
+        """Write ``part`` into ``directory`` (a staging folder) and describe the file."""
+
+    @abstractmethod
+    def runner(self, path: str | os.PathLike[str], threads: int | None = None) -> Runner:
+        """A Runner for a file this target wrote (float or INT8)."""
+
+    def host_warnings(self, manifest: Manifest | None, model_file: str) -> list[str]:
+        """One line per way this host may not compute what the artifact was made for."""
+        return []
+
+    def kernel_check(
+        self, path: Path, feed: dict[str, np.ndarray], output: str, threads: int | None
+    ) -> dict[str, Any] | None:
+        """For INT8 files: how the runtime's own integer kernels agree with the graph as
+        written (dequantize, then float). None where the target has no such distinction."""
+        return None

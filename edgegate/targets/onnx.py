@@ -1,0 +1,48 @@
+"""Target ``onnx``: one portable ONNX file per graph, gated scans as custom nodes with fallbacks.
+
+Every gated scan is one node in domain ``edgegate`` (with ``plugin_namespace`` and
+``plugin_version`` for TensorRT's parser), and the model carries a Scan-based function of the
+same name, so any ONNX runtime runs it. INT8 exports of runtimes edgegate cannot run here
+(TensorRT, Core ML) are portable Q/DQ files of this target: they are checked as written,
+dequantize then float, which is the meaning ONNX gives them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgegate.exporters.onnx import auto_dynamic_shapes, custom_ops_used, export_onnx
+from edgegate.exporters.onnx.export import graph_inputs
+from edgegate.runtime import OnnxRuntimeRunner, Runner
+from edgegate.targets.base import ExportedFile, ExportPart, Target
+
+
+class OnnxTarget(Target):
+    name = "onnx"
+    summary = "portable ONNX: gated scans as custom nodes plus Scan fallback functions"
+    suffix = ".onnx"
+    requires = ("onnx", "onnxscript", "onnxruntime")
+    install_hint = "pip install onnx onnxscript onnxruntime"
+    portable = True
+    lowering: str | None = None  # a graph pass of the ONNX exporter, by name
+    fuse_qdq = False  # Q/DQ run as written: dequantize, then float
+
+    def export(self, part: ExportPart, directory: Path) -> ExportedFile:
+        path = export_onnx(
+            part.module,
+            part.args,
+            directory / self.file_name(part.stem),
+            lower=self.lowering,
+            input_names=part.input_names,
+            output_names=part.output_names,
+            dynamic_shapes=auto_dynamic_shapes(part.args, part.module, part.dynamic_dims),
+            metadata=part.metadata,
+        )
+        return ExportedFile(path, graph_inputs(path), custom_ops_used(path))
+
+    def runner(self, path: str | os.PathLike[str], threads: int | None = None) -> Runner:
+        return OnnxRuntimeRunner(path, threads=threads, fuse_qdq=self.fuse_qdq)
+
+
+TARGET = OnnxTarget()

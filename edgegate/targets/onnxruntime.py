@@ -1,0 +1,62 @@
+"""Target ``onnxruntime``: ONNX for ONNX Runtime, scans lowered to its native kernel.
+
+Gated scans become ``com.microsoft.LinearAttention`` (about 20x faster than the Scan
+fallback on CPU). INT8 files run on ORT's fused integer kernels, whose arithmetic depends on
+the CPU: without VNNI, x86 kernels add u8*s8 product pairs in a saturating int16, which is
+why the ``onnxruntime`` INT8 profile has one variant per instruction set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgegate.hostcpu import X86_AVX2, host_isa
+from edgegate.manifest import Manifest
+from edgegate.quant.profiles import PROFILES
+from edgegate.runtime import OnnxRuntimeRunner
+from edgegate.targets.onnx import OnnxTarget
+from edgegate.validate.parity import top1_agreement
+
+AVX2_PROFILE = f"onnxruntime:{X86_AVX2}"
+
+
+class OnnxRuntimeTarget(OnnxTarget):
+    name = "onnxruntime"
+    summary = "ONNX for ONNX Runtime: scans lowered to com.microsoft.LinearAttention"
+    default_profile = "onnxruntime"
+    profile_families = ("onnxruntime",)
+    portable = False
+    lowering = "onnxruntime"
+    fuse_qdq = True  # ORT's own integer kernels, as deployed
+
+    def host_warnings(self, manifest: Manifest | None, model_file: str) -> list[str]:
+        profile = PROFILES.get((manifest.quant or {}).get("profile", "")) if manifest else None
+        if profile is None or profile.weight_bits <= 7 or host_isa() != X86_AVX2:
+            return []
+        return [
+            f"{model_file} has full-range int8 weights (profile {profile.name}), which this "
+            f"AVX2 host's u8s8 kernels saturate: quantize with --profile {AVX2_PROFILE} to "
+            "run it here"
+        ]
+
+    def kernel_check(
+        self, path: Path, feed: dict[str, np.ndarray], output: str, threads: int | None
+    ) -> dict[str, Any] | None:
+        """Top-1 agreement (percent) of the fused integer kernels with the same graph run as
+        written (dequantize, then float): 100 unless the kernels round or saturate otherwise."""
+        with (
+            OnnxRuntimeRunner(path, threads=threads, fuse_qdq=True) as fused,
+            OnnxRuntimeRunner(path, threads=threads, fuse_qdq=False) as written,
+        ):
+            fused_out, written_out = fused.run(feed)[output], written.run(feed)[output]
+        return {
+            "top1_agreement": round(top1_agreement(written_out, fused_out), 4),
+            "max_abs": float(np.abs(fused_out - written_out).max()) if fused_out.size else 0.0,
+            "samples": int(len(next(iter(feed.values())))),
+        }
+
+
+TARGET = OnnxRuntimeTarget()
