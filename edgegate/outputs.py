@@ -28,7 +28,9 @@ def _probe_writable(folder: Path, what: str, path: Path) -> None:
         fd, probe = tempfile.mkstemp(prefix=".edgegate-probe-", dir=folder)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise BadInput(f"{what} '{path}' cannot be written: '{folder}' refuses files ({reason})")
+        raise BadInput(
+            f"{what} '{path}' cannot be written: '{folder}' refuses files ({reason})"
+        ) from None
     os.close(fd)
     os.unlink(probe)
 

@@ -77,14 +77,18 @@ def resolve_name(name: str) -> str:
     return alias.format(isa=host_isa()) if alias else name
 
 
-def get_profile(name: str, *, w8a8: bool = False) -> QuantProfile:
-    """The profile called ``name`` (host aliases resolved), W8A8 under weight-only targets."""
-    resolved = resolve_name(name)
-    if resolved not in PROFILES:
+def check_profile_name(name: str) -> str:
+    """``name`` if ``get_profile`` takes it; BadInput listing every name otherwise."""
+    if resolve_name(name) not in PROFILES:
         raise BadInput(
             f"unknown quantization profile '{name}': expected one of {', '.join(profile_names())}"
         )
-    profile = PROFILES[resolved]
+    return name
+
+
+def get_profile(name: str, *, w8a8: bool = False) -> QuantProfile:
+    """The profile called ``name`` (host aliases resolved), W8A8 under weight-only targets."""
+    profile = PROFILES[resolve_name(check_profile_name(name))]
     if w8a8 and profile.act_bits is None:
         return replace(profile, act_bits=8, act_signed=False)
     return profile

@@ -19,9 +19,9 @@ from torch import nn
 
 from edgegate.atomic import atomic_write, save_png
 from edgegate.errors import BadInput
+from edgegate.jsonio import write_json
 from edgegate.quant.graph import conv_bn_pairs, trace
 from edgegate.quant.outliers import LayerStats, activation_stats
-from edgegate.jsonio import write_json
 
 Batch = tuple[torch.Tensor, ...]
 Row = dict[str, Any]

@@ -39,7 +39,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edgegate-imports-") as tmp:
         assemble(Path(tmp))
         env = {**os.environ, "PYTHONPATH": tmp}
-        command = [str(lint_imports), "--config", str(ROOT / "pyproject.toml"), "--no-cache"]
+        command = [str(lint_imports), str(ROOT / "pyproject.toml"), "--no-cache"]
         return subprocess.run(command, env=env, cwd=tmp, check=False).returncode
 
 

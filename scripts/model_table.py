@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch
 
-from edgegate import pipeline
 from edgegate.models import (
     WEIGHTS_DIR,
     build_model,
@@ -16,10 +15,11 @@ from edgegate.models import (
     display_command,
     example_inputs,
 )
+from edgegate.pipeline.zoo import model_table
 
 
 def main() -> None:
-    rows = {row["name"]: row for row in pipeline.model_table()}
+    rows = {row["name"]: row for row in model_table()}
     shipped = {}
     for path in sorted(WEIGHTS_DIR.glob("*.pt")):
         checkpoint = torch.load(path, weights_only=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Retrain every checkpoint shipped in edgegate/models/weights/ (CPU, 2 cores: about 30 min).
+# Retrain every checkpoint shipped in edgegate/models/weights/ (CPU, 2 cores: about 65 min).
 # Each checkpoint records this command, its test metrics and the torch version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,4 +20,7 @@ for variant in softmax clipped gated; do
 done
 for variant in softmax clipped gated; do
   train "qlm:attention=$variant" --epochs 8
+done
+for model in gla-lm hgrn-lm gdn-lm; do
+  train "$model" --epochs 5
 done

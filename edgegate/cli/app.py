@@ -5,9 +5,9 @@ are always the registries' current contents. Errors derived from EdgegateError b
 line on stderr and their exit code (design.md §7); `--debug` shows the traceback instead.
 """
 
-from __future__ import annotations
-
-import enum
+# No `from __future__ import annotations` here: the commands' Annotated option types are
+# local to build_app (their choices come from the registries), and Typer must see them
+# evaluated, not as strings it would look up in the module's globals.
 import json
 import sys
 from collections.abc import Iterator
@@ -81,15 +81,10 @@ def _fail(result: dict[str, Any], what: str) -> None:
     raise typer.Exit(1)
 
 
-def _choice(name: str, values: list[str]) -> type[enum.Enum]:
-    """A Typer choice type holding a registry's names at the moment the app is built."""
-    return enum.Enum(name, {value: value for value in values}, type=str)
-
-
 def build_app() -> typer.Typer:
     """The Typer app, its choices read from the target and profile registries."""
-    from edgegate.quant.profiles import profile_names
-    from edgegate.targets import target_names
+    from edgegate.quant.profiles import check_profile_name, profile_names
+    from edgegate.targets import check_target_name, target_names
 
     app = typer.Typer(
         name="edgegate",
@@ -99,13 +94,28 @@ def build_app() -> typer.Typer:
         pretty_exceptions_enable=False,
         rich_markup_mode="markdown",
     )
-    target_choice = _choice("Target", target_names())
-    profile_choice = _choice("Profile", profile_names())
-    _register(app, target_choice, profile_choice)
+    # A choice is checked against its registry while the command line is parsed, so a wrong
+    # one fails before any work, with the same one line the library gives ("unknown target
+    # 'x': expected one of ..."); the help lists the registry's names.
+    targets = Choice(target_names(), check_target_name)
+    profiles = Choice(profile_names(), check_profile_name)
+    _register(app, targets, profiles)
     return app
 
 
-def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: type) -> None:
+class Choice:
+    """A ``--target`` / ``--profile`` value: one of a registry's names, checked by the
+    registry's own function."""
+
+    def __init__(self, names: list[str], check) -> None:
+        self.names, self.check = names, check
+
+    @property
+    def metavar(self) -> str:
+        return "[" + "|".join(self.names) + "]"
+
+
+def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
     """Define every command on ``app``."""
     model_arg = typer.Argument(
         help="Zoo name with options (`qvit:attention=gated`), `module:factory` (with "
@@ -122,9 +132,7 @@ def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: ty
             help="`digits` / `stdlib` (built-in), a `.npz` file, an image folder, or a text file.",
         ),
     ]
-    JsonOpt = Annotated[
-        bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")
-    ]
+    JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
     TrustOpt = Annotated[
         bool,
         typer.Option(
@@ -134,22 +142,30 @@ def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: ty
     InputSizeOpt = Annotated[
         int | None, typer.Option("--input-size", min=1, help="Image side in pixels.")
     ]
-    SeqLenOpt = Annotated[
-        int | None, typer.Option("--seq-len", min=1, help="Sequence length.")
-    ]
+    SeqLenOpt = Annotated[int | None, typer.Option("--seq-len", min=1, help="Sequence length.")]
     TaskOpt = Annotated[
         str | None,
-        typer.Option("--task", help="For non-zoo models: image, gc or lm (zoo models know theirs)."),
+        typer.Option(
+            "--task", help="For non-zoo models: image, gc or lm (zoo models know theirs)."
+        ),
     ]
-    targets_help = ", ".join(TargetChoice.__members__)
     TargetOpt = Annotated[
-        TargetChoice, typer.Option("--target", "-t", help=f"Deployment target ({targets_help}).")
+        str,
+        typer.Option(
+            "--target",
+            "-t",
+            parser=targets.check,
+            metavar=targets.metavar,
+            help="Deployment target (`edgegate targets` lists what each needs).",
+        ),
     ]
     ProfileOpt = Annotated[
-        ProfileChoice,
+        str,
         typer.Option(
             "--profile",
             "-p",
+            parser=profiles.check,
+            metavar=profiles.metavar,
             help="INT8 rules of a target; plain `onnxruntime` means this host's CPU "
             "(x86-vnni, x86-avx2 or arm64).",
         ),
@@ -182,9 +198,9 @@ def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: ty
 
         Example: `edgegate models --json`
         """
-        from edgegate import pipeline
+        from edgegate.pipeline.zoo import model_table
 
-        rows = pipeline.model_table()
+        rows = model_table()
         if json_out:
             _emit_json(rows)
             return
@@ -231,7 +247,9 @@ def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: ty
         for col in ("target", "what it writes", "here"):
             table.add_column(col)
         for r in rows:
-            here = "ready" if r["available"] else f"missing {', '.join(r['missing'])}: {r['install']}"
+            here = (
+                "ready" if r["available"] else f"missing {', '.join(r['missing'])}: {r['install']}"
+            )
             table.add_row(r["name"], r["summary"], here)
         out.print(table)
 
@@ -264,14 +282,14 @@ def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: ty
         - `edgegate train gc-mobilenet --epochs 1 -o gc.pt`
         - `edgegate train gla-lm --data stdlib --epochs 2 -o gla.pt`
         """
-        from edgegate import pipeline
+        from edgegate.pipeline.zoo import train as run_train
         from edgegate.train import TrainConfig
 
         config = TrainConfig(
             epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_steps_per_epoch=max_steps
         )
         with _progress() as progress:
-            summary = pipeline.train(
+            summary = run_train(
                 model,
                 output,
                 config,
@@ -310,10 +328,10 @@ def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: ty
         - `edgegate evaluate qvit:attention=clipped --json`
         - `edgegate evaluate mobilenet-v3-se -c mnv3.pt --data my_images/`
         """
-        from edgegate import pipeline
+        from edgegate.pipeline.zoo import evaluate as run_evaluate
 
         with _progress() as progress:
-            result = pipeline.evaluate(
+            result = run_evaluate(
                 model,
                 checkpoint=checkpoint,
                 data=data,
@@ -351,13 +369,13 @@ def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: ty
         - `edgegate export gdn-lm --target onnxruntime --seq-len 256 -o out/gdn`
         - `edgegate export mypkg.models:build -c mine.pt --trust-code --task image -o out/mine`
         """
-        from edgegate import pipeline
+        from edgegate.pipeline.export import export as run_export
 
         with _progress() as progress:
-            result = pipeline.export(
+            result = run_export(
                 model,
                 output,
-                target=_value(target),
+                target=target,
                 checkpoint=checkpoint,
                 input_size=input_size,
                 seq_len=seq_len,
@@ -443,13 +461,14 @@ def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: ty
         - `edgegate quantize gc-mobilenet --profile tensorrt --method percentile --report`
         - `edgegate quantize qvit:attention=clipped --qat-epochs 2 --calib-data imgs/ -o out/q`
         """
-        from edgegate import pipeline
+        from edgegate.pipeline.quantize import quantize as run_quantize
+        from edgegate.pipeline.summary import int8_rows
 
         with _progress() as progress:
-            result = pipeline.quantize(
+            result = run_quantize(
                 model,
                 output,
-                profile=_value(profile),
+                profile=profile,
                 method=method,
                 checkpoint=checkpoint,
                 calib_data=calib_data,
@@ -470,7 +489,7 @@ def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: ty
         if json_out:
             _emit_json(result)
         else:
-            _print_rows(pipeline.int8_rows(result), title=f"INT8 {result['model']}")
+            _print_rows(int8_rows(result), title=f"INT8 {result['model']}")
             out.print(f"files in {result['output_dir']}: {', '.join(result['files'])}")
         if not result["passed"]:
             _fail(result, "INT8 check")
@@ -480,7 +499,9 @@ def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: ty
         artifact: Annotated[Path, typer.Argument(help="Export folder or a model file.")],
         reference: Annotated[
             str | None,
-            typer.Option("--reference", "-r", help="Reference model spec (default: the manifest's)."),
+            typer.Option(
+                "--reference", "-r", help="Reference model spec (default: the manifest's)."
+            ),
         ] = None,
         checkpoint: CheckpointOpt = None,
         data: DataOpt = None,
@@ -505,10 +526,11 @@ def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: ty
         - `edgegate validate out/gc`
         - `edgegate validate model.onnx --reference qvit:attention=gated --junit parity.xml`
         """
-        from edgegate import pipeline
+        from edgegate.pipeline.summary import validation_rows
+        from edgegate.pipeline.validate import validate as run_validate
 
         with _progress() as progress:
-            result = pipeline.validate(
+            result = run_validate(
                 artifact,
                 reference=reference,
                 checkpoint=checkpoint,
@@ -524,7 +546,7 @@ def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: ty
         if json_out:
             _emit_json(result)
         else:
-            _print_rows(pipeline.validation_rows(result))
+            _print_rows(validation_rows(result))
         if not result["passed"]:
             raise typer.Exit(1)
 
@@ -551,10 +573,11 @@ def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: ty
         - `edgegate bench out/gc --runs 200 --plot latency.png`
         - `edgegate bench out/qlm --threads 1 --batch 4 --json`
         """
-        from edgegate import pipeline
+        from edgegate.pipeline.bench import bench as run_bench
+        from edgegate.pipeline.summary import bench_rows
 
         with _progress() as progress:
-            result = pipeline.bench(
+            result = run_bench(
                 artifact,
                 runs=runs,
                 warmup=warmup,
@@ -568,7 +591,7 @@ def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: ty
         if json_out:
             _emit_json(result)
             return
-        _print_rows(pipeline.bench_rows(result))
+        _print_rows(bench_rows(result))
 
     @app.command()
     def deploy(
@@ -599,19 +622,20 @@ def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: ty
         - `edgegate deploy qvit:attention=gated -o out/qvit`
         - `edgegate deploy mobilenet-v3-se --int8 --profile tensorrt -o out/mnv3`
         """
-        from edgegate import pipeline
+        from edgegate.pipeline.deploy import deploy as run_deploy
+        from edgegate.pipeline.summary import summary_sections
 
         with _progress() as progress:
-            summary = pipeline.deploy(
+            summary = run_deploy(
                 model,
                 output,
-                target=_value(target),
+                target=target,
                 checkpoint=checkpoint,
                 data=data,
                 runs=runs,
                 threads=threads,
                 trust_code=trust_code,
-                int8_profile=_value(profile) if int8 else None,
+                int8_profile=profile if int8 else None,
                 progress=progress,
             )
         for block in (summary["validate"], summary["bench"], *summary.get("int8", {}).values()):
@@ -619,16 +643,11 @@ def _register(app: typer.Typer, TargetChoice: type[enum.Enum], ProfileChoice: ty
         if json_out:
             _emit_json(summary)
         else:
-            for title, rows in pipeline.summary_sections(summary):
+            for title, rows in summary_sections(summary):
                 _print_rows(rows, title=title)
             out.print(f"reports: {output / 'report.md'}, {output / 'report.json'}")
         if not summary["passed"]:
             raise typer.Exit(1)
-
-
-def _value(choice: Any) -> str:
-    """A Typer choice's string (defaults arrive as plain strings, parsed values as members)."""
-    return choice.value if isinstance(choice, enum.Enum) else str(choice)
 
 
 def _usage_line(exc: Exception) -> str:
@@ -677,4 +696,3 @@ def main(argv: list[str] | None = None) -> int:
 
 def console_main() -> None:
     sys.exit(main())
-

@@ -16,11 +16,13 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress as RichProgress,
     SpinnerColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
+)
+from rich.progress import (
+    Progress as RichProgress,
 )
 
 from edgegate.progress import Progress
@@ -75,9 +77,7 @@ class ConsoleProgress(Progress):
             if total is not None:
                 state.total = total
             if self.live and self._bars is not None:
-                self._bars.update(
-                    self._tasks[phase], completed=done, total=state.total, info=info
-                )
+                self._bars.update(self._tasks[phase], completed=done, total=state.total, info=info)
 
     def finish(self, phase: str) -> None:
         with self._lock:
@@ -120,7 +120,9 @@ class ConsoleProgress(Progress):
 
     def _ensure_ticker(self) -> None:
         if self._ticker is None:
-            self._ticker = threading.Thread(target=self._tick, name="edgegate-progress", daemon=True)
+            self._ticker = threading.Thread(
+                target=self._tick, name="edgegate-progress", daemon=True
+            )
             self._ticker.start()
 
     def _tick(self) -> None:
@@ -128,7 +130,9 @@ class ConsoleProgress(Progress):
             now = time.monotonic()
             with self._lock:
                 for state in self._phases.values():
-                    since = now - (state.last_line if state.last_line is not None else state.started)
+                    since = now - (
+                        state.last_line if state.last_line is not None else state.started
+                    )
                     due = QUIET_S if state.last_line is None else HEARTBEAT_S
                     if since >= due:
                         self._print(self._status(state, now))

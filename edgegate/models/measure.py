@@ -43,11 +43,11 @@ def check_input_size(info: ModelInfo, size: int, default: int | None = None) -> 
     """BadInput for an image side the model cannot take, or that would be degenerate."""
     default = info.default_input[-1] if default is None else default
     if info.fixed_input and size != default:
-        raise BadInput(f"model '{info.name}': input size {size} not supported (takes {default})")
+        raise BadInput(f"images of side {size} do not fit {info.name}: it takes {default}")
     if size < max(1, info.min_input):
         raise BadInput(
-            f"model '{info.name}': input size {size} is below its total stride "
-            f"{info.min_input}: use --input-size {info.min_input} or more"
+            f"images of side {size} do not fit {info.name}: below its total stride "
+            f"{info.min_input}, they shrink to padding (use --input-size {info.min_input} or more)"
         )
 
 

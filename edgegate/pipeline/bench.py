@@ -25,7 +25,9 @@ def bench_feed(art: Artifact, batch: int, seed: int = 0) -> dict[str, np.ndarray
     for spec in art.input_specs:
         shape = list(examples.get(spec.name, spec.shape))
         if not shape:
-            raise BadInput(f"input '{spec.name}' of '{art.model_path}' is a scalar: nothing to time")
+            raise BadInput(
+                f"input '{spec.name}' of '{art.model_path}' is a scalar: nothing to time"
+            )
         shape[0] = batch
         if any(not isinstance(d, int) for d in shape):
             raise BadInput(

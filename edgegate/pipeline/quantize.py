@@ -21,7 +21,7 @@ from edgegate.atomic import staged_directory
 from edgegate.errors import BadInput
 from edgegate.jsonio import write_json
 from edgegate.manifest import MANIFEST_NAME, Manifest, sha256_file, write_manifest
-from edgegate.models import LoadedModel, load_model
+from edgegate.models import load_model
 from edgegate.outputs import check_output_dir
 from edgegate.pipeline.tasks import Task, make_part, resolve_task, torch_predict
 from edgegate.pipeline.validate import INT8_STATE, runner_predict

@@ -261,7 +261,12 @@ class GatedCompressionTask(Task):
         return [
             *super().export_parts(module, example, metadata),
             make_part(
-                "stage1", module.stage1, example, ["images"], ["gate_prob", "features"], [dims],
+                "stage1",
+                module.stage1,
+                example,
+                ["images"],
+                ["gate_prob", "features"],
+                [dims],
                 metadata,
             ),
             make_part(
@@ -378,7 +383,9 @@ def resolve_task(loaded: LoadedModel, name: str | None = None) -> Task:
     if loaded.info is not None:
         return TASKS[loaded.info.task]
     if name is None:
-        raise BadInput(f"model '{loaded.spec}' is not from the zoo: pass --task ({', '.join(TASKS)})")
+        raise BadInput(
+            f"model '{loaded.spec}' is not from the zoo: pass --task ({', '.join(TASKS)})"
+        )
     if name not in TASKS:
         raise BadInput(f"unknown task '{name}': expected one of {', '.join(TASKS)}")
     return TASKS[name]

@@ -144,7 +144,9 @@ def _validate(
         )
         accuracy_block = None
         if with_accuracy:
-            accuracy_block = _accuracy(kind, eval_data, loaded, reference_module, ref, cand, progress)
+            accuracy_block = _accuracy(
+                kind, eval_data, loaded, reference_module, ref, cand, progress
+            )
     result = {
         "artifact": os.fspath(artifact),
         "reference": loaded.spec,

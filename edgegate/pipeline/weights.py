@@ -41,7 +41,9 @@ def record_weights(loaded: LoadedModel, checkpoint: Path | None) -> WeightsRecor
         return WeightsRecord(CHECKPOINT, f"checkpoint {checkpoint}", os.fspath(path), _hash(path))
     if loaded.spec.endswith(".pt2"):
         path = Path(loaded.spec).absolute()
-        return WeightsRecord(PROGRAM, f"exported program {loaded.spec}", os.fspath(path), _hash(path))
+        return WeightsRecord(
+            PROGRAM, f"exported program {loaded.spec}", os.fspath(path), _hash(path)
+        )
     if loaded.info is None:
         return WeightsRecord(STORED, f"user model (stored in {WEIGHTS_FILE})")
     shipped = shipped_weights(loaded.spec)

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 
-
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 10

@@ -7,9 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def classification_loss(
-    module: nn.Module, x: torch.Tensor, y: torch.Tensor | None
-) -> torch.Tensor:
+def classification_loss(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
     assert y is not None, "classification needs labels"
     return F.cross_entropy(module(x), y)
 

@@ -19,10 +19,10 @@ from torch import nn
 from edgegate import __version__
 from edgegate.atomic import atomic_write
 from edgegate.errors import BadInput
-from edgegate.manifest import InputSpec
 from edgegate.exporters.onnx.functions import attach_functions, iter_nodes
 from edgegate.exporters.onnx.lowering import lower_to_ort_linear_attention
 from edgegate.exporters.onnx.schemas import DOMAIN, translation_table
+from edgegate.manifest import InputSpec
 
 LOWERINGS = ("onnxruntime",)
 

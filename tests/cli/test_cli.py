@@ -119,3 +119,26 @@ def test_console_script_one_line_no_traceback():
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_single_module_factory_exports_and_validates_with_its_stored_weights(
+    run_cli, tmp_path, monkeypatch
+):
+    """`tinycls:build` from the working folder: its random weights are stored in the export,
+    so `validate` rebuilds the same model (a fresh factory call would draw other weights)."""
+    (tmp_path / "tinycls.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    exported = run_cli(
+        "export", "tinycls:build", "--trust-code", "--task", "image", "-o", out, "--json"
+    )
+    assert exported.code == 0, exported.stderr
+    assert exported.json()["weights"].startswith("user model")
+    verdict = run_cli("validate", out, "--trust-code", "--parity-samples", "32", "--json")
+    assert verdict.code == 0, verdict.stderr
+    assert verdict.json()["outputs"]["logits"]["max_abs"] < 1e-4

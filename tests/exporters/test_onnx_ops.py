@@ -157,3 +157,24 @@ def test_unknown_lowering_is_bad_input(tmp_path):
     with pytest.raises(BadInput, match="tflite"):
         export_onnx(Scan(), _inputs("scan", 1, 4), tmp_path / "x.onnx", lower="tflite")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("case", sorted(MODULES))
+def test_lowering_takes_heads_and_dims_from_the_example(case, tmp_path):
+    """A module that calls a scan on its own inputs, exported with every dim dynamic (the
+    default): H and D come from the example, B and T stay dynamic."""
+    module_cls, _ = MODULES[case]
+    module = module_cls()
+    args = _inputs(case, B=1, T=6)
+    names = [f"in{i}" for i in range(len(args))]
+    path = export_onnx(
+        module, args, tmp_path / "m.onnx", lower="onnxruntime", input_names=names,
+        output_names=["out", "state"],
+    )  # fmt: skip
+    assert custom_ops_used(path) == ["com.microsoft.LinearAttention"]
+    other = _inputs(case, B=3, T=11, seed=5)
+    with torch.no_grad():
+        ref_out, ref_state = (t.numpy() for t in module(*other))
+    out, state = _run(path, names, other)
+    assert np.abs(out - ref_out).max() <= 1e-4 * max(1.0, float(np.abs(ref_out).max()))
+    assert np.abs(state - ref_state).max() <= 1e-4 * max(1.0, float(np.abs(ref_state).max()))

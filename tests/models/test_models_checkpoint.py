@@ -201,3 +201,17 @@ def test_shipped_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         "qlm:attention=clipped,depth=2",
     )
     assert shipped_weights("qlm:depth=2,attention=clipped") == tmp_path / f"{stem}.pt"
+
+
+def test_single_module_factory_spec(tmp_path, monkeypatch):
+    """`mymod:factory` (no package) loads with --trust-code from the working folder."""
+    from edgegate.models import is_factory_spec, load_model
+
+    (tmp_path / "mymod_for_edgegate.py").write_text(
+        "import torch\n\ndef factory():\n    return torch.nn.Linear(4, 2)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert is_factory_spec("mymod_for_edgegate:factory")
+    assert not is_factory_spec("qvit:attention")  # a zoo name before the colon: a zoo spec
+    loaded = load_model("mymod_for_edgegate:factory", trust_code=True)
+    assert isinstance(loaded.module, torch.nn.Linear)

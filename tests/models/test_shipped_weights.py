@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgegate import pipeline
 from edgegate.models import WEIGHTS_DIR, display_command, shipped_weights
+from edgegate.pipeline.zoo import evaluate
 
 SHIPPED = [
     "mobilenet-v3-se",
@@ -44,7 +44,7 @@ def test_shipped_checkpoint_loads_safely_and_is_small(spec):
 
 @pytest.mark.parametrize("spec", SHIPPED)
 def test_shipped_checkpoint_reproduces_recorded_metrics(spec):
-    result = pipeline.evaluate(spec)
+    result = evaluate(spec)
     name, measured = _headline(result["metrics"])
     _, recorded = _headline(result["recorded_metrics"])
     if name == "top1":

@@ -30,10 +30,10 @@ def no_work(monkeypatch):
 
 @pytest.fixture(scope="module")
 def small_export(tmp_path_factory):
-    from edgegate import pipeline
+    from edgegate.pipeline.export import export
 
     out = tmp_path_factory.mktemp("small") / "export"
-    pipeline.export("mobilenet-v3-se", out)
+    export("mobilenet-v3-se", out)
     return out
 
 
@@ -41,7 +41,9 @@ def _listing(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-@pytest.mark.parametrize("command", [["export", "mobilenet-v3-se"], ["quantize", "mobilenet-v3-se"]])
+@pytest.mark.parametrize(
+    "command", [["export", "mobilenet-v3-se"], ["quantize", "mobilenet-v3-se"]]
+)
 def test_output_naming_an_existing_file(run_cli, no_work, tmp_path, command):
     existing = tmp_path / "taken"
     existing.write_text("keep me")
@@ -157,7 +159,7 @@ def test_input_size_below_the_networks_stride(run_cli, tmp_path, command):
     args = [command, "mobilenet-v3-se", "--input-size", "2"]
     if command != "evaluate":
         args += ["-o", tmp_path / "out"]
-    assert_one_line_error(run_cli(*args), "input size 2", "32")
+    assert_one_line_error(run_cli(*args), "side 2", "total stride 32")
     assert not (tmp_path / "out").exists()
 
 
@@ -165,7 +167,9 @@ def test_one_channel_calibration_data_for_a_three_channel_model(run_cli, tmp_pat
     grey = np.random.default_rng(0).random((8, 1, 32, 32)).astype("float32")
     np.savez(tmp_path / "grey.npz", images=grey)
     out = tmp_path / "out"
-    result = run_cli("quantize", "mobilenet-v3-se", "--calib-data", tmp_path / "grey.npz", "-o", out)
+    result = run_cli(
+        "quantize", "mobilenet-v3-se", "--calib-data", tmp_path / "grey.npz", "-o", out
+    )
     assert_one_line_error(result, "1-channel", "3 channels")
     assert not out.exists()
 
@@ -180,7 +184,9 @@ def test_one_channel_calibration_data_for_a_three_channel_model(run_cli, tmp_pat
     ],
 )
 def test_bad_options_are_one_line_usage_errors(run_cli, no_work, tmp_path, args, fragment):
-    assert_one_line_error(run_cli(*args, "-o", tmp_path / "o") if args[0] != "bench" else run_cli(*args), fragment)
+    assert_one_line_error(
+        run_cli(*args, "-o", tmp_path / "o") if args[0] != "bench" else run_cli(*args), fragment
+    )
     assert not (tmp_path / "o").exists()
 
 

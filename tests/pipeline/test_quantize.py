@@ -12,7 +12,8 @@ from onnx import numpy_helper
 from edgegate.hostcpu import host_isa
 from edgegate.manifest import read_manifest
 from edgegate.models import load_model
-from edgegate.pipeline import TASKS, quantize
+from edgegate.pipeline.quantize import quantize
+from edgegate.pipeline.tasks import TASKS
 from edgegate.quant.state import STATE_FORMAT, load_fake_quant, tensor_hash
 from tests.conftest import assert_one_line_error
 

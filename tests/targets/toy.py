@@ -18,7 +18,6 @@ from edgegate.manifest import InputSpec
 from edgegate.runtime import Runner, TensorSpec
 from edgegate.targets.base import ExportedFile, ExportPart, Target
 
-
 NAMES_FILE = "io_names.json"
 
 
@@ -61,11 +60,10 @@ class ToyTarget(Target):
     install_hint = "pip install torch"
 
     def export(self, part: ExportPart, directory: Path) -> ExportedFile:
-        dims = [
-            {d: torch.export.Dim.AUTO for d in dynamic}
-            for dynamic in part.dynamic_dims
-        ]
-        program = torch.export.export(part.module.eval(), part.args, dynamic_shapes=tuple(dims))
+        dims = [{d: torch.export.Dim.AUTO for d in dynamic} for dynamic in part.dynamic_dims]
+        # batch 2: torch.export specialises a dim whose example size is 1
+        args = tuple(torch.cat([a, a]) for a in part.args)
+        program = torch.export.export(part.module.eval(), args, dynamic_shapes=tuple(dims))
         path = directory / self.file_name(part.stem)
         names = {"inputs": part.input_names, "outputs": part.output_names}
         with atomic_write(path) as fh:
