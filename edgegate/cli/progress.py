@@ -39,6 +39,7 @@ class _Phase:
     done: int = 0
     info: str = ""
     last_line: float | None = None  # when a plain line was last printed for it
+    scoped: bool = False  # opened by start() (``phase``): it ends with finish(), not its count
 
 
 class ConsoleProgress(Progress):
@@ -58,26 +59,26 @@ class ConsoleProgress(Progress):
 
     def start(self, phase: str, total: int | None = None) -> None:
         with self._lock:
-            self._phases[phase] = _Phase(phase, total)
-            if self.live:
-                self._bar_start(phase, total)
-            else:
-                self._ensure_ticker()
+            self._open(phase, total, scoped=True)
 
     def step(self, phase: str, done: int, total: int | None = None, info: str = "") -> None:
         with self._lock:
-            state = self._phases.get(phase)
-            if state is None:
-                state = self._phases[phase] = _Phase(phase, total)
-                if self.live:
-                    self._bar_start(phase, total)
-                else:
-                    self._ensure_ticker()
+            state = self._phases.get(phase) or self._open(phase, total, scoped=False)
             state.done, state.info = done, info
             if total is not None:
                 state.total = total
             if self.live and self._bars is not None:
                 self._bars.update(self._tasks[phase], completed=done, total=state.total, info=info)
+        if state.total is not None and done >= state.total and not state.scoped:
+            self.finish(phase)  # a phase reported only by its steps ends with its last step
+
+    def _open(self, phase: str, total: int | None, scoped: bool) -> _Phase:
+        state = self._phases[phase] = _Phase(phase, total, scoped=scoped)
+        if self.live:
+            self._bar_start(phase, total)
+        else:
+            self._ensure_ticker()
+        return state
 
     def finish(self, phase: str) -> None:
         with self._lock:

@@ -26,7 +26,7 @@ def example_inputs(
         info = get_info(name)
     if batch < 1:
         raise BadInput(f"batch must be >= 1, got {batch}")
-    if info.task == "lm":
+    if info.takes_tokens:
         default_t = options.get("seq_len", info.default_input[0])
         t = default_t if seq_len is None else seq_len
         if t < 1 or (info.fixed_input and t > default_t):

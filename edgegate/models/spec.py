@@ -46,6 +46,11 @@ class ModelInfo:
     fixed_input: bool = False
     min_input: int = 1
 
+    @property
+    def takes_tokens(self) -> bool:
+        """Token sequences ([T]) rather than images ([C, H, W])."""
+        return len(self.default_input) == 1
+
 
 def _options(factory: Callable[..., nn.Module]) -> dict[str, Any]:
     return {

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgegate.errors import EdgegateError
+from edgegate.errors import BadInput, EdgegateError
 from edgegate.models import LoadedModel, load_model
 from edgegate.outputs import check_output_file, make_parents
 from edgegate.pipeline.artifacts import Artifact, open_artifact
@@ -111,8 +111,6 @@ def _validate(
     with_accuracy: bool,
     progress: Progress,
 ) -> dict[str, Any]:
-    from edgegate.errors import BadInput
-
     if parity_samples < 1:
         raise BadInput(f"--parity-samples must be at least 1, got {parity_samples}")
     art = open_artifact(artifact)

@@ -134,6 +134,18 @@ def clipped_softmax_onnx(x, gamma: float, zeta: float = 1.0, dim: int = -1):
     )
 
 
+def log_sigmoid_onnx(x):
+    """log(sigmoid(x)) as min(x, 0) - log(1 + exp(-|x|)), finite for every x.
+
+    The exporter's own form is Log(Sigmoid(x)), and ONNX Runtime's Sigmoid flushes to 0 below
+    about x = -20: log-space gates (GLA's logsigmoid decay, HGRN's forget gate) then become
+    -inf where PyTorch gives x. Trained gates reach such values; random ones do not.
+    """
+    zero = op.CastLike(op.Constant(value_float=0.0), x)
+    one = op.CastLike(op.Constant(value_float=1.0), x)
+    return op.Sub(op.Min(x, zero), op.Log(op.Add(one, op.Exp(op.Neg(op.Abs(x))))))
+
+
 def translation_table() -> dict:
     E = torch.ops.edgegate
     return {
@@ -141,6 +153,7 @@ def translation_table() -> dict:
         E.gated_linear_attention.default: gated_linear_attention_onnx,
         E.gated_delta_rule.default: gated_delta_rule_onnx,
         E.clipped_softmax.default: clipped_softmax_onnx,
+        torch.ops.aten.log_sigmoid.default: log_sigmoid_onnx,
     }
 
 

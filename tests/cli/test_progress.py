@@ -54,3 +54,17 @@ def test_training_steps_carry_their_loss(monkeypatch):
     progress.finish("training")
     progress.close()
     assert "training: 3/10 loss 0.1234" in buffer.getvalue()
+
+
+def test_a_phase_reported_only_by_steps_ends_with_its_last_step(monkeypatch):
+    """Calibration reports (phase, done, total) and nothing else: done == total ends it."""
+    monkeypatch.setattr(progress_module, "QUIET_S", 0.1)
+    console, buffer = _plain_console()
+    progress = ConsoleProgress(console)
+    progress("calibrate", 1, 2)
+    time.sleep(0.7)
+    progress("calibrate", 2, 2)
+    time.sleep(0.7)  # a phase still open would print a heartbeat here
+    progress.close()
+    lines = buffer.getvalue().splitlines()
+    assert lines[-1].endswith("s") and "calibrate: done in" in lines[-1], lines

@@ -178,3 +178,20 @@ def test_lowering_takes_heads_and_dims_from_the_example(case, tmp_path):
     out, state = _run(path, names, other)
     assert np.abs(out - ref_out).max() <= 1e-4 * max(1.0, float(np.abs(ref_out).max()))
     assert np.abs(state - ref_state).max() <= 1e-4 * max(1.0, float(np.abs(ref_state).max()))
+
+
+def test_log_sigmoid_stays_finite_where_onnxruntimes_sigmoid_flushes_to_zero(tmp_path):
+    """Log-space gates of trained models reach x < -20, where Log(Sigmoid(x)) in ONNX Runtime
+    is -inf; edgegate exports the stable min(x, 0) - log(1 + exp(-|x|))."""
+
+    class LogSigmoid(nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.logsigmoid(x)
+
+    x = torch.linspace(-120.0, 40.0, 161).reshape(1, 161)
+    path = export_onnx(LogSigmoid(), (x,), tmp_path / "ls.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    ref = torch.nn.functional.logsigmoid(x).numpy()
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)

@@ -28,15 +28,6 @@ def no_work(monkeypatch):
         monkeypatch.setattr(f"edgegate.pipeline.{stage}.load_model", forbidden)
 
 
-@pytest.fixture(scope="module")
-def small_export(tmp_path_factory):
-    from edgegate.pipeline.export import export
-
-    out = tmp_path_factory.mktemp("small") / "export"
-    export("mobilenet-v3-se", out)
-    return out
-
-
 def _listing(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
@@ -76,29 +67,29 @@ def test_train_output_unwritable(run_cli, no_work):
     )
 
 
-def test_junit_parent_folders_are_created(run_cli, small_export, tmp_path):
+def test_junit_parent_folders_are_created(run_cli, gc_export, tmp_path):
     junit = tmp_path / "nodir" / "sub" / "parity.xml"
-    result = run_cli("validate", small_export, "--junit", junit, "--parity-samples", "16")
+    result = run_cli("validate", gc_export, "--junit", junit, "--parity-samples", "16")
     assert result.code == 0, result.stderr
     assert "<testsuite" in junit.read_text()
 
 
 @pytest.mark.parametrize("name", ["parity.txt", "."])
-def test_junit_path_that_is_no_xml_file(run_cli, no_work, small_export, tmp_path, name):
+def test_junit_path_that_is_no_xml_file(run_cli, no_work, gc_export, tmp_path, name):
     junit = tmp_path / name
-    assert_one_line_error(run_cli("validate", small_export, "--junit", junit), "--junit")
+    assert_one_line_error(run_cli("validate", gc_export, "--junit", junit), "--junit")
 
 
-def test_junit_unwritable(run_cli, no_work, small_export):
-    result = run_cli("validate", small_export, "--junit", UNWRITABLE / "p.xml")
+def test_junit_unwritable(run_cli, no_work, gc_export):
+    result = run_cli("validate", gc_export, "--junit", UNWRITABLE / "p.xml")
     assert_one_line_error(result, "cannot be written")
 
 
-def test_tampered_folder_still_writes_a_junit_verdict(run_cli, small_export, tmp_path):
+def test_tampered_folder_still_writes_a_junit_verdict(run_cli, gc_export, tmp_path):
     import shutil
 
     copy = tmp_path / "copy"
-    shutil.copytree(small_export, copy)
+    shutil.copytree(gc_export, copy)
     (copy / "model.onnx").write_bytes(b"tampered")
     junit = tmp_path / "ci" / "parity.xml"
     assert_one_line_error(run_cli("validate", copy, "--junit", junit), "model.onnx")
@@ -106,20 +97,20 @@ def test_tampered_folder_still_writes_a_junit_verdict(run_cli, small_export, tmp
     assert 'failures="1"' in xml and "SHA-256" in xml
 
 
-def test_bench_plot_into_an_unwritable_folder(run_cli, small_export):
-    result = run_cli("bench", small_export, "--runs", "2", "--plot", UNWRITABLE / "lat.png")
+def test_bench_plot_into_an_unwritable_folder(run_cli, gc_export):
+    result = run_cli("bench", gc_export, "--runs", "2", "--plot", UNWRITABLE / "lat.png")
     assert_one_line_error(result, "cannot be written")
 
 
-def test_bench_plot_must_be_png(run_cli, small_export, tmp_path):
-    result = run_cli("bench", small_export, "--runs", "2", "--plot", tmp_path / "lat.jpg")
+def test_bench_plot_must_be_png(run_cli, gc_export, tmp_path):
+    result = run_cli("bench", gc_export, "--runs", "2", "--plot", tmp_path / "lat.jpg")
     assert_one_line_error(result, ".png")
     assert _listing(tmp_path) == []
 
 
-def test_bench_plot_parent_folders_are_created(run_cli, small_export, tmp_path):
+def test_bench_plot_parent_folders_are_created(run_cli, gc_export, tmp_path):
     plot = tmp_path / "plots" / "lat.png"
-    result = run_cli("bench", small_export, "--runs", "2", "--plot", plot)
+    result = run_cli("bench", gc_export, "--runs", "2", "--plot", plot)
     assert result.code == 0, result.stderr
     assert plot.read_bytes().startswith(b"\x89PNG")
 
@@ -190,8 +181,8 @@ def test_bad_options_are_one_line_usage_errors(run_cli, no_work, tmp_path, args,
     assert not (tmp_path / "o").exists()
 
 
-def test_exports_keep_image_channels_static(small_export):
-    inputs = json.loads((small_export / "manifest.json").read_text())["inputs"]
+def test_exports_keep_image_channels_static(gc_export):
+    inputs = json.loads((gc_export / "manifest.json").read_text())["inputs"]
     batch, channels, height, width = inputs[0]["shape"]
     assert channels == 3
     assert all(isinstance(d, str) for d in (batch, height, width))

@@ -11,15 +11,6 @@ import pytest
 from tests.conftest import assert_one_line_error
 
 
-@pytest.fixture(scope="module")
-def gc_export(tmp_path_factory):
-    from edgegate.pipeline.export import export
-
-    out = tmp_path_factory.mktemp("gc") / "export"
-    export("gc-mobilenet", out, target="onnxruntime")
-    return out
-
-
 def test_export_writes_model_stages_and_manifest(gc_export):
     names = {p.name for p in gc_export.iterdir()}
     assert {"model.onnx", "stage1.onnx", "stage2.onnx", "manifest.json"} <= names

@@ -63,6 +63,21 @@ def test_default_profile_is_the_hosts_and_its_kernels_agree_with_the_dequantized
     assert report["kernel_agreement"] >= 99.0, report["kernel_agreement"]
 
 
+def test_calibration_on_noise_that_breaks_the_export_exits_1_and_keeps_the_files(run_cli, tmp_path):
+    """16 noise images set ranges that cost gc-mobilenet about 3 top-1 points: quantize says so
+    in one line and exits 1 (the honest runs of the `quantized` fixture exit 0)."""
+    noise = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype("float32")
+    np.savez(tmp_path / "noise.npz", images=noise)
+    out = tmp_path / "out"
+    result = run_cli("quantize", "gc-mobilenet", "--calib-data", tmp_path / "noise.npz", "-o", out)
+    assert result.code == 1, result.stderr
+    why = [line for line in result.stderr.splitlines() if "INT8 check failed" in line]
+    assert len(why) == 1 and "--max-drop" in why[0], result.stderr
+    report = _report(out)
+    assert report["passed"] is False and report["drop_points"] > 1.0, report["failures"]
+    assert read_manifest(out).files  # the files stay, hashed, for inspection
+
+
 def test_gc_gate_decisions_flip_on_at_most_half_a_percent(quantized):
     for profile in ("onnxruntime", "tensorrt"):
         flips = _report(quantized["gc-mobilenet", profile])["gate_flip_rate"]
