@@ -87,7 +87,12 @@ def _op_profile(path: Path, threads: int, x: np.ndarray, runs: int, tmp: Path) -
 
 
 def _build(
-    tmp: Path, model: str, size: int, calib_samples: int, checkpoint: Path | None = None
+    tmp: Path,
+    model: str,
+    size: int,
+    calib_samples: int,
+    checkpoint: Path | None = None,
+    profile: str = "onnxruntime",
 ) -> tuple[dict[str, Path], np.ndarray]:
     """Export the three models; returns their paths and one benchmark input."""
     module = load_model(model, checkpoint).module.eval()
@@ -97,7 +102,8 @@ def _build(
 
     export_onnx(module, (example,), paths["fp32"])
 
-    qmodel = quantize_model(module, QuantConfig(get_profile("onnxruntime"), "minmax"))
+    config = QuantConfig(get_profile(profile), "minmax")
+    qmodel = quantize_model(module, config)
     calibrate(qmodel, [(b,) for b in torch.split(calib, CALIB_BATCH)])
     export_onnx(to_qdq(qmodel), (example,), paths["edgegate_int8"])
 
@@ -112,6 +118,7 @@ def _build(
         per_channel=True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
+        reduce_range=config.profile.weight_bits < 8,  # the same 7-bit weights on x86-avx2
     )
     return paths, example.numpy()
 
@@ -144,6 +151,12 @@ def main() -> None:
         type=Path,
         help="trained weights for a spec without shipped ones (edgegate train SPEC -o FILE)",
     )
+    ap.add_argument(
+        "--profile",
+        default="onnxruntime",
+        help="edgegate INT8 profile (default: this host's onnxruntime variant); quantize_static "
+        "gets the matching reduce_range",
+    )
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=500, help="timed rounds (each runs all three)")
@@ -154,7 +167,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        paths, x = _build(Path(tmp), a.model, a.size, a.calib_samples, a.checkpoint)
+        paths, x = _build(Path(tmp), a.model, a.size, a.calib_samples, a.checkpoint, a.profile)
         sessions = {form: _session(paths[form], a.threads) for form in FORMS}
         outputs = {form: _run(s, x)[0] for form, s in sessions.items()}
         times = _time_interleaved(sessions, x, a.runs, a.warmup)

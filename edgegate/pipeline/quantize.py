@@ -23,7 +23,7 @@ from edgegate.jsonio import write_json
 from edgegate.manifest import MANIFEST_NAME, Manifest, sha256_file, write_manifest
 from edgegate.models import load_model
 from edgegate.outputs import check_output_dir
-from edgegate.pipeline.tasks import Task, make_part, resolve_task, torch_predict
+from edgegate.pipeline.tasks import Task, TaskData, make_part, resolve_task, torch_predict
 from edgegate.pipeline.validate import INT8_STATE, runner_predict
 from edgegate.pipeline.weights import record_weights, store_weights
 from edgegate.progress import SILENT, Progress
@@ -34,7 +34,7 @@ from edgegate.quant.qat import QATConfig, train_qat
 from edgegate.quant.qdq import activation_quants, to_qdq
 from edgegate.quant.quantizers import check_method
 from edgegate.quant.state import save_state, tensor_hash
-from edgegate.targets import for_profile
+from edgegate.targets import Target, for_profile
 from edgegate.validate.parity import Tolerance, compare_outputs, top1_agreement
 
 INT8_STEM = "model.int8"
@@ -211,9 +211,16 @@ def quantize(
             written = target.export(part, stage)
         save_state(stage / INT8_STATE, qmodel, loaded.spec, quant_record)
         summary = _judge(
-            kind, written.path, target, qmodel, float_module, test, test_inputs, metrics,
-            max_drop, progress,
-        )  # fmt: skip
+            kind,
+            written.path,
+            target,
+            qmodel,
+            float_module,
+            test,
+            metrics,
+            max_drop,
+            progress,
+        )
         summary = {
             "model": loaded.spec,
             "task": kind.name,
@@ -274,17 +281,17 @@ def quantize(
 def _judge(
     kind: Task,
     path: Path,
-    target,
+    target: Target,
     qmodel: nn.Module,
     float_module: nn.Module,
-    test,
-    test_inputs: torch.Tensor,
+    test: TaskData,
     metrics: dict[str, Any],
     max_drop: float,
     progress: Progress,
 ) -> dict[str, Any]:
     """Score the shipped export and decide: fake-quant parity (validate's rule) and the loss
     against float within ``max_drop``."""
+    test_inputs = kind.model_inputs(test)
     with progress.phase("score the INT8 export"):
         fake = predictions(qmodel, test_inputs)
         with target.runner(path, threads=2) as runner:

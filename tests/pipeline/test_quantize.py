@@ -241,12 +241,16 @@ def test_rebuild_restores_biases_that_bias_correction_added(tmp_path):
 def test_qlm_int8_quantizes_and_validates(tmp_path, run_cli):
     """The LM path end to end: sequences calibrate whole, the state rebuilds (bias correction
     gives the tied head a bias), and `validate` passes on decisions that are not near-ties."""
+    from edgegate.data import stdlib_text
+
+    text = tmp_path / "test.txt"  # the first 16 kB of the built-in test split: 496 windows
+    text.write_bytes(stdlib_text("test")[:16384].numpy().tobytes())
     out = tmp_path / "qlm"
-    result = quantize("qlm", out, calib_samples=16, seq_len=32)
+    result = quantize("qlm", out, calib_samples=16, seq_len=32, data=str(text))
     agreement = result["onnx_vs_fake_quant"]
     assert agreement["decisive_top1_agreement"] >= 99.5, agreement
     assert result["perplexity_increase"] < 0.05 * result["accuracy"]["float"]["perplexity"]
-    verdict = run_cli("validate", out, "--json")
+    verdict = run_cli("validate", out, "--data", text, "--json")
     assert verdict.code == 0, (verdict.stdout, verdict.stderr)
     parity = json.loads(verdict.stdout)
     assert parity["decisive_top1_agreement"] >= 99.5, parity

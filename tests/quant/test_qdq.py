@@ -117,7 +117,7 @@ def _session(path, profile: str) -> ort.InferenceSession:
     options.intra_op_num_threads = 2
     options.log_severity_level = 3
     if profile == "tensorrt":
-        # as edgegate.int8 does: a TensorRT graph is checked as written, not ORT-fused
+        # as the onnx target does: a TensorRT graph is checked as written, not ORT-fused
         options.add_session_config_entry("session.disable_quant_qdq", "1")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
