@@ -23,7 +23,14 @@ from edgegate.jsonio import write_json
 from edgegate.manifest import MANIFEST_NAME, Manifest, sha256_file, write_manifest
 from edgegate.models import load_model
 from edgegate.outputs import check_output_dir
-from edgegate.pipeline.tasks import Task, TaskData, make_part, resolve_task, torch_predict
+from edgegate.pipeline.tasks import (
+    Recorder,
+    Task,
+    TaskData,
+    make_part,
+    resolve_task,
+    torch_predict,
+)
 from edgegate.pipeline.validate import INT8_STATE, runner_predict
 from edgegate.pipeline.weights import record_weights, store_weights
 from edgegate.progress import SILENT, Progress
@@ -51,20 +58,6 @@ def check_fits(module: nn.Module, inputs: torch.Tensor, spec: str) -> None:
         raise BadInput(
             f"calibration inputs of shape {list(inputs.shape[1:])} do not fit {spec}: {reason}"
         ) from exc
-
-
-def predictions(module: nn.Module, inputs: torch.Tensor, batch: int = 64) -> list[np.ndarray]:
-    outs: list[list[np.ndarray]] = []
-    with torch.no_grad():
-        for chunk in inputs.split(batch):
-            out = module(chunk)
-            outs.append([o.numpy() for o in (out if isinstance(out, tuple) else (out,))])
-    return [np.concatenate(parts) for parts in zip(*outs, strict=True)]
-
-
-def batched(predict, inputs: np.ndarray, batch: int = 64) -> list[np.ndarray]:
-    outs = [predict(inputs[i : i + batch]) for i in range(0, len(inputs), batch)]
-    return [np.concatenate(parts) for parts in zip(*outs, strict=True)]
 
 
 def flip_rate(reference: list[np.ndarray], candidate: list[np.ndarray], threshold: float) -> float:
@@ -159,9 +152,10 @@ def quantize(
     batches = [(b,) for b in calib.split(kind.calibration_batch)]
     calibrate(qmodel, batches, progress=progress)
     metrics: dict[str, Any] = {}
+    float_run, fake_run = Recorder(torch_predict(float_module)), Recorder(torch_predict(qmodel))
     with progress.phase("score float and fake-quant models"):
-        metrics["float"] = kind.score_module(float_module, test)
-        metrics["ptq"] = kind.score(torch_predict(qmodel), test, float_module)
+        metrics["float"] = kind.score_module(float_module, test, float_run)
+        metrics["ptq"] = kind.score(fake_run, test, float_module)
     if qat_epochs:
         train = kind.load(loaded, data, "train", input_size=input_size, seq_len=seq_len)
         train_qat(
@@ -172,7 +166,8 @@ def quantize(
             QATConfig(epochs=qat_epochs),
             on_step=lambda step, total, loss: progress.step("QAT", step, total, f"loss {loss:.4f}"),
         )
-        metrics["qat"] = kind.score(torch_predict(qmodel), test, float_module)
+        fake_run = Recorder(torch_predict(qmodel))  # the trained model is the one that ships
+        metrics["qat"] = kind.score(fake_run, test, float_module)
 
     qdq = to_qdq(qmodel)
     example = test_inputs[:1]
@@ -214,7 +209,8 @@ def quantize(
             kind,
             written.path,
             target,
-            qmodel,
+            fake_run.outputs,
+            float_run.outputs,
             float_module,
             test,
             metrics,
@@ -282,7 +278,8 @@ def _judge(
     kind: Task,
     path: Path,
     target: Target,
-    qmodel: nn.Module,
+    fake: list[np.ndarray],
+    reference: list[np.ndarray],
     float_module: nn.Module,
     test: TaskData,
     metrics: dict[str, Any],
@@ -290,15 +287,13 @@ def _judge(
     progress: Progress,
 ) -> dict[str, Any]:
     """Score the shipped export and decide: fake-quant parity (validate's rule) and the loss
-    against float within ``max_drop``."""
+    against float within ``max_drop``. ``fake`` and ``reference`` are the fake-quant and float
+    outputs on the test split, in order."""
     test_inputs = kind.model_inputs(test)
-    with progress.phase("score the INT8 export"):
-        fake = predictions(qmodel, test_inputs)
-        with target.runner(path, threads=2) as runner:
-            predict = runner_predict(runner, kind.input_name)
-            shipped = batched(predict, test_inputs.numpy())
-            metrics["int8_onnx"] = kind.score(predict, test, float_module)
-        reference = predictions(float_module, test_inputs)
+    with progress.phase("score the INT8 export"), target.runner(path, threads=2) as runner:
+        shipped_run = Recorder(runner_predict(runner, kind.input_name))
+        metrics["int8_onnx"] = kind.score(shipped_run, test, float_module)
+    shipped = shipped_run.outputs
     names = list(kind.output_names)
     parity = compare_outputs(
         dict(zip(names, fake, strict=True)),

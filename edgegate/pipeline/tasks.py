@@ -74,6 +74,25 @@ def make_part(
     return ExportPart(stem, module, args, input_names, output_names, dynamic_dims, meta)
 
 
+class Recorder:
+    """A predict callable that keeps what it returned: one pass over the test split both
+    scores a model and gives the outputs to compare with another's."""
+
+    def __init__(self, predict: Predict) -> None:
+        self.predict = predict
+        self._batches: list[list[np.ndarray]] = []
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        out = self.predict(batch)
+        self._batches.append(list(out))
+        return out
+
+    @property
+    def outputs(self) -> list[np.ndarray]:
+        """Every output, concatenated over the batches seen (in the order they came)."""
+        return [np.concatenate(parts) for parts in zip(*self._batches, strict=True)]
+
+
 class Task:
     """Image classification; the other tasks override what differs."""
 
@@ -175,9 +194,17 @@ class Task:
             accuracy.classifier_metrics(predict, data.inputs.numpy(), data.labels.numpy())
         )
 
-    def score_module(self, module: nn.Module, data: TaskData) -> dict[str, Any]:
-        """Task metrics of a torch module."""
-        return self.score(torch_predict(module.eval()), data, module)
+    def score_module(
+        self, module: nn.Module, data: TaskData, predict: Predict | None = None
+    ) -> dict[str, Any]:
+        """Task metrics of a torch module (run through ``predict`` when given, e.g. a
+        ``Recorder`` that keeps the outputs), with what the module itself reports."""
+        predict = predict or torch_predict(module.eval())
+        return {**self.score(predict, data, module), **self.module_metrics(module)}
+
+    def module_metrics(self, module: nn.Module) -> dict[str, Any]:
+        """Metrics a model reports about itself rather than its outputs (GC: compression)."""
+        return {}
 
     def training_loss(self, config: TrainConfig) -> LossFn:
         return classification_loss
@@ -235,10 +262,8 @@ class GatedCompressionTask(Task):
             )
         )
 
-    def score_module(self, module: nn.Module, data: TaskData) -> dict[str, Any]:
-        metrics = super().score_module(module, data)
-        metrics["compression_ratio"] = round(float(module.gc.compression_ratio()), 4)
-        return metrics
+    def module_metrics(self, module: nn.Module) -> dict[str, Any]:
+        return {"compression_ratio": round(float(module.gc.compression_ratio()), 4)}
 
     def training_loss(self, config: TrainConfig) -> LossFn:
         return functools.partial(

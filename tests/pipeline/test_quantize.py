@@ -84,6 +84,7 @@ def test_gc_gate_decisions_flip_on_at_most_half_a_percent(quantized):
         assert flips["onnx_vs_float"] <= 0.5 and flips["fake_quant_vs_float"] <= 0.5, flips
 
 
+@pytest.mark.slow  # two epochs of quantization-aware training: about a minute on 2 cores
 def test_qat_two_epochs_recovers_at_least_half_of_a_real_ptq_drop(tmp_path):
     """One calibration image leaves ranges too narrow: PTQ loses points, and QAT must win half
     of them back (acceptance: `--qat-epochs 2` recovers >= half of any drop above 0.2)."""
