@@ -407,11 +407,13 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
             ),
         ] = None,
         calib_samples: Annotated[
-            int,
+            int | None,
             typer.Option(
-                "--calib-samples", help="Calibration samples (images or sequences), at most."
+                "--calib-samples",
+                help="Calibration samples (images or sequences); default: up to 256. A warning "
+                "says when the data holds fewer than asked.",
             ),
-        ] = 256,
+        ] = None,
         method: Annotated[
             str, typer.Option("--method", "-m", help="Calibration: minmax, percentile or mse.")
         ] = "minmax",

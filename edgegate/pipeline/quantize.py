@@ -45,6 +45,7 @@ from edgegate.targets import Target, for_profile
 from edgegate.validate.parity import Tolerance, compare_outputs, top1_agreement
 
 INT8_STEM = "model.int8"
+DEFAULT_CALIB_SAMPLES = 256  # the whitepaper's "about 100 batches" is more than tiny sets hold
 KERNEL_CHECK_ROWS = 256
 
 
@@ -87,9 +88,11 @@ def qat_recovery(kind: Task, metrics: dict[str, Any]) -> dict[str, float | None]
     return {"ptq_loss": ptq, "qat_loss": qat, "recovered_fraction": fraction}
 
 
-def _checked_options(method: str, calib_samples: int, qat_epochs: int, max_drop: float) -> None:
+def _checked_options(
+    method: str, calib_samples: int | None, qat_epochs: int, max_drop: float
+) -> None:
     check_method(method)
-    if calib_samples < 1:
+    if calib_samples is not None and calib_samples < 1:
         raise BadInput(f"--calib-samples must be at least 1, got {calib_samples}")
     if qat_epochs < 0:
         raise BadInput(f"--qat-epochs must be >= 0, got {qat_epochs}")
@@ -105,7 +108,7 @@ def quantize(
     method: str = "minmax",
     checkpoint: Path | None = None,
     calib_data: str | None = None,
-    calib_samples: int = 256,
+    calib_samples: int | None = None,
     data: str | None = None,
     qat_epochs: int = 0,
     input_size: int | None = None,
@@ -129,8 +132,9 @@ def quantize(
     loaded = load_model(model, checkpoint, trust_code=trust_code)
     kind = resolve_task(loaded, task)
     float_module = loaded.module.eval()
+    asked = calib_samples or DEFAULT_CALIB_SAMPLES
     calib, calib_name = kind.calibration_inputs(
-        loaded, calib_data, calib_samples, input_size=input_size, seq_len=seq_len
+        loaded, calib_data, asked, input_size=input_size, seq_len=seq_len
     )
     if len(calib) == 0:
         raise BadInput(f"calibration data '{calib_data or calib_name}' holds no samples")
@@ -142,7 +146,7 @@ def quantize(
     test_inputs = kind.model_inputs(test)
     weights = record_weights(loaded, checkpoint)
     warnings = []
-    if len(calib) < calib_samples:
+    if calib_samples is not None and len(calib) < calib_samples:
         warnings.append(
             f"calibrated on {len(calib)} samples, all that '{calib_name}' holds "
             f"(--calib-samples asked for {calib_samples})"
@@ -181,7 +185,7 @@ def quantize(
         "calibration": {
             "source": calib_name,
             "samples": int(len(calib)),
-            "requested": calib_samples,
+            "requested": asked,
             "sha256": tensor_hash(calib),
         },
     }

@@ -69,8 +69,12 @@ def test_calibration_on_noise_that_breaks_the_export_exits_1_and_keeps_the_files
     noise = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype("float32")
     np.savez(tmp_path / "noise.npz", images=noise)
     out = tmp_path / "out"
-    result = run_cli("quantize", "gc-mobilenet", "--calib-data", tmp_path / "noise.npz", "-o", out)
+    result = run_cli(
+        "quantize", "gc-mobilenet", "--calib-data", tmp_path / "noise.npz", "--calib-samples",
+        "32", "-o", out,
+    )  # fmt: skip
     assert result.code == 1, result.stderr
+    assert "calibrated on 16 samples" in result.stderr  # all the file holds, not the 32 asked
     why = [line for line in result.stderr.splitlines() if "INT8 check failed" in line]
     assert len(why) == 1 and "--max-drop" in why[0], result.stderr
     report = _report(out)
