@@ -1,8 +1,8 @@
-"""Package mapping pyproject.toml cannot express: exporters/ and quant/ go under edgegate."""
+"""Package mapping pyproject.toml cannot express: exporters/, quant/ and csrc/ go under edgegate."""
 
 from setuptools import find_namespace_packages, setup
 
-MAPPED = {"exporters": "edgegate.exporters", "quant": "edgegate.quant"}
+MAPPED = {"exporters": "edgegate.exporters", "quant": "edgegate.quant", "csrc": "edgegate.csrc"}
 
 packages = find_namespace_packages(include=["edgegate", "edgegate.*"], exclude=["*__pycache__*"])
 for folder, name in MAPPED.items():

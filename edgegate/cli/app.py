@@ -170,6 +170,43 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
             "(x86-vnni, x86-avx2 or arm64).",
         ),
     ]
+    CalibDataOpt = Annotated[
+        str | None,
+        typer.Option(
+            "--calib-data",
+            help="Calibration inputs: `digits`/`stdlib` (built-in calib split), a `.npz` "
+            "file, an image folder or a text file.",
+        ),
+    ]
+    CalibSamplesOpt = Annotated[
+        int | None,
+        typer.Option(
+            "--calib-samples",
+            help="Calibration samples (images or sequences); default: up to 256. A warning "
+            "says when the data holds fewer than asked.",
+        ),
+    ]
+    MethodOpt = Annotated[
+        str, typer.Option("--method", "-m", help="Calibration: minmax, percentile or mse.")
+    ]
+    QatEpochsOpt = Annotated[
+        int,
+        typer.Option("--qat-epochs", help="Quantization-aware fine-tuning epochs after PTQ."),
+    ]
+    MaxDropOpt = Annotated[
+        float,
+        typer.Option(
+            "--max-drop",
+            help="Largest loss of the INT8 export against float: top-1 points, or percent "
+            "perplexity for language models. Above it, exit 1.",
+        ),
+    ]
+    ScanInputsOpt = Annotated[
+        bool,
+        typer.Option(
+            "--quantize-scan-inputs", help="Also quantize the q/k/v projections feeding scans."
+        ),
+    ]
     ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="Intra-op threads.")]
     OutputDirOpt = Annotated[Path, typer.Option("--output", "-o", help="Output folder.")]
 
@@ -353,22 +390,86 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         model: ModelArg,
         target: TargetOpt = "onnx",
         output: OutputDirOpt = Path("edgegate-out"),
+        precision: Annotated[
+            str,
+            typer.Option("--precision", help="fp32 or fp16 (targets that take it: tensorrt)."),
+        ] = "fp32",
+        int8: Annotated[
+            bool,
+            typer.Option(
+                "--int8",
+                help="Quantize under the target's INT8 profile (explicit Q/DQ), with the "
+                "calibration options below; judged as `quantize` judges.",
+            ),
+        ] = False,
+        build: Annotated[
+            bool,
+            typer.Option(
+                "--build",
+                help="Also build the engine here (TensorRT and a GPU needed; else exit 3).",
+            ),
+        ] = False,
         checkpoint: CheckpointOpt = None,
         input_size: InputSizeOpt = None,
         seq_len: SeqLenOpt = None,
+        calib_data: CalibDataOpt = None,
+        calib_samples: CalibSamplesOpt = None,
+        method: MethodOpt = "minmax",
+        qat_epochs: QatEpochsOpt = 0,
+        max_drop: MaxDropOpt = 1.0,
+        quantize_scan_inputs: ScanInputsOpt = False,
         trust_code: TrustOpt = False,
         task: TaskOpt = None,
         json_out: JsonOpt = False,
     ) -> None:
         """Export for a target: its model file (+ stage1/stage2 for gated-compression models)
         and manifest.json, with the weights' source recorded (and stored if no file holds them).
+        For tensorrt, a build kit: run `bash build.sh` on the device.
 
         Examples:
 
         - `edgegate export gc-mobilenet -o out/gc`
         - `edgegate export gdn-lm --target onnxruntime --seq-len 256 -o out/gdn`
+        - `edgegate export gla-lm --target tensorrt -o kit/gla` (then `bash kit/gla/build.sh`)
+        - `edgegate export mobilenet-v3-se --target tensorrt --int8 --calib-samples 128 -o kit/m8`
         - `edgegate export mypkg.models:build -c mine.pt --trust-code --task image -o out/mine`
         """
+        from edgegate.errors import BadInput
+
+        if int8:
+            if precision != "fp32":
+                raise BadInput("--int8 and --precision fp16 exclude each other")
+            from edgegate.pipeline.quantize import quantize_for_target
+            from edgegate.pipeline.summary import int8_rows
+
+            with _progress() as progress:
+                result = quantize_for_target(
+                    model,
+                    output,
+                    target=target,
+                    build=build,
+                    method=method,
+                    checkpoint=checkpoint,
+                    calib_data=calib_data,
+                    calib_samples=calib_samples,
+                    qat_epochs=qat_epochs,
+                    input_size=input_size,
+                    seq_len=seq_len,
+                    quantize_scan_inputs=quantize_scan_inputs,
+                    max_drop=max_drop,
+                    trust_code=trust_code,
+                    task=task,
+                    progress=progress,
+                )
+            _warn(result)
+            if json_out:
+                _emit_json(result)
+            else:
+                _print_rows(int8_rows(result), title=f"INT8 {result['model']} for {target}")
+                out.print(f"files in {result['output_dir']}: {', '.join(result['files'])}")
+            if not result["passed"]:
+                _fail(result, "INT8 check")
+            return
         from edgegate.pipeline.export import export as run_export
 
         with _progress() as progress:
@@ -376,6 +477,8 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
                 model,
                 output,
                 target=target,
+                precision=precision,
+                build=build,
                 checkpoint=checkpoint,
                 input_size=input_size,
                 seq_len=seq_len,
@@ -398,46 +501,15 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         profile: ProfileOpt = "onnxruntime",
         output: OutputDirOpt = Path("edgegate-int8"),
         checkpoint: CheckpointOpt = None,
-        calib_data: Annotated[
-            str | None,
-            typer.Option(
-                "--calib-data",
-                help="Calibration inputs: `digits`/`stdlib` (built-in calib split), a `.npz` "
-                "file, an image folder or a text file.",
-            ),
-        ] = None,
-        calib_samples: Annotated[
-            int | None,
-            typer.Option(
-                "--calib-samples",
-                help="Calibration samples (images or sequences); default: up to 256. A warning "
-                "says when the data holds fewer than asked.",
-            ),
-        ] = None,
-        method: Annotated[
-            str, typer.Option("--method", "-m", help="Calibration: minmax, percentile or mse.")
-        ] = "minmax",
-        qat_epochs: Annotated[
-            int,
-            typer.Option("--qat-epochs", help="Quantization-aware fine-tuning epochs after PTQ."),
-        ] = 0,
-        max_drop: Annotated[
-            float,
-            typer.Option(
-                "--max-drop",
-                help="Largest loss of the INT8 export against float: top-1 points, or percent "
-                "perplexity for language models. Above it, exit 1.",
-            ),
-        ] = 1.0,
+        calib_data: CalibDataOpt = None,
+        calib_samples: CalibSamplesOpt = None,
+        method: MethodOpt = "minmax",
+        qat_epochs: QatEpochsOpt = 0,
+        max_drop: MaxDropOpt = 1.0,
         data: DataOpt = None,
         input_size: InputSizeOpt = None,
         seq_len: SeqLenOpt = None,
-        quantize_scan_inputs: Annotated[
-            bool,
-            typer.Option(
-                "--quantize-scan-inputs", help="Also quantize the q/k/v projections feeding scans."
-            ),
-        ] = False,
+        quantize_scan_inputs: ScanInputsOpt = False,
         w8a8: Annotated[
             bool,
             typer.Option("--w8a8", help="Quantize activations too under weight-only profiles."),

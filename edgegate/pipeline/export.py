@@ -2,19 +2,67 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from edgegate.atomic import staged_directory
-from edgegate.manifest import MANIFEST_NAME, Manifest, sha256_file, write_manifest
+from edgegate.errors import BadInput
+from edgegate.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_file, write_manifest
 from edgegate.models import load_model
 from edgegate.outputs import check_output_dir
 from edgegate.pipeline.tasks import resolve_task
 from edgegate.pipeline.weights import record_weights, store_weights
 from edgegate.progress import SILENT, Progress
-from edgegate.targets import get_target
+from edgegate.targets import ExportedFile, ExportPart, Target, get_target
+
+PRECISIONS = ("fp32", "fp16")
+
+
+def check_precision(target: Target, precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise BadInput(f"unknown precision '{precision}': expected one of {', '.join(PRECISIONS)}")
+    if precision not in target.precisions:
+        raise BadInput(
+            f"target '{target.name}' exports {', '.join(target.precisions)}, not {precision}"
+        )
+
+
+def in_half(part: ExportPart) -> ExportPart:
+    """The part in fp16: a half copy of its module, float inputs in half (tokens stay ints)."""
+    args = tuple(a.half() if a.is_floating_point() else a for a in part.args)
+    module = copy.deepcopy(part.module).half().eval()
+    return dataclasses.replace(part, module=module, args=args, precision="fp16")
+
+
+def package_and_manifest(
+    target: Target,
+    stage: Path,
+    parts: list[ExportPart],
+    written: list[ExportedFile],
+    manifest: Manifest,
+) -> None:
+    """Let the target add its files around the model files (a build kit), then record and
+    hash them all in the manifest, which is written last."""
+    extras = target.package(stage, manifest.model, manifest.precision, parts, written)
+    for relative in extras["files"]:
+        manifest.files[relative] = sha256_file(stage / relative)
+    manifest.extra.update(extras["record"])
+    write_manifest(stage, manifest)
+
+
+def build_engines(target: Target, output_dir: Path, progress: Progress) -> list[str]:
+    """``--build``: the target's engines, in this process, recorded in the manifest."""
+    output_dir = Path(output_dir)
+    manifest = read_manifest(output_dir)
+    with progress.phase("build engines"):
+        built = target.build(output_dir, manifest)
+    for name in built:
+        manifest.files[name] = sha256_file(output_dir / name)
+    write_manifest(output_dir, manifest)
+    return built
 
 
 def export(
@@ -22,17 +70,23 @@ def export(
     output_dir: Path,
     *,
     target: str = "onnx",
+    precision: str = "fp32",
     checkpoint: Path | None = None,
     input_size: int | None = None,
     seq_len: int | None = None,
     trust_code: bool = False,
     task: str | None = None,
+    build: bool = False,
     progress: Progress = SILENT,
 ) -> dict[str, Any]:
-    """Export ``model`` for ``target`` into ``output_dir`` with a manifest (atomically)."""
+    """Export ``model`` for ``target`` into ``output_dir`` with a manifest (atomically); with
+    ``build``, also build the target's engine here (TensorRT)."""
     chosen = get_target(target)
+    check_precision(chosen, precision)
     check_output_dir(output_dir)
     chosen.check_available()
+    if build:
+        chosen.check_build()  # exit 3 before any work when this machine cannot build
     loaded = load_model(model, checkpoint, trust_code=trust_code)
     kind = resolve_task(loaded, task)
     module = loaded.module.eval()
@@ -42,46 +96,52 @@ def export(
         "model": loaded.spec,
         "task": kind.name,
         "target": chosen.name,
+        "precision": precision,
         "weights": weights.label,
     }
     parts = kind.export_parts(module, example, metadata)
+    if precision == "fp16":
+        parts = [in_half(part) for part in parts]
     with staged_directory(output_dir) as stage:
         files: dict[str, str] = {}
-        ops: set[str] = set()
-        inputs = None
+        written: list[ExportedFile] = []
         for part in parts:
             with progress.phase(f"export {chosen.file_name(part.stem)}"):
-                written = chosen.export(part, stage)
-            files[written.path.name] = sha256_file(written.path)
-            ops.update(written.custom_ops)
-            inputs = inputs or written.inputs
+                exported = chosen.export(part, stage)
+            written.append(exported)
+            files[exported.path.name] = sha256_file(exported.path)
         stored = store_weights(loaded, weights, stage)
         if stored is not None:
             files[stored] = sha256_file(stage / stored)
         manifest = Manifest(
             model=loaded.spec,
             target=chosen.name,
-            precision="fp32",
-            inputs=inputs or [],
+            precision=precision,
+            inputs=written[0].inputs,
             outputs=list(kind.output_names),
             task=kind.name,
             files=files,
-            custom_ops=sorted(ops),
+            custom_ops=sorted({op for w in written for op in w.custom_ops}),
             extra={
-                "model_file": chosen.file_name(parts[0].stem),
+                "model_file": written[0].path.name,
                 "example_shapes": {kind.input_name: list(example[0].shape)},
                 **kind.settings(module),
                 "weights": weights.label,
                 "weights_source": weights.to_dict(),
             },
         )
-        write_manifest(stage, manifest)
+        with progress.phase(f"package for {chosen.name}"):
+            package_and_manifest(chosen, stage, parts, written, manifest)
+    built = build_engines(chosen, output_dir, progress) if build else []
+    listed = read_manifest(output_dir).files
     return {
         "output_dir": os.fspath(output_dir),
         "model": loaded.spec,
         "target": chosen.name,
-        "files": sorted([*files, MANIFEST_NAME]),
+        "precision": precision,
+        "files": sorted([*listed, MANIFEST_NAME]),
         "custom_ops": manifest.custom_ops,
         "weights": weights.label,
-        "inputs": [asdict(spec) for spec in manifest.inputs],
+        "inputs": [dataclasses.asdict(spec) for spec in manifest.inputs],
+        "engines": built,
     }

@@ -20,9 +20,10 @@ from torch import nn
 from edgegate.atomic import staged_directory
 from edgegate.errors import BadInput
 from edgegate.jsonio import write_json
-from edgegate.manifest import MANIFEST_NAME, Manifest, sha256_file, write_manifest
+from edgegate.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_file
 from edgegate.models import load_model
 from edgegate.outputs import check_output_dir
+from edgegate.pipeline.export import build_engines, package_and_manifest
 from edgegate.pipeline.tasks import (
     Recorder,
     Task,
@@ -41,7 +42,7 @@ from edgegate.quant.qat import QATConfig, train_qat
 from edgegate.quant.qdq import activation_quants, to_qdq
 from edgegate.quant.quantizers import check_method
 from edgegate.quant.state import save_state, tensor_hash
-from edgegate.targets import Target, for_profile
+from edgegate.targets import Target, for_profile, get_target
 from edgegate.validate.parity import Tolerance, compare_outputs, top1_agreement
 
 INT8_STEM = "model.int8"
@@ -271,9 +272,10 @@ def quantize(
                 "weights_source": weights.to_dict(),
             },
         )
-        write_manifest(stage, manifest)
+        with progress.phase(f"package for {target.name}"):
+            package_and_manifest(target, stage, [part], [written], manifest)
     summary["output_dir"] = os.fspath(output_dir)
-    summary["files"] = sorted([*files, MANIFEST_NAME])
+    summary["files"] = sorted([*read_manifest(output_dir).files, MANIFEST_NAME])
     summary["inputs"] = [asdict(s) for s in manifest.inputs]
     return summary
 
@@ -337,3 +339,32 @@ def _judge(
             "onnx_vs_fake_quant": flip_rate(fake, shipped, threshold),
         }
     return summary
+
+
+def quantize_for_target(
+    model: str,
+    output_dir: Path,
+    *,
+    target: str,
+    build: bool = False,
+    progress: Progress = SILENT,
+    **options: Any,
+) -> dict[str, Any]:
+    """``export --int8``: quantize under the target's own INT8 profile (its Q/DQ export is the
+    target's model file), then build the engine when asked and the export passed its checks."""
+    chosen = get_target(target)
+    if chosen.default_profile is None:
+        raise BadInput(
+            f"target '{chosen.name}' has no INT8 profile of its own: "
+            "use `edgegate quantize --profile ...`"
+        )
+    if build:
+        chosen.check_build()  # exit 3 before any work when this machine cannot build
+    result = quantize(
+        model, output_dir, profile=chosen.default_profile, progress=progress, **options
+    )
+    if result["target"] != chosen.name:  # a profile whose family another target runs
+        raise BadInput(f"profile '{chosen.default_profile}' exports for '{result['target']}'")
+    built = build and result["passed"]
+    result["engines"] = build_engines(chosen, output_dir, progress) if built else []
+    return result

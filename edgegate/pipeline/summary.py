@@ -39,8 +39,8 @@ def validation_rows(val: dict[str, Any]) -> Rows:
     if val.get("accuracy"):
         ref, cand = val["accuracy"]["reference"], val["accuracy"]["candidate"]
         key = "perplexity" if "perplexity" in ref else "top1"
-        target = val.get("target", "export")
-        rows.append((f"{key}: torch / {target}", f"{ref[key]:.4g} / {cand[key]:.4g}"))
+        runtime = val.get("runtime", "export")
+        rows.append((f"{key}: torch / {runtime}", f"{ref[key]:.4g} / {cand[key]:.4g}"))
     if "two_stage" in val:
         ts = val["two_stage"]
         rows += [

@@ -71,7 +71,10 @@ def make_part(
         for n, a in zip(input_names, args, strict=True)
     ]
     meta = {**metadata, "part": f"{stem}", "inputs": json.dumps(inputs)}
-    return ExportPart(stem, module, args, input_names, output_names, dynamic_dims, meta)
+    classifiers = frozenset(output_names) & {"logits"}
+    return ExportPart(
+        stem, module, args, input_names, output_names, dynamic_dims, meta, classifiers
+    )
 
 
 class Recorder:

@@ -149,6 +149,7 @@ def _validate(
         "artifact": os.fspath(artifact),
         "reference": loaded.spec,
         "target": art.target.name,
+        "runtime": cand.name,
         "data": eval_data.source,
         "parity_samples": int(len(feed[kind.input_name])),
         **report.to_dict(),

@@ -2,9 +2,10 @@
 
 from edgegate.runtime.base import Runner, TensorSpec
 from edgegate.runtime.onnxruntime_runner import OnnxRuntimeRunner
+from edgegate.runtime.tensorrt_runner import TensorRTRunner
 from edgegate.runtime.torch_runner import TorchRunner
 from edgegate.runtime.two_stage import TwoStageRunner
-from edgegate.runtime.unavailable import CoreMLRunner, TensorRTRunner
+from edgegate.runtime.unavailable import CoreMLRunner
 
 __all__ = [
     "CoreMLRunner",

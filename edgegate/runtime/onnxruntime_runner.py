@@ -39,11 +39,14 @@ class OnnxRuntimeRunner(Runner):
         threads: int | None = None,
         providers: tuple[str, ...] = ("CPUExecutionProvider",),
         fuse_qdq: bool = True,
+        model_bytes: bytes | None = None,
     ) -> None:
         """``fuse_qdq=False`` runs Q/DQ graphs as written (float emulation) instead of letting
         ORT fuse them into its own integer kernels: the way to check a graph meant for another
-        runtime (TensorRT), whose rounding ORT's fused kernels do not reproduce."""
+        runtime (TensorRT), whose rounding ORT's fused kernels do not reproduce.
+        ``model_bytes`` runs a model prepared in memory (``path`` still names it in messages)."""
         super().__init__()
+        self.model_bytes = model_bytes
         self.fuse_qdq = fuse_qdq
         self.path = Path(path)
         self.threads = threads
@@ -55,7 +58,7 @@ class OnnxRuntimeRunner(Runner):
 
     def activate(self) -> None:
         ort = _import_ort()
-        if not self.path.is_file():
+        if self.model_bytes is None and not self.path.is_file():
             raise BadInput(f"'{self.path}' does not exist")
         options = ort.SessionOptions()
         if self.threads is not None:
@@ -65,9 +68,8 @@ class OnnxRuntimeRunner(Runner):
         if not self.fuse_qdq:
             options.add_session_config_entry("session.disable_quant_qdq", "1")
         try:
-            self._session = ort.InferenceSession(
-                os.fspath(self.path), options, providers=list(self.providers)
-            )
+            model = self.model_bytes if self.model_bytes is not None else os.fspath(self.path)
+            self._session = ort.InferenceSession(model, options, providers=list(self.providers))
         except Exception as exc:  # ORT raises its own untyped errors for bad files
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BadInput(f"'{self.path}' is not a loadable ONNX model: {first}") from None

@@ -5,14 +5,6 @@ from __future__ import annotations
 from edgegate.errors import BackendUnavailable
 
 
-class TensorRTRunner:
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        raise BackendUnavailable(
-            "TensorRT is not installed: it needs an NVIDIA GPU and `pip install tensorrt` "
-            "from NVIDIA's index (JetPack on Jetson)"
-        )
-
-
 class CoreMLRunner:
     def __init__(self, *args: object, **kwargs: object) -> None:
         raise BackendUnavailable("Core ML prediction needs macOS with coremltools installed")

@@ -16,6 +16,7 @@ from edgegate.targets.base import ExportedFile, ExportPart, Target
 TARGET_MODULES: dict[str, str] = {
     "onnx": "edgegate.targets.onnx",
     "onnxruntime": "edgegate.targets.onnxruntime",
+    "tensorrt": "edgegate.targets.tensorrt",
 }
 
 __all__ = [

@@ -39,6 +39,8 @@ class ExportPart:
     output_names: list[str]
     dynamic_dims: list[tuple[int, ...]]
     metadata: dict[str, str] = field(default_factory=dict)
+    classifier_outputs: frozenset[str] = frozenset()  # outputs whose argmax is the decision
+    precision: str = "fp32"  # "fp16": module and float inputs are already in half precision
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Target(ABC):
     requires: tuple[str, ...] = ()  # importable modules needed to export and run here
     install_hint: str = ""  # the command that installs them
     default_profile: str | None = None  # INT8 profile family used when none is given
+    precisions: tuple[str, ...] = ("fp32",)  # float precisions ``export`` writes
     profile_families: tuple[str, ...] = ()  # INT8 profile families whose exports it runs
     portable: bool = False  # also runs INT8 exports of families no registered target takes
 
@@ -85,6 +88,26 @@ class Target(ABC):
     @abstractmethod
     def runner(self, path: str | os.PathLike[str], threads: int | None = None) -> Runner:
         """A Runner for a file this target wrote (float or INT8)."""
+
+    def package(
+        self,
+        directory: Path,
+        model: str,
+        precision: str,
+        parts: list[ExportPart],
+        files: list[ExportedFile],
+    ) -> dict[str, Any]:
+        """Write what the target adds around its model files (a build kit, say) into
+        ``directory``; returns {"files": [relative paths], "record": {manifest entries}}."""
+        return {"files": [], "record": {}}
+
+    def check_build(self) -> None:
+        """BackendUnavailable unless this machine can build the target's engine in process."""
+        raise BackendUnavailable(f"target '{self.name}' has no engine to build")
+
+    def build(self, directory: Path, manifest: Manifest) -> list[str]:
+        """Build the engine(s) of an export in ``directory``; returns the files written."""
+        raise BackendUnavailable(f"target '{self.name}' has no engine to build")
 
     def host_warnings(self, manifest: Manifest | None, model_file: str) -> list[str]:
         """One line per way this host may not compute what the artifact was made for."""

@@ -12,29 +12,7 @@ from onnx import TensorProto, helper
 from edgegate.errors import BadInput
 from edgegate.exporters.onnx.functions import iter_nodes
 from edgegate.exporters.onnx.schemas import DOMAIN
-
-
-def _static_dims(model: onnx.ModelProto) -> dict[str, list]:
-    m = onnx.shape_inference.infer_shapes(model)
-    out = {}
-    for vi in list(m.graph.input) + list(m.graph.value_info) + list(m.graph.output):
-        t = vi.type.tensor_type
-        if t.HasField("shape"):
-            out[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
-    return out
-
-
-def _specialised(model: onnx.ModelProto, example_shapes: list[list[int]]) -> onnx.ModelProto:
-    """A copy whose graph inputs have the example's concrete shapes, for shape inference only."""
-    copy = onnx.ModelProto.FromString(model.SerializeToString())
-    for value, shape in zip(copy.graph.input, example_shapes, strict=False):
-        dims = value.type.tensor_type.shape.dim
-        if len(dims) != len(shape):
-            continue
-        for dim, size in zip(dims, shape, strict=True):
-            dim.Clear()
-            dim.dim_value = int(size)
-    return copy
+from edgegate.exporters.onnx.shapes import static_dims
 
 
 def lower_to_ort_linear_attention(
@@ -52,9 +30,7 @@ def lower_to_ort_linear_attention(
     the rewritten reshapes copy those dims and fix only H*D.
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    dims = _static_dims(model)
-    if example_shapes is not None:
-        dims |= _static_dims(_specialised(model, example_shapes))
+    dims = static_dims(model, example_shapes)
     g = model.graph
     new_nodes: list[onnx.NodeProto] = []
     uid = [0]

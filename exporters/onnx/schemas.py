@@ -27,8 +27,9 @@ _T = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(double)"]
 def _schema(name: str, inputs: list[str], with_scale: bool) -> defs.OpSchema:
     FP = defs.OpSchema.FormalParameter
     opt = defs.OpSchema.FormalParameterOption.Optional
-    ins = [FP(n, "T", param_option=opt) if n == "h0" else FP(n, "T") for n in inputs]
-    outs = [FP("y" if name == "GatedLinearScan" else "o", "T"), FP("state", "T")]
+    # the state has a type of its own: TensorRT's plugin keeps it in fp32 beside fp16 inputs
+    ins = [FP(n, "S", param_option=opt) if n == "h0" else FP(n, "T") for n in inputs]
+    outs = [FP("y" if name == "GatedLinearScan" else "o", "T"), FP("state", "S")]
     A = defs.OpSchema.Attribute
     attrs = [
         A(
@@ -53,7 +54,7 @@ def _schema(name: str, inputs: list[str], with_scale: bool) -> defs.OpSchema:
         doc=f"edgegate::{name}",
         inputs=ins,
         outputs=outs,
-        type_constraints=[("T", _T, "float types")],
+        type_constraints=[("T", _T, "float types"), ("S", _T, "state float types")],
         attributes=attrs,
     )
 

@@ -1,0 +1,137 @@
+"""Target ``tensorrt``: a build kit that builds and checks its engine on the device.
+
+The kit holds ONNX whose gated scans are custom nodes for edgegate's IPluginV3 plugins (and no
+local function of the same name, which TensorRT's parser would inline instead), the plugin
+sources with CMake, ``build.sh`` (plugin, engine, golden check, timing; TensorRT 10.x or 11.x)
+and golden data. Here, without TensorRT, the kit's ONNX is checked in ONNX Runtime with the
+Scan fallbacks attached in memory; with TensorRT and a GPU, ``--build`` makes the engines and
+the runner runs them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edgegate.errors import BadInput
+from edgegate.exporters.onnx import custom_ops_used, export_onnx
+from edgegate.exporters.onnx.export import auto_dynamic_shapes, graph_inputs
+from edgegate.exporters.tensorrt import KitPart, for_tensorrt, with_fallbacks, write_kit
+from edgegate.exporters.tensorrt.kit import PLUGIN_LIBRARY, shape_ranges
+from edgegate.exporters.tensorrt.trtexec import ShapeRange
+from edgegate.manifest import Manifest
+from edgegate.runtime import OnnxRuntimeRunner, Runner
+from edgegate.targets.base import ExportedFile, ExportPart, Target
+
+MAX_BATCH = 8  # the engines' largest batch
+
+
+class TensorRTTarget(Target):
+    name = "tensorrt"
+    summary = "TensorRT build kit: ONNX with IPluginV3 scan plugins, plugin sources, build.sh"
+    suffix = ".onnx"
+    requires = ("onnx", "onnxscript", "onnxruntime")  # to write and check the kit here
+    install_hint = "pip install onnx onnxscript onnxruntime"
+    default_profile = "tensorrt"
+    profile_families = ("tensorrt",)
+    precisions = ("fp32", "fp16")
+
+    def export(self, part: ExportPart, directory: Path) -> ExportedFile:
+        path = directory / self.file_name(part.stem)
+        export_onnx(
+            part.module,
+            part.args,
+            path,
+            input_names=part.input_names,
+            output_names=part.output_names,
+            dynamic_shapes=auto_dynamic_shapes(part.args, part.module, part.dynamic_dims),
+            metadata=part.metadata,
+        )
+        shapes = [list(a.shape) for a in part.args]
+        model = for_tensorrt(onnx.load(path), shapes, fp16=part.precision == "fp16")
+        path.write_bytes(model.SerializeToString())  # inside the export's staging folder
+        return ExportedFile(path, graph_inputs(path), custom_ops_used(path))
+
+    def package(
+        self,
+        directory: Path,
+        model: str,
+        precision: str,
+        parts: list[ExportPart],
+        files: list[ExportedFile],
+    ) -> dict[str, Any]:
+        kit_parts = [
+            KitPart(
+                part.stem,
+                written.path.name,
+                part.module,
+                part.args,
+                part.input_names,
+                part.output_names,
+                shape_ranges(part.input_names, part.args, part.dynamic_dims, MAX_BATCH),
+                part.classifier_outputs,
+            )
+            for part, written in zip(parts, files, strict=True)
+        ]
+        return write_kit(directory, model, precision, kit_parts)
+
+    def runner(self, path: str | os.PathLike[str], threads: int | None = None) -> Runner:
+        """The engine beside the ONNX file when TensorRT can run it; otherwise the ONNX itself in
+        ONNX Runtime, with the Scan fallbacks attached in memory and Q/DQ run as written."""
+        path = Path(path)
+        engine = path.with_suffix(".engine")
+        plugin = path.parent / PLUGIN_LIBRARY
+        if engine.is_file() and _tensorrt_usable():
+            from edgegate.runtime import TensorRTRunner
+
+            return TensorRTRunner(engine, plugin if plugin.is_file() else None)
+        try:
+            model = with_fallbacks(onnx.load(os.fspath(path)))
+        except Exception as exc:  # a corrupt file: the same one line as every runner gives
+            reason = type(exc).__name__
+            raise BadInput(f"'{path}' is not a loadable ONNX model ({reason})") from None
+        return OnnxRuntimeRunner(
+            path, threads=threads, fuse_qdq=False, model_bytes=model.SerializeToString()
+        )
+
+    def check_build(self) -> None:
+        from edgegate.exporters.tensorrt.engine import check_toolchain
+        from edgegate.runtime.tensorrt_runner import import_tensorrt, require_gpu
+
+        import_tensorrt()
+        require_gpu()
+        check_toolchain()
+
+    def build(self, directory: Path, manifest: Manifest) -> list[str]:
+        from edgegate.exporters.tensorrt.engine import build_engine, build_plugin, check_toolchain
+
+        self.check_build()
+        library = build_plugin(directory, check_toolchain())
+        precision = manifest.precision
+        written = []
+        for stem, ranges in manifest.extra["shapes"].items():
+            onnx_file = directory / self.file_name(stem)
+            profile = [ShapeRange(name, tuple(r["min"]), tuple(r["opt"]), tuple(r["max"]))
+                       for name, r in ranges.items()]  # fmt: skip
+            engine = build_engine(
+                onnx_file, onnx_file.with_suffix(".engine"), library, profile, precision
+            )
+            written.append(engine.name)
+        return written
+
+
+def _tensorrt_usable() -> bool:
+    try:
+        from edgegate.runtime.tensorrt_runner import import_tensorrt, require_gpu
+
+        import_tensorrt()
+        require_gpu()
+    except Exception:
+        return False
+    return True
+
+
+TARGET = TensorRTTarget()

@@ -1,0 +1,266 @@
+"""Write a TensorRT build kit: plugin sources, build.sh, golden data and the comparison script.
+
+The kit builds and checks itself on the device with one command, ``bash build.sh``:
+find TensorRT (headers, trtexec, major version) -> build the plugin library with CMake -> build
+each engine with trtexec (flags for 10.x or 11.x) -> run it on the golden inputs -> time it ->
+``compare.py`` judges the outputs against PyTorch's and prints PASS or FAIL. The comparison
+needs Python 3 and numpy only, so a Jetson needs nothing more than JetPack.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgegate.atomic import atomic_write
+from edgegate.exporters.tensorrt.trtexec import (
+    SUPPORTED_MAJORS,
+    ShapeRange,
+    build_command,
+    golden_command,
+    timing_command,
+)
+
+PLUGIN_DIR = "plugin"
+GOLDEN_DIR = "golden"
+PLUGIN_LIBRARY = f"{PLUGIN_DIR}/build/libedgegate_trt_plugins.so"
+PLUGIN_SOURCES = ("CMakeLists.txt", "include/edgegate/scan_step.h", "src/scan_kernels.h",
+                  "src/scan_kernels.cu", "src/plugins.cpp")  # fmt: skip
+# How far TensorRT may stray from PyTorch on the golden inputs. fp32 engines may use TF32
+# matrix units (10 mantissa bits), hence the looser bound than ONNX Runtime's.
+TOLERANCES: dict[str, dict[str, float]] = {
+    "fp32": {"max_abs_rel": 1e-2, "min_cosine": 0.9999, "min_top1_agreement": 99.0},
+    "fp16": {"max_abs_rel": 5e-2, "min_cosine": 0.999, "min_top1_agreement": 98.0},
+    "int8": {"max_abs_rel": 0.25, "min_cosine": 0.99, "min_top1_agreement": 95.0},
+}
+
+
+@dataclass(frozen=True)
+class KitPart:
+    """One graph of the kit: its ONNX file, the module and inputs that produce its golden data."""
+
+    stem: str
+    onnx_file: str
+    module: nn.Module
+    args: tuple[torch.Tensor, ...]
+    input_names: list[str]
+    output_names: list[str]
+    ranges: list[ShapeRange]
+    classifier_outputs: frozenset[str] = frozenset()
+
+    @property
+    def engine_file(self) -> str:
+        return f"{self.stem}.engine"
+
+
+def shape_ranges(
+    names: list[str], args: tuple[torch.Tensor, ...], dynamic: list[tuple[int, ...]], max_batch: int
+) -> list[ShapeRange]:
+    """Engine profiles: batch 1..max_batch; token sequences 1..the export's length; every other
+    dim (image side, channels) as exported."""
+    ranges = []
+    for name, arg, dims in zip(names, args, dynamic, strict=True):
+        shape = tuple(int(d) for d in arg.shape)
+        low, high = list(shape), list(shape)
+        if 0 in dims:
+            low[0], high[0] = 1, max(max_batch, shape[0])
+        if not arg.is_floating_point():
+            for d in dims:
+                if d != 0:
+                    low[d] = 1  # a shorter sequence, down to one token
+        ranges.append(ShapeRange(name, tuple(low), shape, tuple(high)))
+    return ranges
+
+
+def _bash_array(name: str, command: list[str]) -> str:
+    words = ['"$TRTEXEC"', *(shlex.quote(word) for word in command[1:])]
+    return f"  {name}=({' '.join(words)})"
+
+
+def render_build_script(model: str, precision: str, parts: list[KitPart]) -> str:
+    """build.sh: both TensorRT majors' command lines, chosen by the version found on the device."""
+    branches = []
+    for major in SUPPORTED_MAJORS:
+        lines = []
+        for part in parts:
+            golden_inputs = [
+                (name, f"{GOLDEN_DIR}/{part.stem}.{name}.bin", tuple(arg.shape))
+                for name, arg in zip(part.input_names, part.args, strict=True)
+            ]
+            shapes = [(name, shape) for name, _, shape in golden_inputs]
+            key = part.stem.replace(".", "_")
+            lines += [
+                _bash_array(f"BUILD_{key}", build_command(
+                    major, part.onnx_file, part.engine_file, PLUGIN_LIBRARY, part.ranges,
+                    precision)),
+                _bash_array(f"GOLDEN_{key}", golden_command(
+                    major, part.engine_file, PLUGIN_LIBRARY, golden_inputs,
+                    f"{GOLDEN_DIR}/{part.stem}.trt.json")),
+                _bash_array(f"TIMING_{key}", timing_command(
+                    major, part.engine_file, PLUGIN_LIBRARY, shapes,
+                    f"{GOLDEN_DIR}/{part.stem}.times.json")),
+            ]  # fmt: skip
+        branches.append((major, "\n".join(lines)))
+    (major_10, lines_10), (major_11, lines_11) = branches
+    steps = "\n".join(
+        f'run "${{BUILD_{p.stem.replace(".", "_")}[@]}}" || fail "engine build of {p.onnx_file}"\n'
+        f'run "${{GOLDEN_{p.stem.replace(".", "_")}[@]}}" || fail "golden run of {p.engine_file}"\n'
+        f'run "${{TIMING_{p.stem.replace(".", "_")}[@]}}" || fail "timing of {p.engine_file}"'
+        for p in parts
+    )
+    return BUILD_SCRIPT.format(
+        model=model, precision=precision, major_10=major_10, lines_10=lines_10,
+        major_11=major_11, lines_11=lines_11, steps=steps, library=PLUGIN_LIBRARY,
+    )  # fmt: skip
+
+
+BUILD_SCRIPT = """#!/usr/bin/env bash
+# edgegate TensorRT kit: {model} ({precision}). Run on the device: bash build.sh
+# Builds the plugin library and the engine(s), runs them on the golden inputs, compares the
+# outputs with PyTorch's (compare.py, Python 3 + numpy), times them, and ends with PASS or FAIL.
+# Environment: TENSORRT_INCLUDE_DIR (folder of NvInferVersion.h), TENSORRT_ROOT, TRTEXEC,
+# CUDA_ARCHS (e.g. 87 for Orin; default: the GPU found here), EDGEGATE_DRY_RUN=1 (print only),
+# TRT_MAJOR (override the version read from the headers).
+set -uo pipefail
+cd "$(dirname "$0")"
+DRY_RUN=${{EDGEGATE_DRY_RUN:-0}}
+run() {{ echo "+ $*"; if [ "$DRY_RUN" != 1 ]; then "$@"; fi; }}
+fail() {{ echo "FAIL: $*"; exit 1; }}
+
+# 1. TensorRT: headers, trtexec and the major version
+find_headers() {{
+  local arch; arch=$(uname -m)
+  for d in "${{TENSORRT_INCLUDE_DIR:-}}" "${{TENSORRT_ROOT:-/nonexistent}}/include" \\
+           "/usr/include/$arch-linux-gnu" /usr/include /usr/local/tensorrt/include \\
+           /opt/tensorrt/include; do
+    if [ -n "$d" ] && [ -f "$d/NvInferVersion.h" ]; then echo "$d"; return 0; fi
+  done
+  return 1
+}}
+TRT_INCLUDE=$(find_headers) || fail "TensorRT headers not found: set TENSORRT_INCLUDE_DIR"
+TRTEXEC=${{TRTEXEC:-$(command -v trtexec || true)}}
+for candidate in "${{TENSORRT_ROOT:-/nonexistent}}/bin/trtexec" /usr/src/tensorrt/bin/trtexec; do
+  if [ -z "$TRTEXEC" ] && [ -x "$candidate" ]; then TRTEXEC=$candidate; fi
+done
+if [ -z "$TRTEXEC" ]; then
+  if [ "$DRY_RUN" = 1 ]; then TRTEXEC=trtexec; else fail "trtexec not found: set TRTEXEC"; fi
+fi
+read_major() {{
+  grep -E '^#define (NV_TENSORRT_MAJOR|TRT_MAJOR_ENTERPRISE) [0-9]+' "$1/NvInferVersion.h" \\
+    | head -1 | awk '{{print $3}}'
+}}
+TRT_MAJOR=${{TRT_MAJOR:-$(read_major "$TRT_INCLUDE")}}
+case "$TRT_MAJOR" in
+  {major_10}|{major_11}) ;;
+  *) fail "TensorRT '$TRT_MAJOR' found in $TRT_INCLUDE: this kit supports 10.x and 11.x" ;;
+esac
+echo "TensorRT $TRT_MAJOR.x: headers in $TRT_INCLUDE, $TRTEXEC"
+
+# 2. the plugin library (only TensorRT's headers are needed: its symbols resolve at load time)
+if [ -z "${{CUDA_ARCHS:-}}" ]; then
+  CUDA_ARCHS=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null \\
+    | head -1 | tr -d '.' || true)
+  if [ -z "$CUDA_ARCHS" ] && [ -f /etc/nv_tegra_release ]; then CUDA_ARCHS=87; fi  # Orin
+  CUDA_ARCHS=${{CUDA_ARCHS:-native}}
+fi
+run cmake -S {plugin_dir} -B {plugin_dir}/build -DCMAKE_BUILD_TYPE=Release \\
+  -DTENSORRT_INCLUDE_DIR="$TRT_INCLUDE" -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCHS" \\
+  || fail "CMake could not configure the plugin"
+run cmake --build {plugin_dir}/build -j || fail "the plugin library did not build"
+
+# 3-5. each engine: build, golden run, timing (command lines for the version found)
+if [ "$TRT_MAJOR" -ge {major_11} ]; then
+{lines_11}
+else
+{lines_10}
+fi
+{steps}
+
+# 6. the verdict
+if [ "$DRY_RUN" = 1 ]; then echo "DRY RUN: nothing was run"; exit 0; fi
+python3 compare.py . || fail "the engine does not match PyTorch (see results.json)"
+""".replace("{plugin_dir}", PLUGIN_DIR)
+
+
+def _copy_plugin_sources(directory: Path) -> list[Path]:
+    root = importlib.resources.files("edgegate.csrc") / "tensorrt"
+    written = []
+    for relative in PLUGIN_SOURCES:
+        target = directory / PLUGIN_DIR / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with importlib.resources.as_file(root.joinpath(*relative.split("/"))) as source:
+            shutil.copyfile(source, target)
+        written.append(target)
+    return written
+
+
+@torch.no_grad()
+def _write_golden(directory: Path, parts: list[KitPart], precision: str) -> list[Path]:
+    folder = directory / GOLDEN_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    written, records = [], []
+    for part in parts:
+        inputs = []
+        for name, arg in zip(part.input_names, part.args, strict=True):
+            path = folder / f"{part.stem}.{name}.bin"
+            array = np.ascontiguousarray(arg.numpy())
+            with atomic_write(path) as fh:
+                fh.write(array.astype(array.dtype.newbyteorder("<")).tobytes())
+            written.append(path)
+            inputs.append({"name": name, "file": path.name, "shape": list(array.shape),
+                           "dtype": array.dtype.name})  # fmt: skip
+        out = part.module.eval()(*part.args)
+        outs = out if isinstance(out, tuple | list) else (out,)
+        outputs = []
+        for name, value in zip(part.output_names, outs, strict=False):
+            path = folder / f"{part.stem}.{name}.npy"
+            with atomic_write(path) as fh:
+                np.save(fh, value.detach().float().numpy())
+            written.append(path)
+            outputs.append({"name": name, "file": path.name,
+                            "classifier": name in part.classifier_outputs})  # fmt: skip
+        records.append({"stem": part.stem, "engine": part.engine_file, "inputs": inputs,
+                        "outputs": outputs})  # fmt: skip
+    golden = {"precision": precision, "tolerance": TOLERANCES[precision], "parts": records}
+    path = folder / "golden.json"
+    with atomic_write(path, "w") as fh:
+        fh.write(json.dumps(golden, indent=2) + "\n")
+    return [*written, path]
+
+
+def write_kit(directory: Path, model: str, precision: str, parts: list[KitPart]) -> dict[str, Any]:
+    """Everything of the kit but its ONNX files (written by the exporter) and manifest.
+
+    Returns the written files (relative to ``directory``) and what the manifest records.
+    """
+    directory = Path(directory)
+    written = _copy_plugin_sources(directory)
+    written += _write_golden(directory, parts, precision)
+    compare = directory / "compare.py"
+    with importlib.resources.as_file(
+        importlib.resources.files("edgegate.exporters.tensorrt") / "kit_files" / "compare.py"
+    ) as source:
+        shutil.copyfile(source, compare)
+    script = directory / "build.sh"
+    with atomic_write(script, "w") as fh:
+        fh.write(render_build_script(model, precision, parts))
+    script.chmod(0o755)
+    written += [compare, script]
+    return {
+        "files": sorted(str(p.relative_to(directory)) for p in written),
+        "record": {
+            "tensorrt_versions": [f"{major}.x" for major in SUPPORTED_MAJORS],
+            "plugin_library": PLUGIN_LIBRARY,
+            "shapes": {p.stem: {r.name: r.to_dict() for r in p.ranges} for p in parts},
+            "golden_tolerance": TOLERANCES[precision],
+        },
+    }
