@@ -418,6 +418,10 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         qat_epochs: QatEpochsOpt = 0,
         max_drop: MaxDropOpt = 1.0,
         quantize_scan_inputs: ScanInputsOpt = False,
+        data: Annotated[
+            str | None,
+            typer.Option("--data", help="With --int8: the test data the export is judged on."),
+        ] = None,
         trust_code: TrustOpt = False,
         task: TaskOpt = None,
         json_out: JsonOpt = False,
@@ -457,6 +461,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
                     seq_len=seq_len,
                     quantize_scan_inputs=quantize_scan_inputs,
                     max_drop=max_drop,
+                    data=data,
                     trust_code=trust_code,
                     task=task,
                     progress=progress,

@@ -10,6 +10,7 @@ from edgegate.ops.api import (
     gated_delta_rule,
     gated_linear_attention,
     gated_linear_scan,
+    observe_scans,
 )
 from edgegate.ops.clipped_softmax.chunk import chunk_clipped_softmax
 from edgegate.ops.clipped_softmax.naive import naive_clipped_softmax
@@ -33,4 +34,5 @@ __all__ = [
     "naive_gated_delta_rule",
     "naive_gated_linear_attention",
     "naive_gated_linear_scan",
+    "observe_scans",
 ]

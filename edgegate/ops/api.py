@@ -9,6 +9,9 @@ ONNX exporter maps to the edgegate domain (there `chunk_size`/`impl` do not appl
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+
 import torch
 
 from edgegate.ops import custom_ops  # noqa: F401  (registers torch.ops.edgegate.*)
@@ -21,6 +24,26 @@ from edgegate.ops.dispatch import (
     run_gated_linear_attention,
     run_gated_linear_scan,
 )
+
+ScanObserver = Callable[[str, list[tuple[int, ...]]], None]  # (ONNX op type, input shapes)
+_observers: list[ScanObserver] = []
+
+
+@contextlib.contextmanager
+def observe_scans(observer: ScanObserver) -> Iterator[None]:
+    """Within the block, every gated scan called (eagerly or under export) is reported to
+    ``observer`` with its input shapes: how a target checks a model it must take, in one
+    forward pass, before spending minutes on an export."""
+    _observers.append(observer)
+    try:
+        yield
+    finally:
+        _observers.remove(observer)
+
+
+def _report(op_type: str, *tensors: torch.Tensor | None) -> None:
+    for observer in _observers:
+        observer(op_type, [tuple(t.shape) for t in tensors if t is not None])
 
 
 def gated_linear_scan(
@@ -35,6 +58,7 @@ def gated_linear_scan(
 
     Covers HGRN, minGRU-style and diagonal-SSM recurrences.
     """
+    _report("GatedLinearScan", x, g, h0)
     if torch.compiler.is_exporting():
         return torch.ops.edgegate.gated_linear_scan(x, g, h0)
     return run_gated_linear_scan(x, g, h0, chunk_size=chunk_size, impl=impl)
@@ -56,6 +80,7 @@ def gated_linear_attention(
     q, k: [B,T,H,K]; v: [B,T,H,V]; g: [B,T,H,K] (GLA) or [B,T,H] (Mamba-2/RetNet,
     broadcast over K); state [B,H,K,V]; scale defaults to K**-0.5.
     """
+    _report("GatedLinearAttention", q, k, v, g, h0)
     scale = resolve_scale(scale, q.shape[-1])
     if torch.compiler.is_exporting():
         return torch.ops.edgegate.gated_linear_attention(q, k, v, g, h0, scale)
@@ -79,6 +104,7 @@ def gated_delta_rule(
     q, k: [B,T,H,K] (k L2-normalised and beta in (0, 1) keep it contractive);
     v: [B,T,H,V]; g, beta: [B,T,H]; state [B,H,K,V]; scale defaults to K**-0.5.
     """
+    _report("GatedDeltaRule", q, k, v, g, beta, h0)
     scale = resolve_scale(scale, q.shape[-1])
     if torch.compiler.is_exporting():
         return torch.ops.edgegate.gated_delta_rule(q, k, v, g, beta, h0, scale)

@@ -102,6 +102,8 @@ def export(
     parts = kind.export_parts(module, example, metadata)
     if precision == "fp16":
         parts = [in_half(part) for part in parts]
+    for part in parts:
+        chosen.check_part(part)
     with staged_directory(output_dir) as stage:
         files: dict[str, str] = {}
         written: list[ExportedFile] = []

@@ -206,6 +206,7 @@ def quantize(
         [kind.dynamic_dims()],
         metadata,
     )
+    target.check_part(part)
     with staged_directory(output_dir) as stage:
         with progress.phase(f"export {target.file_name(INT8_STEM)}"):
             written = target.export(part, stage)

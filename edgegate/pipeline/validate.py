@@ -28,13 +28,25 @@ from edgegate.validate.parity import Tolerance, compare_outputs
 INT8_STATE = "model.int8.pt"  # the fake-quant state an INT8 export carries
 
 
-def runner_predict(runner: Runner, input_name: str):
-    """A runner as the predict callable the task scorers take."""
+def runner_predict(runner: Runner, input_name: str, dtype: str | None = None):
+    """A runner as the predict callable the task scorers take; float batches are cast to
+    ``dtype`` (an fp16 export's inputs)."""
 
     def predict(batch: np.ndarray) -> list[np.ndarray]:
-        return list(runner.run({input_name: np.ascontiguousarray(batch)}).values())
+        return list(runner.run({input_name: as_dtype(batch, dtype)}).values())
 
     return predict
+
+
+def as_dtype(batch: np.ndarray, dtype: str | None) -> np.ndarray:
+    """``batch`` in the export's input precision (floats only; token ids stay integers)."""
+    if dtype is None or batch.dtype.kind != "f" or batch.dtype.name == dtype:
+        return np.ascontiguousarray(batch)
+    return np.ascontiguousarray(batch.astype(dtype))
+
+
+def input_dtype(art: Artifact, name: str) -> str | None:
+    return next((spec.dtype for spec in art.input_specs if spec.name == name), None)
 
 
 def reference_for(art: Artifact, loaded: LoadedModel):
@@ -132,7 +144,9 @@ def _validate(
         art.runner(threads=threads) as cand,
     ):
         with progress.phase(f"parity on {len(feed[kind.input_name])} samples"):
-            ref_out, cand_out = ref.run(feed), cand.run(feed)
+            dtype = input_dtype(art, kind.input_name)
+            cand_feed = {name: as_dtype(batch, dtype) for name, batch in feed.items()}
+            ref_out, cand_out = ref.run(feed), cand.run(cand_feed)
         report = compare_outputs(
             ref_out,
             cand_out,
@@ -143,7 +157,7 @@ def _validate(
         accuracy_block = None
         if with_accuracy:
             accuracy_block = _accuracy(
-                kind, eval_data, loaded, reference_module, ref, cand, progress
+                kind, eval_data, loaded, reference_module, ref, cand, progress, dtype
             )
     result = {
         "artifact": os.fspath(artifact),
@@ -175,6 +189,7 @@ def _accuracy(
     ref: Runner,
     cand: Runner,
     progress: Progress,
+    dtype: str | None = None,
 ) -> dict[str, Any]:
     block: dict[str, Any] = {}
     with progress.phase(f"score reference on {data.source}"):
@@ -183,7 +198,8 @@ def _accuracy(
         with progress.phase("score float model"):
             block["float"] = kind.score_module(loaded.module, data)
     with progress.phase(f"score candidate on {data.source}"):
-        block["candidate"] = kind.score(runner_predict(cand, kind.input_name), data, loaded.module)
+        candidate = runner_predict(cand, kind.input_name, dtype)
+        block["candidate"] = kind.score(candidate, data, loaded.module)
     return block
 
 
@@ -205,7 +221,7 @@ def two_stage_metrics(
     labels = data.labels.numpy()
     positive = labels == int(loaded.module.positive_class)
     with two_stage_runner(art, threads) as runner:
-        out = runner.run({"images": data.inputs.numpy()})
+        out = runner.run({"images": as_dtype(data.inputs.numpy(), input_dtype(art, "images"))})
     passed = np.asarray(out["passed"], dtype=bool)
     predicted = np.where(passed, np.nan_to_num(out["logits"], nan=-np.inf).argmax(-1), -1)
     # A stopped sample is the system saying "not the wake word": right for every negative.

@@ -81,6 +81,10 @@ class Target(ABC):
                 f"{self.install_hint}"
             )
 
+    def check_part(self, part: ExportPart) -> None:  # noqa: B027 - optional hook
+        """BadInput when the target cannot take ``part``: called for every part before any
+        export starts, so an unsupported model fails in a second, not after minutes."""
+
     @abstractmethod
     def export(self, part: ExportPart, directory: Path) -> ExportedFile:
         """Write ``part`` into ``directory`` (a staging folder) and describe the file."""

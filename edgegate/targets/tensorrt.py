@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+import torch
 
 from edgegate.errors import BadInput
 from edgegate.exporters.onnx import custom_ops_used, export_onnx
 from edgegate.exporters.onnx.export import auto_dynamic_shapes, graph_inputs
 from edgegate.exporters.tensorrt import KitPart, for_tensorrt, with_fallbacks, write_kit
 from edgegate.exporters.tensorrt.kit import PLUGIN_LIBRARY, shape_ranges
+from edgegate.exporters.tensorrt.onnx_model import MAX_HEAD_DIM, PLUGIN_OPS
 from edgegate.exporters.tensorrt.trtexec import ShapeRange
 from edgegate.manifest import Manifest
+from edgegate.ops import observe_scans
 from edgegate.runtime import OnnxRuntimeRunner, Runner
 from edgegate.targets.base import ExportedFile, ExportPart, Target
 
@@ -38,6 +41,20 @@ class TensorRTTarget(Target):
     default_profile = "tensorrt"
     profile_families = ("tensorrt",)
     precisions = ("fp32", "fp16")
+
+    def check_part(self, part: ExportPart) -> None:
+        """Run the part once and look at every gated scan it calls: the plugin takes the
+        three edgegate scans, with key and value head dims of at most 128."""
+        for op, shapes in scan_calls(part.module, part.args):
+            if op not in PLUGIN_OPS:
+                raise BadInput(f"{op} has no TensorRT plugin (supported: {', '.join(PLUGIN_OPS)})")
+            if op != "GatedLinearScan":
+                key, value = shapes[0][-1], shapes[2][-1]
+                if max(key, value) > MAX_HEAD_DIM:
+                    raise BadInput(
+                        f"{part.stem}: {op} has key/value head dims [{key}, {value}]: the "
+                        f"TensorRT plugin takes at most {MAX_HEAD_DIM}"
+                    )
 
     def export(self, part: ExportPart, directory: Path) -> ExportedFile:
         path = directory / self.file_name(part.stem)
@@ -121,6 +138,14 @@ class TensorRTTarget(Target):
             )
             written.append(engine.name)
         return written
+
+
+def scan_calls(module, args) -> list[tuple[str, list[tuple[int, ...]]]]:
+    """The gated scans one forward pass of ``module`` calls, with their input shapes."""
+    calls: list[tuple[str, list[tuple[int, ...]]]] = []
+    with torch.no_grad(), observe_scans(lambda op, shapes: calls.append((op, shapes))):
+        module(*args)
+    return calls
 
 
 def _tensorrt_usable() -> bool:
