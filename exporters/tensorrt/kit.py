@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 from edgegate.atomic import atomic_write
+from edgegate.exporters.onnx.schemas import PLUGIN_ATTRS
+from edgegate.exporters.tensorrt.onnx_model import PLUGIN_FIELDS, PLUGIN_OPS
 from edgegate.exporters.tensorrt.trtexec import (
     SUPPORTED_MAJORS,
     ShapeRange,
@@ -237,6 +239,18 @@ def _write_golden(directory: Path, parts: list[KitPart], precision: str) -> list
     return [*written, path]
 
 
+def plugin_records() -> dict[str, dict[str, Any]]:
+    """What the library registers: each creator's name, namespace, version and fields."""
+    return {
+        op: {
+            "namespace": PLUGIN_ATTRS["plugin_namespace"],
+            "version": PLUGIN_ATTRS["plugin_version"],
+            "fields": {name: "float32" for name in PLUGIN_FIELDS[op]},
+        }
+        for op in PLUGIN_OPS
+    }
+
+
 def write_kit(directory: Path, model: str, precision: str, parts: list[KitPart]) -> dict[str, Any]:
     """Everything of the kit but its ONNX files (written by the exporter) and manifest.
 
@@ -260,6 +274,7 @@ def write_kit(directory: Path, model: str, precision: str, parts: list[KitPart])
         "record": {
             "tensorrt_versions": [f"{major}.x" for major in SUPPORTED_MAJORS],
             "plugin_library": PLUGIN_LIBRARY,
+            "plugins": plugin_records(),
             "shapes": {p.stem: {r.name: r.to_dict() for r in p.ranges} for p in parts},
             "golden_tolerance": TOLERANCES[precision],
         },

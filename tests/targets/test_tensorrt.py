@@ -67,6 +67,9 @@ def check_kit(kit: Path, int8: bool) -> None:
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             assert attrs["plugin_namespace"] == b"edgegate" and attrs["plugin_version"] == b"1"
             assert set(PLUGIN_FIELDS[node.op_type]) <= set(attrs), node.op_type
+            record = manifest.extra["plugins"][node.op_type]
+            assert (record["namespace"], record["version"]) == ("edgegate", "1")
+            assert sorted(record["fields"]) == sorted(PLUGIN_FIELDS[node.op_type])
         if int8:
             _check_symmetric_int8(model)
     for source in ("CMakeLists.txt", "src/plugins.cpp", "src/scan_kernels.cu"):

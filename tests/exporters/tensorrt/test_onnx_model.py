@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from importlib.resources import files
+
 import onnx
 import pytest
 import torch
@@ -10,6 +13,7 @@ from torch import nn
 from edgegate.errors import BadInput
 from edgegate.exporters.onnx import export_onnx
 from edgegate.exporters.tensorrt import PLUGIN_OPS, for_tensorrt, with_fallbacks
+from edgegate.exporters.tensorrt.onnx_model import PLUGIN_FIELDS
 from edgegate.ops import gated_linear_attention
 
 
@@ -90,3 +94,13 @@ def test_fallbacks_come_back_for_onnx_runtime(tmp_path):
     (out,) = session.run(None, feed)
     args = [torch.from_numpy(feed[i.name]) for i in session.get_inputs()]
     np.testing.assert_allclose(out, GLA()(*args).numpy(), atol=1e-5)
+
+
+def test_plugin_fields_match_the_creators_in_the_cpp_source():
+    """The manifest's field list is what the C++ creators register (scale on attention ops)."""
+    source = (files("edgegate.csrc") / "tensorrt" / "src" / "plugins.cpp").read_text()
+    table = dict(re.findall(r'OpInfo\{"(\w+)", \d+, (true|false)\}', source))
+    assert set(table) == set(PLUGIN_OPS)
+    for op, has_scale in table.items():
+        assert PLUGIN_FIELDS[op] == (["scale"] if has_scale == "true" else []), op
+    assert 'mFields.emplace_back("scale"' in source
