@@ -43,6 +43,15 @@ class Manifest:
 
 
 def sha256_file(path: Path) -> str:
+    """SHA-256 of a file; of a folder (a Core ML .mlpackage), over its files' relative paths
+    and contents in sorted order, so any change inside it changes the digest."""
+    path = Path(path)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+            digest.update(sha256_file(file).encode())
+        return digest.hexdigest()
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -70,7 +79,7 @@ def read_manifest(directory: Path) -> Manifest:
         raise BadInput(f"'{path}' is not a valid edgegate manifest ({exc})") from None
     for name, digest in manifest.files.items():
         file = directory / name
-        if not file.is_file():
+        if not file.exists():
             raise BadInput(f"'{path}' lists '{name}', which is missing from '{directory}'")
         if sha256_file(file) != digest:
             raise BadInput(f"'{file}' does not match the SHA-256 recorded in '{path}'")

@@ -173,3 +173,37 @@ def activation_quants(qdq: nn.Module) -> dict[str, TensorQuant]:
         if isinstance(module, QuantDequant):
             found[name] = module.quant
     return found
+
+
+class _FloatTwin(nn.Module):
+    """A QDQLayer with its weights dequantized once: what a weight-only runtime computes."""
+
+    def __init__(self, layer: QDQLayer) -> None:
+        super().__init__()
+        self.kind = layer.kind
+        self.conv_args = getattr(layer, "conv_args", None)
+        self.input_qdq, self.output_qdq = layer.input_qdq, layer.output_qdq
+        self.weight = nn.Parameter(layer._weight().detach().clone(), requires_grad=False)
+        bias = layer._bias()
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_qdq is not None:
+            x = self.input_qdq(x)
+        if self.kind == "linear":
+            y = F.linear(x, self.weight, self.bias)
+        else:
+            conv = F.conv2d if self.kind == "conv2d" else F.conv1d
+            y = conv(x, self.weight, self.bias, *self.conv_args)
+        return self.output_qdq(y) if self.output_qdq is not None else y
+
+
+@torch.no_grad()
+def dequantized_weights(qdq: nn.Module) -> nn.Module:
+    """A copy of a Q/DQ twin whose int8 weights are float tensors on the int8 grid, for
+    converters that quantize weights themselves (Core ML stores them back as int8 exactly)."""
+    copied = copy.deepcopy(qdq).eval()
+    for name, module in list(copied.named_modules()):
+        if isinstance(module, QDQLayer):
+            replace_module(copied, name, _FloatTwin(module))
+    return copied

@@ -391,9 +391,13 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         target: TargetOpt = "onnx",
         output: OutputDirOpt = Path("edgegate-out"),
         precision: Annotated[
-            str,
-            typer.Option("--precision", help="fp32 or fp16 (targets that take it: tensorrt)."),
-        ] = "fp32",
+            str | None,
+            typer.Option(
+                "--precision",
+                help="fp32 or fp16, where the target takes it (tensorrt: fp32 default; coreml: "
+                "fp16 default, scans kept fp32).",
+            ),
+        ] = None,
         int8: Annotated[
             bool,
             typer.Option(
@@ -436,13 +440,18 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         - `edgegate export gdn-lm --target onnxruntime --seq-len 256 -o out/gdn`
         - `edgegate export gla-lm --target tensorrt -o kit/gla` (then `bash kit/gla/build.sh`)
         - `edgegate export mobilenet-v3-se --target tensorrt --int8 --calib-samples 128 -o kit/m8`
+        - `edgegate export gla-lm --target coreml -o out/gla` (fp16, scans fp32; flexible length)
+        - `edgegate export mobilenet-v3-se --target coreml --int8 -o out/m8` (int8 weights)
         - `edgegate export mypkg.models:build -c mine.pt --trust-code --task image -o out/mine`
         """
         from edgegate.errors import BadInput
 
         if int8:
-            if precision != "fp32":
-                raise BadInput("--int8 and --precision fp16 exclude each other")
+            if precision is not None:
+                raise BadInput(
+                    "--int8 and --precision exclude each other: the target's INT8 profile "
+                    "decides the float precision around the int8 weights"
+                )
             from edgegate.pipeline.quantize import quantize_for_target
             from edgegate.pipeline.summary import int8_rows
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from edgegate.errors import BadInput
 from edgegate.manifest import MANIFEST_NAME, InputSpec, Manifest, read_manifest
 from edgegate.runtime import Runner
-from edgegate.targets import Target, for_file, get_target
+from edgegate.targets import Target, all_targets, for_file, get_target
 
 MODEL_STEM = "model"
 STAGE_STEMS = ("stage1", "stage2")  # a gated-compression model's deployed pair
@@ -61,10 +61,17 @@ class Artifact:
         return all(self.stage(stem) is not None for stem in STAGE_STEMS)
 
 
+def _is_model_package(path: Path) -> bool:
+    """A folder that is itself a model file (a Core ML .mlpackage), not an export folder."""
+    return not (path / MANIFEST_NAME).exists() and any(
+        t.suffix and path.name.lower().endswith(t.suffix) for t in all_targets().values()
+    )
+
+
 def open_artifact(artifact: str | Path) -> Artifact:
     """Open an export folder (manifest and hashes checked) or a bare model file."""
     path = Path(artifact)
-    if path.is_dir():
+    if path.is_dir() and not _is_model_package(path):
         manifest = read_manifest(path)
         target = get_target(manifest.target)
         model_file = manifest.extra.get("model_file", target.file_name(MODEL_STEM))
@@ -72,7 +79,7 @@ def open_artifact(artifact: str | Path) -> Artifact:
             raise BadInput(f"'{path}' holds no {model_file} (its manifest lists {manifest.files})")
         return Artifact(path / model_file, manifest, path, target)
     target = for_file(path)
-    if not path.is_file():
+    if not path.exists():
         raise BadInput(f"'{path}' does not exist")
     sibling = path.parent / MANIFEST_NAME
     if sibling.is_file():  # a file inside an export folder: use the folder's record

@@ -70,7 +70,7 @@ def export(
     output_dir: Path,
     *,
     target: str = "onnx",
-    precision: str = "fp32",
+    precision: str | None = None,
     checkpoint: Path | None = None,
     input_size: int | None = None,
     seq_len: int | None = None,
@@ -82,6 +82,7 @@ def export(
     """Export ``model`` for ``target`` into ``output_dir`` with a manifest (atomically); with
     ``build``, also build the target's engine here (TensorRT)."""
     chosen = get_target(target)
+    precision = precision or chosen.precisions[0]
     check_precision(chosen, precision)
     check_output_dir(output_dir)
     chosen.check_available()
@@ -101,7 +102,11 @@ def export(
     }
     parts = kind.export_parts(module, example, metadata)
     if precision == "fp16":
-        parts = [in_half(part) for part in parts]
+        parts = [
+            dataclasses.replace(part, precision="fp16") if chosen.converts_precision
+            else in_half(part)
+            for part in parts
+        ]  # fmt: skip
     for part in parts:
         chosen.check_part(part)
     with staged_directory(output_dir) as stage:

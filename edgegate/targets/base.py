@@ -40,7 +40,8 @@ class ExportPart:
     dynamic_dims: list[tuple[int, ...]]
     metadata: dict[str, str] = field(default_factory=dict)
     classifier_outputs: frozenset[str] = frozenset()  # outputs whose argmax is the decision
-    precision: str = "fp32"  # "fp16": module and float inputs are already in half precision
+    precision: str = "fp32"  # "fp16": the file computes in half (module and float inputs are
+    # already half, unless the target converts precision itself)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Target(ABC):
     precisions: tuple[str, ...] = ("fp32",)  # float precisions ``export`` writes
     profile_families: tuple[str, ...] = ()  # INT8 profile families whose exports it runs
     portable: bool = False  # also runs INT8 exports of families no registered target takes
+    converts_precision: bool = False  # fp16: gets the fp32 module and converts it itself
 
     def file_name(self, stem: str) -> str:
         return f"{stem}{self.suffix}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -89,8 +91,13 @@ def test_two_stage_runs_stage2_only_past_the_gate():
     np.testing.assert_allclose(out["logits"][0], 2 * x[0, :3] + 1)
 
 
-def test_unavailable_backends_exit_3():
-    for runner in (TensorRTRunner, CoreMLRunner):
+def test_unavailable_backends_exit_3(tmp_path):
+    with pytest.raises(BackendUnavailable) as info:
+        TensorRTRunner("model")
+    assert info.value.exit_code == 3
+    if sys.platform != "darwin":  # Core ML's own predict: macOS only (emulation elsewhere)
+        package = tmp_path / "model.mlpackage"
+        package.mkdir()
         with pytest.raises(BackendUnavailable) as info:
-            runner("model")
+            CoreMLRunner(package, emulate=False)
         assert info.value.exit_code == 3

@@ -1,0 +1,86 @@
+"""Target ``coreml``: an ML Program package (.mlpackage) for iPhone, iPad and Mac.
+
+torch.export, edgegate's loop-free scan forms, then coremltools. Computes in fp16 by default,
+with the scan regions (cumsum and exp of log gates included) kept in fp32; LMs get a flexible
+sequence length, image models flexible sizes. ``--int8`` stores the weights that edgegate's
+quantizer put on a per-channel int8 grid as int8 constexprs (iOS17+); scan projections stay
+float. Core ML predicts on macOS only: elsewhere the runner emulates the program in numpy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgegate.errors import BadInput
+from edgegate.ops import observe_scans
+from edgegate.ops._parallel import MAX_PARALLEL_T
+from edgegate.runtime import CoreMLRunner, Runner
+from edgegate.targets.base import ExportedFile, ExportPart, Target
+
+INPUT_DOCS = {
+    "image": "RGB image, float32, normalised as in training; batch 1-64, side 32-512",
+    "x": "RGB image, float32, normalised as in training",
+    "tokens": "token ids (bytes 0-255), int32; batch 1-64, length 1 to the exported length",
+    "features": "stage-1 features of a gated-compression model",
+}
+
+
+class CoreMLTarget(Target):
+    name = "coreml"
+    summary = "Core ML ML Program (.mlpackage): fp16 with fp32 scans; predict on macOS only"
+    suffix = ".mlpackage"
+    requires = ("coremltools",)
+    install_hint = "pip install 'edgegate-nn[coreml]'"
+    default_profile = "coreml"
+    profile_families = ("coreml",)
+    precisions = ("fp16", "fp32")  # the first is the default
+    converts_precision = True  # gets the fp32 module and converts to fp16 itself
+
+    def check_part(self, part: ExportPart) -> None:
+        """Lengths the loop-free scan forms take; every scan the model calls has one."""
+        if part.metadata.get("task") == "lm":
+            length = int(part.args[0].shape[1])
+            if length > MAX_PARALLEL_T:
+                raise BadInput(
+                    f"{part.stem}: sequence length {length} is beyond the range of the "
+                    f"loop-free scan forms Core ML gets (at most {MAX_PARALLEL_T}); export a "
+                    "shorter --seq-len and stream with the state"
+                )
+        calls: list[str] = []
+        import torch
+
+        with torch.no_grad(), observe_scans(lambda op, shapes: calls.append(op)):
+            part.module(*part.args)
+        known = {"GatedLinearScan", "GatedLinearAttention", "GatedDeltaRule"}
+        unknown = sorted(set(calls) - known)
+        if unknown:
+            raise BadInput(f"{part.stem}: no Core ML decomposition for {', '.join(unknown)}")
+
+    def export(self, part: ExportPart, directory: Path) -> ExportedFile:
+        from edgegate.exporters.coreml import export_coreml
+        from edgegate.quant.qdq import dequantized_weights
+
+        int8 = part.metadata.get("precision") == "int8"
+        module = dequantized_weights(part.module) if int8 else part.module
+        precision = "fp16" if int8 else part.precision
+        exported = export_coreml(
+            module,
+            part.args,
+            directory / self.file_name(part.stem),
+            input_names=part.input_names,
+            output_names=part.output_names,
+            dynamic_dims=part.dynamic_dims,
+            sequence=part.metadata.get("task") == "lm",
+            precision=precision,
+            int8_weights=int8,
+            metadata={**part.metadata, "compute_precision": precision},
+            input_docs={n: INPUT_DOCS[n] for n in part.input_names if n in INPUT_DOCS},
+        )
+        return ExportedFile(exported.path, exported.inputs, [])
+
+    def runner(self, path: str | os.PathLike[str], threads: int | None = None) -> Runner:
+        return CoreMLRunner(path, threads=threads)
+
+
+TARGET = CoreMLTarget()

@@ -1,0 +1,72 @@
+"""Core ML export: torch.export -> edgegate's loop-free scans -> ML Program (.mlpackage).
+
+`program` makes the exported program (shape ranges, decomposed scans, the scan region),
+`convert` turns it into a package (fp16 with fp32 scans, int8 weights, metadata), `inspect`
+reads a package back for the checks Linux can make (ops, dtypes, shape ranges, weights).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgegate.exporters.coreml.convert import (
+    convert,
+    describe,
+    quantize_grid_weights,
+    save,
+)
+from edgegate.exporters.coreml.inspect import package_inputs
+from edgegate.exporters.coreml.program import dim_ranges, export_program, scan_region
+from edgegate.manifest import InputSpec
+
+__all__ = ["CoreMLExport", "export_coreml", "package_inputs"]
+
+
+@dataclass(frozen=True)
+class CoreMLExport:
+    path: Path
+    inputs: list[InputSpec]
+    int8_weights: list[str]  # names of the weights stored as int8
+    fp32_ops: int  # ops kept in fp32 (the scan regions) under fp16
+
+
+def export_coreml(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    *,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_dims: Sequence[Sequence[int]],
+    sequence: bool,
+    precision: str = "fp16",
+    int8_weights: bool = False,
+    metadata: dict[str, str] | None = None,
+    input_docs: dict[str, str] | None = None,
+) -> CoreMLExport:
+    """Write ``module`` as ``path`` (an .mlpackage folder) and describe what was written."""
+    ranges = dim_ranges(args, dynamic_dims, sequence=sequence)
+    seq_lengths = [r.high for r in ranges if sequence and r.dim == 1]
+    max_len = max(seq_lengths, default=1)
+    program = export_program(module, args, ranges, max_len=max(max_len, 1))
+    keep = scan_region(program)
+    model = convert(
+        program,
+        input_names=input_names,
+        output_names=output_names,
+        precision=precision,
+        keep_fp32=keep,
+    )
+    quantized: list[str] = []
+    if int8_weights:
+        model, quantized = quantize_grid_weights(model)
+    describe(model, metadata or {}, input_docs or {})
+    save(model, path)
+    return CoreMLExport(
+        path, package_inputs(path), quantized, len(keep) if precision == "fp16" else 0
+    )

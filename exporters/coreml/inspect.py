@@ -1,0 +1,79 @@
+"""What Linux can check in a Core ML package: op types, dtypes, shape ranges, int8 weights.
+
+`MLModel(path)` loads here (predict does not), and the ML Program's protobuf names every op,
+every input's shape range and every constexpr weight.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+from edgegate.manifest import InputSpec
+
+CONSTEXPR_INT8 = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
+_DTYPES = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"}
+
+
+def load(path: str | os.PathLike[str]):
+    from edgegate.exporters.coreml.quiet import coremltools, quiet
+
+    ct = coremltools()
+    with quiet():
+        return ct.models.MLModel(os.fspath(path), skip_model_load=True)
+
+
+def op_counts(model) -> Counter[str]:
+    """How many ops of each type the package's main function holds (nested blocks included)."""
+    spec = model.get_spec()
+    counts: Counter[str] = Counter()
+
+    def walk(block) -> None:
+        for op in block.operations:
+            counts[op.type] += 1
+            for nested in op.blocks:
+                walk(nested)
+
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            walk(block)
+    return counts
+
+
+def package_inputs(path: str | os.PathLike[str]) -> list[InputSpec]:
+    """Inputs as the manifest records them: a flexible dim becomes "low..high"."""
+    spec = load(path).get_spec()
+    specs = []
+    for feature in spec.description.input:
+        array = feature.type.multiArrayType
+        ranges = list(array.shapeRange.sizeRanges)
+        shape: list[int | str] = []
+        for i, size in enumerate(array.shape):
+            if i < len(ranges) and ranges[i].lowerBound != ranges[i].upperBound:
+                high = ranges[i].upperBound
+                shape.append(f"{ranges[i].lowerBound}..{high if high > 0 else 'inf'}")
+            else:
+                shape.append(int(size))
+        specs.append(InputSpec(feature.name, shape, _DTYPES.get(array.dataType, "unknown")))
+    return specs
+
+
+def int8_weight_ops(model) -> list[str]:
+    """Names of the constexpr ops that store int8 weights."""
+    spec = model.get_spec()
+    names = []
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            for op in block.operations:
+                if op.type in CONSTEXPR_INT8:
+                    names.append(op.outputs[0].name)
+    return names
+
+
+def package_size(path: str | os.PathLike[str]) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def output_names(path: str | os.PathLike[str]) -> list[str]:
+    return [o.name for o in load(path).get_spec().description.output]

@@ -1,0 +1,93 @@
+"""torch.export for Core ML: explicit shape ranges, edgegate's ops decomposed, scans marked.
+
+Core ML needs a range for every flexible dim, and coremltools takes neither edgegate's custom
+ops nor loops, so the exported program gets the loop-free scan forms (`edgegate.ops.decompose`)
+with the sequence length still symbolic. Export is size-oblivious: otherwise torch.export
+specialises a CNN whose last feature map can be 1x1 (a 32x32 input) to that one size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.fx.experimental import _config as fx_config
+
+from edgegate.errors import BadInput
+from edgegate.ops.decompose import SCAN_OP_NAMES, decompose, remaining_edgegate_ops
+
+MAX_BATCH = 64
+MAX_SIDE_FACTOR = 16  # image-like dims range from the example size to 16x it (32 -> 512)
+
+
+@dataclass(frozen=True)
+class DimRange:
+    """The values one flexible input dim takes in the package."""
+
+    input_index: int
+    dim: int
+    low: int
+    high: int
+
+
+def dim_ranges(
+    args: Sequence[torch.Tensor], dynamic_dims: Sequence[Sequence[int]], *, sequence: bool
+) -> list[DimRange]:
+    """Batch 1..64; a sequence dim 1..its example length (the decomposition's max_len); other
+    dims (image sides, feature maps) from the example size up to 16x it."""
+    ranges = []
+    for index, (arg, dims) in enumerate(zip(args, dynamic_dims, strict=True)):
+        for dim in dims:
+            size = int(arg.shape[dim])
+            if dim == 0:
+                ranges.append(DimRange(index, dim, 1, max(MAX_BATCH, size)))
+            elif sequence:
+                ranges.append(DimRange(index, dim, 1, size))
+            else:
+                ranges.append(DimRange(index, dim, size, size * MAX_SIDE_FACTOR))
+    return ranges
+
+
+def export_program(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    ranges: Sequence[DimRange],
+    max_len: int,
+) -> torch.export.ExportedProgram:
+    """The decomposed program of ``module`` with ``ranges`` symbolic; BadInput if it fails."""
+    shapes: list[dict[int, torch.export.Dim] | None] = [None] * len(args)
+    for r in ranges:
+        dims = shapes[r.input_index] or {}
+        dims[r.dim] = torch.export.Dim(f"in{r.input_index}_d{r.dim}", min=r.low, max=r.high)
+        shapes[r.input_index] = dims
+    try:
+        with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
+            program = torch.export.export(module.eval(), args, dynamic_shapes=tuple(shapes))
+        program = decompose(program, max_len)
+    except Exception as exc:  # torch.export reports guards and unsupported code this way
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInput(f"torch.export of {type(module).__name__} failed: {first}") from None
+    left = remaining_edgegate_ops(program)
+    if left:
+        raise BadInput(f"edgegate ops without a Core ML decomposition: {', '.join(left)}")
+    return program
+
+
+def scan_region(program: torch.export.ExportedProgram) -> set[str]:
+    """Names of the nodes that a scan's decomposition produced (they keep fp32 under fp16).
+
+    Decomposition records provenance in ``meta["from_node"]``: a node belongs to a scan when
+    its chain of sources passes through a node named after a scan op.
+    """
+    names = set()
+    for node in program.graph.nodes:
+        sources = node.meta.get("from_node") or []
+        source = sources[-1] if sources else None
+        while source is not None:
+            if source.name.startswith(SCAN_OP_NAMES):
+                names.add(node.name)
+                break
+            source = source.from_node[-1] if source.from_node else None
+    return names
