@@ -106,13 +106,16 @@ def _keep_float(model: nn.Module, names: set[str]) -> None:
 def _quant_layer(module: nn.Module, config: QuantConfig) -> nn.Module:
     """The brevitas twin of one compute layer, with the float weights copied in."""
     profile, method = config.profile, config.method
+    weight_only = profile.act_bits is None  # Core ML's default: int8 weights, float compute
     kwargs = {
         "weight_quant": weight_quantizer(profile, method),
-        "bias_quant": bias_quantizer(profile) if module.bias is not None else None,
-        "input_quant": act_quantizer(profile, method),
+        "bias_quant": None if weight_only or module.bias is None else bias_quantizer(profile),
+        "input_quant": None if weight_only else act_quantizer(profile, method),
         # onnxruntime fuses DQ -> Conv/MatMul -> Q into an integer kernel only when the
         # output is quantized too; TensorRT quantizes only inputs and fuses the rest itself
-        "output_quant": act_quantizer(profile, method) if profile.quantize_bias else None,
+        "output_quant": act_quantizer(profile, method)
+        if profile.quantize_bias and not weight_only
+        else None,
         "return_quant_tensor": False,
     }
     if isinstance(module, nn.Linear):
@@ -173,10 +176,11 @@ def _place_quantizers(graph_module: fx.GraphModule, config: QuantConfig) -> None
     """Swap compute layers for brevitas layers; quantize matmul and residual-add inputs."""
     modules = dict(graph_module.named_modules())
     act = act_quantizer(config.profile, config.method)
+    weight_only = config.profile.act_bits is None
     for node in list(graph_module.graph.nodes):
         if node.op == "call_module" and type(modules[node.target]) in COMPUTE_TYPES:
             replace_module(graph_module, node.target, _quant_layer(modules[node.target], config))
-        elif node.op in ("call_function", "call_method"):
+        elif node.op in ("call_function", "call_method") and not weight_only:
             if node.target in _MATMULS or node.target in ("matmul", "bmm"):
                 _quantize_inputs(graph_module, node, act, "input_quant")
             elif (
@@ -275,11 +279,9 @@ def _insert_gate_quant(graph_module: fx.GraphModule, profile: QuantProfile) -> i
 
 def check_config(config: QuantConfig) -> None:
     """BadInput for a configuration graph-mode PTQ cannot apply (before any work is done)."""
-    if config.profile.act_bits is None:
-        raise BadInput(
-            f"profile '{config.profile.name}' is weight-only; edgegate quantize needs W8A8 "
-            "(pass --w8a8 for Core ML)"
-        )
+    weight_quantizer(config.profile, config.method)
+    if config.profile.act_bits is not None:
+        act_quantizer(config.profile, config.method)
 
 
 def quantize_model(model: nn.Module, config: QuantConfig) -> fx.GraphModule:
@@ -292,6 +294,7 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> fx.GraphModule:
     fold_batch_norm(graph_module)
     # gates first, so matmul inputs that are gate outputs are not re-quantized by a calibrated
     # quantizer on top of the fixed [0, 1] one
-    _insert_gate_quant(graph_module, config.profile)
+    if config.profile.act_bits is not None:  # weight-only profiles leave activations float
+        _insert_gate_quant(graph_module, config.profile)
     _place_quantizers(graph_module, config)
     return graph_module.eval()

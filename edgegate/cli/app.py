@@ -422,6 +422,14 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         qat_epochs: QatEpochsOpt = 0,
         max_drop: MaxDropOpt = 1.0,
         quantize_scan_inputs: ScanInputsOpt = False,
+        w8a8: Annotated[
+            bool,
+            typer.Option(
+                "--w8a8",
+                help="With --int8 under a weight-only profile (coreml): quantize activations "
+                "too, calibrated on --calib-data; gates keep their fixed [0, 1] ranges.",
+            ),
+        ] = False,
         data: Annotated[
             str | None,
             typer.Option("--data", help="With --int8: the test data the export is judged on."),
@@ -446,6 +454,11 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         """
         from edgegate.errors import BadInput
 
+        if w8a8 and not int8:
+            raise BadInput(
+                "--w8a8 quantizes activations, which needs calibration data: add --int8 "
+                "(with --calib-data SRC and --calib-samples N)"
+            )
         if int8:
             if precision is not None:
                 raise BadInput(
@@ -469,6 +482,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
                     input_size=input_size,
                     seq_len=seq_len,
                     quantize_scan_inputs=quantize_scan_inputs,
+                    w8a8=w8a8,
                     max_drop=max_drop,
                     data=data,
                     trust_code=trust_code,

@@ -56,23 +56,48 @@ def export_program(
     ranges: Sequence[DimRange],
     max_len: int,
 ) -> torch.export.ExportedProgram:
-    """The decomposed program of ``module`` with ``ranges`` symbolic; BadInput if it fails."""
+    """The decomposed program of ``module`` with ``ranges`` symbolic; BadInput if it fails.
+
+    A model whose code branches on a length of 1 (attention over a single token) gets its
+    sequence range from 2 instead: the range in the package says so.
+    """
+    try:
+        program = _export(module, args, ranges)
+    except Exception as exc:  # torch.export reports guards and unsupported code this way
+        from_two = [DimRange(r.input_index, r.dim, 2, r.high) if r.low == 1 and r.dim else r
+                    for r in ranges]  # fmt: skip
+        try:
+            if from_two == list(ranges):
+                raise
+            program = _export(module, args, from_two)
+        except Exception:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BadInput(f"torch.export of {type(module).__name__} failed: {first}") from None
+    try:
+        program = decompose(program, max_len)
+    except Exception as exc:
+        raise BadInput(f"decomposing edgegate's ops failed: {exc}") from None
+    left = remaining_edgegate_ops(program)
+    if left:
+        raise BadInput(f"edgegate ops without a Core ML decomposition: {', '.join(left)}")
+    missing = unconvertible_ops(program)
+    if missing:
+        raise BadInput(
+            f"{type(module).__name__} uses ops Core ML cannot take: {', '.join(missing)}"
+        )
+    return program
+
+
+def _export(
+    module: nn.Module, args: tuple[torch.Tensor, ...], ranges: Sequence[DimRange]
+) -> torch.export.ExportedProgram:
     shapes: list[dict[int, torch.export.Dim] | None] = [None] * len(args)
     for r in ranges:
         dims = shapes[r.input_index] or {}
         dims[r.dim] = torch.export.Dim(f"in{r.input_index}_d{r.dim}", min=r.low, max=r.high)
         shapes[r.input_index] = dims
-    try:
-        with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
-            program = torch.export.export(module.eval(), args, dynamic_shapes=tuple(shapes))
-        program = decompose(program, max_len)
-    except Exception as exc:  # torch.export reports guards and unsupported code this way
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadInput(f"torch.export of {type(module).__name__} failed: {first}") from None
-    left = remaining_edgegate_ops(program)
-    if left:
-        raise BadInput(f"edgegate ops without a Core ML decomposition: {', '.join(left)}")
-    return program
+    with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
+        return torch.export.export(module.eval(), args, dynamic_shapes=tuple(shapes))
 
 
 def scan_region(program: torch.export.ExportedProgram) -> set[str]:
@@ -91,3 +116,21 @@ def scan_region(program: torch.export.ExportedProgram) -> set[str]:
                 break
             source = source.from_node[-1] if source.from_node else None
     return names
+
+
+def unconvertible_ops(program: torch.export.ExportedProgram) -> list[str]:
+    """Graph ops that coremltools has no converter for, found before the (slow) conversion."""
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+
+    from edgegate.exporters.coreml.quiet import coremltools
+
+    coremltools()
+    missing = set()
+    for node in program.graph.nodes:
+        if node.op != "call_function" or not hasattr(node.target, "_opname"):
+            continue
+        name = node.target._opname
+        candidates = (name, name.lstrip("_"), name.rstrip("_"), name.lower())
+        if not any(_TORCH_OPS_REGISTRY.get_func(c) is not None for c in candidates):
+            missing.add(str(node.target).split(".default")[0])
+    return sorted(missing)

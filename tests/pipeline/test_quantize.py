@@ -201,7 +201,6 @@ def bad_data(tmp_path):
         (["--profile", "nope"], "unknown quantization profile"),
         (["--method", "nope"], "unknown calibration method"),
         (["--calib-samples", "0"], "--calib-samples"),
-        (["--profile", "coreml"], "weight-only"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(run_cli, bad_data, args, fragment):
