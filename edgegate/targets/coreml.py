@@ -37,6 +37,9 @@ class CoreMLTarget(Target):
     precisions = ("fp16", "fp32")  # the first is the default
     converts_precision = True  # gets the fp32 module and converts to fp16 itself
 
+    def __init__(self) -> None:
+        self._programs: dict[int, object] = {}  # check_part's exported programs, for export
+
     def check_part(self, part: ExportPart) -> None:
         """Lengths the loop-free scan forms take; every scan the model calls has one."""
         if part.metadata.get("task") == "lm":
@@ -56,22 +59,29 @@ class CoreMLTarget(Target):
         unknown = sorted(set(calls) - known)
         if unknown:
             raise BadInput(f"{part.stem}: no Core ML decomposition for {', '.join(unknown)}")
+        # torch.export and the op check take seconds, conversion a minute: fail before it
+        self._programs[id(part)] = self._program(part)
+
+    def _program(self, part: ExportPart):
+        from edgegate.exporters.coreml import prepare_program
+        from edgegate.quant.qdq import dequantized_weights
+
+        module = dequantized_weights(part.module) if _int8(part) else part.module
+        return prepare_program(
+            module, part.args, part.dynamic_dims, sequence=part.metadata.get("task") == "lm"
+        )
 
     def export(self, part: ExportPart, directory: Path) -> ExportedFile:
         from edgegate.exporters.coreml import export_coreml
-        from edgegate.quant.qdq import dequantized_weights
 
-        int8 = part.metadata.get("precision") == "int8"
-        module = dequantized_weights(part.module) if int8 else part.module
+        program = self._programs.pop(id(part), None) or self._program(part)
+        int8 = _int8(part)
         precision = "fp16" if int8 else part.precision
         exported = export_coreml(
-            module,
-            part.args,
+            program,
             directory / self.file_name(part.stem),
             input_names=part.input_names,
             output_names=part.output_names,
-            dynamic_dims=part.dynamic_dims,
-            sequence=part.metadata.get("task") == "lm",
             precision=precision,
             int8_weights=int8,
             metadata={**part.metadata, "compute_precision": precision},
@@ -81,6 +91,11 @@ class CoreMLTarget(Target):
 
     def runner(self, path: str | os.PathLike[str], threads: int | None = None) -> Runner:
         return CoreMLRunner(path, threads=threads)
+
+
+def _int8(part: ExportPart) -> bool:
+    """An INT8 part from the quantizer: Q/DQ twins whose weights Core ML stores as int8."""
+    return part.metadata.get("precision") == "int8"
 
 
 TARGET = CoreMLTarget()

@@ -24,7 +24,7 @@ from edgegate.exporters.coreml.inspect import package_inputs
 from edgegate.exporters.coreml.program import dim_ranges, export_program, scan_region
 from edgegate.manifest import InputSpec
 
-__all__ = ["CoreMLExport", "export_coreml", "package_inputs"]
+__all__ = ["CoreMLExport", "export_coreml", "package_inputs", "prepare_program"]
 
 
 @dataclass(frozen=True)
@@ -35,25 +35,32 @@ class CoreMLExport:
     fp32_ops: int  # ops kept in fp32 (the scan regions) under fp16
 
 
-def export_coreml(
+def prepare_program(
     module: nn.Module,
     args: tuple[torch.Tensor, ...],
+    dynamic_dims: Sequence[Sequence[int]],
+    *,
+    sequence: bool,
+) -> torch.export.ExportedProgram:
+    """The exported, decomposed, checked program (BadInput for what Core ML cannot take):
+    seconds, where the conversion that follows takes up to a minute."""
+    ranges = dim_ranges(args, dynamic_dims, sequence=sequence)
+    max_len = max((r.high for r in ranges if sequence and r.dim == 1), default=1)
+    return export_program(module, args, ranges, max_len=max_len)
+
+
+def export_coreml(
+    program: torch.export.ExportedProgram,
     path: Path,
     *,
     input_names: list[str],
     output_names: list[str],
-    dynamic_dims: Sequence[Sequence[int]],
-    sequence: bool,
     precision: str = "fp16",
     int8_weights: bool = False,
     metadata: dict[str, str] | None = None,
     input_docs: dict[str, str] | None = None,
 ) -> CoreMLExport:
-    """Write ``module`` as ``path`` (an .mlpackage folder) and describe what was written."""
-    ranges = dim_ranges(args, dynamic_dims, sequence=sequence)
-    seq_lengths = [r.high for r in ranges if sequence and r.dim == 1]
-    max_len = max(seq_lengths, default=1)
-    program = export_program(module, args, ranges, max_len=max(max_len, 1))
+    """Write ``program`` (from `prepare_program`) as ``path`` (an .mlpackage folder)."""
     keep = scan_region(program)
     model = convert(
         program,

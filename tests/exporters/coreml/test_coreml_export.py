@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgegate.exporters.coreml import export_coreml
+from edgegate.exporters.coreml import export_coreml, prepare_program
 from edgegate.exporters.coreml.convert import _on_int8_grid
 from edgegate.exporters.coreml.inspect import load, op_counts
 from edgegate.exporters.coreml.program import (
@@ -53,9 +53,7 @@ def test_scan_region_is_the_decomposed_scan_and_nothing_else():
         TinyGLA().eval(), (tokens,), dim_ranges([tokens], [(0, 1)], sequence=True), 16
     )
     region = scan_region(program)
-    targets = Counter(
-        str(n.target).split(".")[1] for n in program.graph.nodes if n.name in region
-    )
+    targets = Counter(str(n.target).split(".")[1] for n in program.graph.nodes if n.name in region)
     assert targets["cumsum"] == 1 and targets["exp"] >= 1, targets
     outside = {str(n.target) for n in program.graph.nodes if n.op == "call_function"} - {
         str(n.target) for n in program.graph.nodes if n.name in region
@@ -91,14 +89,12 @@ def test_int8_grid_detection():
 def test_fp16_package_keeps_the_scan_in_fp32(tmp_path):
     torch.manual_seed(0)
     tokens = torch.randint(0, 256, (1, 24))
+    program = prepare_program(TinyGLA().eval(), (tokens,), [(0, 1)], sequence=True)
     exported = export_coreml(
-        TinyGLA().eval(),
-        (tokens,),
+        program,
         tmp_path / "m.mlpackage",
         input_names=["tokens"],
         output_names=["logits"],
-        dynamic_dims=[(0, 1)],
-        sequence=True,
         precision="fp16",
         metadata={"model": "tiny", "part": "model"},
         input_docs={"tokens": "token ids"},
