@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from edgegate.errors import BadInput
+from edgegate.manifest import Manifest
 from edgegate.ops import observe_scans
 from edgegate.ops._parallel import MAX_PARALLEL_T
 from edgegate.runtime import CoreMLRunner, Runner
@@ -91,6 +92,17 @@ class CoreMLTarget(Target):
 
     def runner(self, path: str | os.PathLike[str], threads: int | None = None) -> Runner:
         return CoreMLRunner(path, threads=threads)
+
+    def host_warnings(self, manifest: Manifest | None, model_file: str) -> list[str]:
+        from edgegate.runtime.coreml_runner import can_predict
+
+        if can_predict():
+            return []
+        return [
+            f"Core ML predicts on macOS only: {model_file} runs in edgegate's numpy emulation "
+            "of its ML Program here, which checks the conversion; its latency is numpy's, not "
+            "a device's"
+        ]
 
 
 def _int8(part: ExportPart) -> bool:
