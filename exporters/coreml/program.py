@@ -74,7 +74,8 @@ def export_program(
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BadInput(f"torch.export of {type(module).__name__} failed: {first}") from None
     try:
-        program = decompose(program, max_len)
+        with fx_config.patch(backed_size_oblivious=True):  # no batch-1 specialisation either
+            program = decompose(program, max_len)
     except Exception as exc:
         raise BadInput(f"decomposing edgegate's ops failed: {exc}") from None
     left = remaining_edgegate_ops(program)

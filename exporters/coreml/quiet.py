@@ -13,6 +13,8 @@ from collections.abc import Iterator
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     logging.getLogger("coremltools").setLevel(logging.ERROR)
+    # coremltools imports torchao where installed, whose import logs a torch deprecation
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         yield
