@@ -62,6 +62,7 @@ def export_program(
     sequence range from 2 instead: the range in the package says so.
     """
     try:
+        ranges = _dims_that_vary(module, args, ranges)
         program = _export(module, args, ranges)
     except Exception as exc:  # torch.export reports guards and unsupported code this way
         from_two = [DimRange(r.input_index, r.dim, 2, r.high) if r.low == 1 and r.dim else r
@@ -89,10 +90,35 @@ def export_program(
     return program
 
 
+def _dims_that_vary(
+    module: nn.Module, args: tuple[torch.Tensor, ...], ranges: Sequence[DimRange]
+) -> list[DimRange]:
+    """The ranges whose dim the model lets vary, found by running it at another size along
+    each: a ViT's learned position table fixes its image side, for one. (Export alone cannot
+    tell: size-oblivious tracing lets a [B, N+1, d] + [1, 17, d] through for every N.)"""
+    kept = []
+    for r in ranges:
+        size = int(args[r.input_index].shape[r.dim])
+        other = r.high if r.high != size else r.low
+        if other == size:
+            continue
+        probe = list(args)
+        shape = list(probe[r.input_index].shape)
+        shape[r.dim] = other
+        probe[r.input_index] = torch.zeros(shape, dtype=probe[r.input_index].dtype)
+        try:
+            with torch.no_grad():
+                module(*probe)
+        except Exception:  # the model itself does not take that size: the dim is fixed
+            continue
+        kept.append(r)
+    return kept
+
+
 def _export(
     module: nn.Module, args: tuple[torch.Tensor, ...], ranges: Sequence[DimRange]
 ) -> torch.export.ExportedProgram:
-    shapes: list[dict[int, torch.export.Dim] | None] = [None] * len(args)
+    shapes: list[dict[int, object] | None] = [None] * len(args)
     for r in ranges:
         dims = shapes[r.input_index] or {}
         dims[r.dim] = torch.export.Dim(f"in{r.input_index}_d{r.dim}", min=r.low, max=r.high)
@@ -121,11 +147,11 @@ def scan_region(program: torch.export.ExportedProgram) -> set[str]:
 
 def unconvertible_ops(program: torch.export.ExportedProgram) -> list[str]:
     """Graph ops that coremltools has no converter for, found before the (slow) conversion."""
-    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
-
     from edgegate.exporters.coreml.quiet import coremltools
 
-    coremltools()
+    coremltools()  # imported quietly first
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+
     missing = set()
     for node in program.graph.nodes:
         if node.op != "call_function" or not hasattr(node.target, "_opname"):
