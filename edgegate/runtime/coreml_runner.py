@@ -17,6 +17,7 @@ from edgegate.errors import BackendUnavailable, BadInput
 from edgegate.runtime.base import Runner, TensorSpec
 
 INSTALL_HINT = "pip install 'edgegate-nn[coreml]'"
+MAX_BATCH = 64  # the batch range edgegate's packages declare
 
 
 def import_coremltools():
@@ -91,5 +92,10 @@ class CoreMLRunner(Runner):
         dtypes = {s.name: s.dtype for s in self.input_specs()}
         cast = {name: np.ascontiguousarray(value, dtype=dtypes.get(name, value.dtype))
                 for name, value in feed.items()}  # fmt: skip
-        out = self._model.run(cast) if self.emulated else self._model.predict(cast)
-        return {name: np.asarray(out[name], dtype=np.float32) for name in self.output_names()}
+        batch = len(next(iter(cast.values())))
+        pieces = []
+        for start in range(0, max(batch, 1), MAX_BATCH):  # packages take batches up to 64
+            chunk = {name: value[start : start + MAX_BATCH] for name, value in cast.items()}
+            out = self._model.run(chunk) if self.emulated else self._model.predict(chunk)
+            pieces.append({n: np.asarray(out[n], dtype=np.float32) for n in self.output_names()})
+        return {n: np.concatenate([p[n] for p in pieces]) for n in self.output_names()}

@@ -7,6 +7,7 @@ reads a package back for the checks Linux can make (ops, dtypes, shape ranges, w
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from edgegate.exporters.coreml.convert import (
     convert,
     describe,
     quantize_grid_weights,
+    rename,
     save,
 )
 from edgegate.exporters.coreml.inspect import package_inputs
@@ -46,7 +48,9 @@ def prepare_program(
     seconds, where the conversion that follows takes up to a minute."""
     ranges = dim_ranges(args, dynamic_dims, sequence=sequence)
     max_len = max((r.high for r in ranges if sequence and r.dim == 1), default=1)
-    return export_program(module, args, ranges, max_len=max_len)
+    with warnings.catch_warnings():  # torch's own deprecations while copying the program
+        warnings.simplefilter("ignore", FutureWarning)
+        return export_program(module, args, ranges, max_len=max_len)
 
 
 def export_coreml(
@@ -62,16 +66,11 @@ def export_coreml(
 ) -> CoreMLExport:
     """Write ``program`` (from `prepare_program`) as ``path`` (an .mlpackage folder)."""
     keep = scan_region(program)
-    model = convert(
-        program,
-        input_names=input_names,
-        output_names=output_names,
-        precision=precision,
-        keep_fp32=keep,
-    )
+    model = convert(program, precision=precision, keep_fp32=keep)
     quantized: list[str] = []
-    if int8_weights:
+    if int8_weights:  # on the converted program, before renaming rebuilds the model from spec
         model, quantized = quantize_grid_weights(model)
+    model = rename(model, input_names, output_names)
     describe(model, metadata or {}, input_docs or {})
     save(model, path)
     return CoreMLExport(

@@ -30,8 +30,6 @@ def _ct():
 def convert(
     program: torch.export.ExportedProgram,
     *,
-    input_names: list[str],
-    output_names: list[str],
     precision: str,
     keep_fp32: Iterable[str] = (),
 ):
@@ -52,7 +50,7 @@ def convert(
             minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
             compute_precision=compute,
         )
-    return _rename(model, input_names, output_names)
+    return model
 
 
 def _in_fp16(op, keep: set[str], graph_names: set[str]) -> bool:
@@ -68,7 +66,7 @@ def _in_fp16(op, keep: set[str], graph_names: set[str]) -> bool:
     return True
 
 
-def _rename(model, input_names: list[str], output_names: list[str]):
+def rename(model, input_names: list[str], output_names: list[str]):
     """Inputs and outputs named as edgegate names them (the converter uses graph node names)."""
     ct = _ct()
     spec = model.get_spec()

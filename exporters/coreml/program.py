@@ -8,6 +8,8 @@ specialises a CNN whose last feature map can be 1x1 (a 32x32 input) to that one 
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -106,8 +108,8 @@ def _dims_that_vary(
         shape = list(probe[r.input_index].shape)
         shape[r.dim] = other
         probe[r.input_index] = torch.zeros(shape, dtype=probe[r.input_index].dtype)
-        try:
-            with torch.no_grad():
+        try:  # (an FX-traced module prints the traceback of a failure: keep it quiet)
+            with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
                 module(*probe)
         except Exception:  # the model itself does not take that size: the dim is fixed
             continue
