@@ -258,11 +258,19 @@ def test_only_tensorrt_quantizes_residual_adds(calibrated_cnns):
 # --- bad input --------------------------------------------------------------------------------
 
 
-def test_coreml_without_w8a8_is_bad_input():
-    with pytest.raises(BadInput, match="w8a8"):
-        quantize_model(tiny_cnn(), QuantConfig(get_profile("coreml")))
-    qmodel = quantize_model(tiny_cnn(), QuantConfig(get_profile("coreml", w8a8=True)))
-    assert compute_layers(qmodel)
+def test_coreml_is_weight_only_unless_w8a8():
+    """Core ML's default: int8 weights, float activations and gates; --w8a8 adds activations."""
+    weight_only = quantize_model(tiny_cnn(), QuantConfig(get_profile("coreml")))
+    layers = list(compute_layers(weight_only).values())
+    assert layers and all(layer.weight_quant.is_quant_enabled for layer in layers)
+    assert not any(tensor_quant(layer.input_quant) for layer in layers)
+    assert not [m for m in weight_only.modules() if isinstance(m, QuantIdentity)]
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(weight_only(x), tiny_cnn()(x), atol=0.05)  # int8 weights only
+    w8a8 = quantize_model(tiny_cnn(), QuantConfig(get_profile("coreml", w8a8=True)))
+    calibrate(w8a8, [(x,)])
+    assert all(tensor_quant(layer.input_quant) for layer in compute_layers(w8a8).values())
 
 
 def test_unknown_method_is_bad_input():
