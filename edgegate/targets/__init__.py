@@ -17,6 +17,7 @@ TARGET_MODULES: dict[str, str] = {
     "onnx": "edgegate.targets.onnx",
     "onnxruntime": "edgegate.targets.onnxruntime",
     "tensorrt": "edgegate.targets.tensorrt",
+    "executorch": "edgegate.targets.executorch",
 }
 
 __all__ = [
