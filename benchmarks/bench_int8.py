@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +88,19 @@ def _op_profile(path: Path, threads: int, x: np.ndarray, runs: int, tmp: Path) -
     return {op: round(us / runs, 1) for op, us in per_op.most_common()}
 
 
+def _calibration(size: int, calib_samples: int) -> torch.Tensor:
+    """The digits calibration images every INT8 form here is calibrated on."""
+    return digits("calib", size, 3).images[:calib_samples]
+
+
+def _edgegate_int8(module, calib: torch.Tensor, path: Path, profile: str = "onnxruntime") -> Path:
+    """edgegate's INT8 QDQ export under ``profile`` (what `edgegate quantize` writes)."""
+    config = QuantConfig(get_profile(profile), "minmax")
+    qmodel = quantize_model(module, config)
+    calibrate(qmodel, [(b,) for b in torch.split(calib, CALIB_BATCH)])
+    return export_onnx(to_qdq(qmodel), (calib[:1],), path)
+
+
 def _build(
     tmp: Path,
     model: str,
@@ -96,16 +111,12 @@ def _build(
 ) -> tuple[dict[str, Path], np.ndarray]:
     """Export the three models; returns their paths and one benchmark input."""
     module = load_model(model, checkpoint).module.eval()
-    calib = digits("calib", size, 3).images[:calib_samples]
+    calib = _calibration(size, calib_samples)
     example = calib[:1]
     paths = {form: tmp / f"{form}.onnx" for form in FORMS}
 
     export_onnx(module, (example,), paths["fp32"])
-
-    config = QuantConfig(get_profile(profile), "minmax")
-    qmodel = quantize_model(module, config)
-    calibrate(qmodel, [(b,) for b in torch.split(calib, CALIB_BATCH)])
-    export_onnx(to_qdq(qmodel), (example,), paths["edgegate_int8"])
+    _edgegate_int8(module, calib, paths["edgegate_int8"], profile)
 
     preprocessed = tmp / "fp32_pre.onnx"
     quant_pre_process(str(paths["fp32"]), str(preprocessed))
@@ -118,7 +129,7 @@ def _build(
         per_channel=True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
-        reduce_range=config.profile.weight_bits < 8,  # the same 7-bit weights on x86-avx2
+        reduce_range=get_profile(profile).weight_bits < 8,  # 7-bit weights on x86-avx2
     )
     return paths, example.numpy()
 
@@ -127,18 +138,27 @@ def _run(session: ort.InferenceSession, x: np.ndarray) -> list[np.ndarray]:
     return session.run(None, {session.get_inputs()[0].name: x})
 
 
+def time_round_robin(
+    calls: dict[str, Callable[[], object]], runs: int, warmup: int
+) -> dict[str, list[float]]:
+    """Milliseconds per call of each callable, round-robin: each round calls every one once,
+    so drift and noise are shared."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(warmup + runs):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            if round_ >= warmup:
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
 def _time_interleaved(
     sessions: dict[str, ort.InferenceSession], x: np.ndarray, runs: int, warmup: int
 ) -> dict[str, list[float]]:
-    """Round-robin: each round runs every session once, so drift and noise are shared."""
-    times: dict[str, list[float]] = {form: [] for form in sessions}
-    for round_ in range(warmup + runs):
-        for form, session in sessions.items():
-            start = time.perf_counter()
-            _run(session, x)
-            if round_ >= warmup:
-                times[form].append((time.perf_counter() - start) * 1e3)
-    return times
+    """Round-robin over ONNX Runtime sessions on one input."""
+    calls = {form: functools.partial(_run, session, x) for form, session in sessions.items()}
+    return time_round_robin(calls, runs, warmup)
 
 
 def main() -> None:

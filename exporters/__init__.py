@@ -1,1 +1,1 @@
-"""Exporters: ONNX, TensorRT and Core ML (installed as ``edgegate.exporters``)."""
+"""Exporters: ONNX, TensorRT, Core ML and ExecuTorch (installed as ``edgegate.exporters``)."""

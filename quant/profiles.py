@@ -25,6 +25,9 @@ class QuantProfile:
     quantize_bias: bool = True
     qdq_on_residual_adds: bool = False
     description: str = ""
+    # who quantizes: edgegate's brevitas graph passes, or the target's own toolchain ("pt2e":
+    # ExecuTorch's XNNPACK quantizer), whose scheme the fields above then do not drive
+    engine: str = "brevitas"
 
     @property
     def family(self) -> str:
@@ -61,6 +64,13 @@ PROFILES: dict[str, QuantProfile] = {
         ),
         # Core ML: INT8 per-channel weights by default; W8A8 is opt-in.
         QuantProfile("coreml", act_bits=None, description="int8 weights (--w8a8: u8 activations)"),
+        # ExecuTorch: XNNPACK's own PT2E quantizer applies its scheme (edgegate.quant.pt2e):
+        # s8 per-channel symmetric weights, s8 affine per-tensor activations.
+        QuantProfile(
+            "executorch",
+            engine="pt2e",
+            description="XNNPACK via PT2E: s8 per-channel weights, s8 affine activations",
+        ),
     )
 }
 HOST_ALIASES: dict[str, str] = {"onnxruntime": "onnxruntime:{isa}"}

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgegate import __version__
@@ -46,7 +47,7 @@ def _command_line() -> str:
 
 def _warn(result: dict[str, Any]) -> None:
     for line in result.get("warnings", []):
-        err.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+        err.print(f"[bold yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _print_rows(rows: list[tuple[str, str]], title: str | None = None) -> None:
@@ -77,7 +78,7 @@ def _progress() -> Iterator[ConsoleProgress]:
 def _fail(result: dict[str, Any], what: str) -> None:
     """Exit 1 with one line naming what broke."""
     reasons = "; ".join(result.get("failures", [])) or "a tolerance was broken"
-    err.print(f"[bold red]{what} failed:[/] {reasons}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]{what} failed:[/] {escape(reasons)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -287,7 +288,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
             here = (
                 "ready" if r["available"] else f"missing {', '.join(r['missing'])}: {r['install']}"
             )
-            table.add_row(r["name"], r["summary"], here)
+            table.add_row(r["name"], escape(r["summary"]), escape(here))
         out.print(table)
 
     @app.command()
@@ -777,18 +778,23 @@ def main(argv: list[str] | None = None) -> int:
     except ClickException as exc:
         if debug:
             raise
-        err.print(f"[bold red]error:[/] {_usage_line(exc)}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]error:[/] {escape(_usage_line(exc))}", highlight=False, soft_wrap=True
+        )
         return exc.exit_code
     except EdgegateError as exc:
         if debug:
             raise
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # escaped: a message may hold brackets (an install hint's extra, a shape) that rich
+        # would otherwise read as markup and drop
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except Exception as exc:  # a bug in edgegate: still one line unless --debug
         if debug:
             raise
         err.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug)",
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+            "(rerun with --debug)",
             highlight=False,
             soft_wrap=True,
         )

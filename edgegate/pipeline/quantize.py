@@ -101,6 +101,93 @@ def _checked_options(
         raise BadInput(f"--max-drop must be >= 0, got {max_drop}")
 
 
+def _check_native_options(target: Target, method: str, qat_epochs: int, report: bool) -> None:
+    """Options of edgegate's brevitas flow that a target's own INT8 toolchain has no use for."""
+    own = f"target '{target.name}' quantizes with its own toolchain ({target.int8_toolchain})"
+    if qat_epochs:
+        raise BadInput(f"--qat-epochs does not apply: {own}, with no QAT here")
+    if report:
+        raise BadInput(f"--report does not apply: {own}; the per-layer report is brevitas'")
+    target.check_native_options(method=method)
+
+
+class _BrevitasInt8:
+    """edgegate's INT8: the calibrated fake-quant model; its Q/DQ twin is what ships."""
+
+    state_name = INT8_STATE
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def exportable(self) -> nn.Module:
+        return to_qdq(self.module)  # after QAT, if any: the trained model is the one that ships
+
+    def save(self, stage: Path, spec: str, record: dict[str, Any]) -> None:
+        save_state(stage / INT8_STATE, self.module, spec, record)
+
+    def activation_summary(self, exported: nn.Module) -> dict[str, Any]:
+        quants = activation_quants(exported)
+        return {
+            "activation_quantizers": len(quants),
+            "activation_zero_points_all_zero": all(q.zero_point == 0 for q in quants.values()),
+        }
+
+
+class _NativeInt8:
+    """A target's own INT8 (ExecuTorch's PT2E): one model is both the reference torch runs
+    and what the target lowers; the target saves it for ``validate``."""
+
+    def __init__(self, target: Target, module: nn.Module, args, dynamic_dims) -> None:
+        self.target, self.module = target, module
+        self.args, self.dynamic_dims = args, dynamic_dims
+        self.state_name = target.int8_reference
+
+    def exportable(self) -> nn.Module:
+        return self.module
+
+    def save(self, stage: Path, spec: str, record: dict[str, Any]) -> None:
+        self.target.save_int8_reference(
+            self.module, self.args, self.dynamic_dims, stage / self.state_name
+        )
+
+    def activation_summary(self, exported: nn.Module) -> dict[str, Any]:
+        from edgegate.quant.pt2e import quantize_nodes
+
+        nodes = quantize_nodes(exported)
+        return {
+            "activation_quantizers": len(nodes),
+            "activation_zero_points_all_zero": all(int(n.args[2]) == 0 for n in nodes),
+        }
+
+
+def _quantized(
+    target: Target,
+    float_module: nn.Module,
+    config: QuantConfig,
+    args: tuple[torch.Tensor, ...],
+    dynamic_dims: list[tuple[int, ...]],
+    batches: list[tuple[torch.Tensor, ...]],
+    progress: Progress,
+) -> _BrevitasInt8 | _NativeInt8:
+    """The one place where a target's own INT8 toolchain and edgegate's brevitas part ways:
+    the calibrated model (everything after, scoring and judging, is shared)."""
+    if target.int8_toolchain:
+        with progress.phase(f"calibrate ({target.int8_toolchain}) on {len(batches)} batches"):
+            native = target.quantize_native(
+                float_module,
+                args,
+                dynamic_dims,
+                batches,
+                method=config.method,
+                quantize_scan_inputs=config.quantize_scan_inputs,
+            )
+        if native is not None:
+            return _NativeInt8(target, native, args, dynamic_dims)
+    qmodel = quantize_model(float_module, config)
+    calibrate(qmodel, batches, progress=progress)
+    return _BrevitasInt8(qmodel)
+
+
 def quantize(
     model: str,
     output_dir: Path,
@@ -128,6 +215,8 @@ def quantize(
     _checked_options(method, calib_samples, qat_epochs, max_drop)
     check_config(config)
     target = for_profile(config.profile.family)
+    if target.int8_toolchain:
+        _check_native_options(target, method, qat_epochs, report)
     check_output_dir(output_dir)
     target.check_available()
     loaded = load_model(model, checkpoint, trust_code=trust_code)
@@ -153,9 +242,21 @@ def quantize(
             f"(--calib-samples asked for {calib_samples})"
         )
 
-    qmodel = quantize_model(float_module, config)
     batches = [(b,) for b in calib.split(kind.calibration_batch)]
-    calibrate(qmodel, batches, progress=progress)
+    example = test_inputs[:1]
+    dims = [kind.dynamic_dims()]
+    metadata = {
+        "model": loaded.spec,
+        "task": kind.name,
+        "target": target.name,
+        "precision": "int8",
+        "profile": config.profile.name,
+    }
+    names = ([kind.input_name], list(kind.output_names))
+    # what the target cannot take (a scan too long, an op it lacks) fails before calibration
+    target.check_part(make_part(INT8_STEM, float_module, (example,), *names, dims, metadata))
+    int8 = _quantized(target, float_module, config, (example,), dims, batches, progress)
+    qmodel = int8.module
     metrics: dict[str, Any] = {}
     float_run, fake_run = Recorder(torch_predict(float_module)), Recorder(torch_predict(qmodel))
     with progress.phase("score float and fake-quant models"):
@@ -174,8 +275,7 @@ def quantize(
         fake_run = Recorder(torch_predict(qmodel))  # the trained model is the one that ships
         metrics["qat"] = kind.score(fake_run, test, float_module)
 
-    qdq = to_qdq(qmodel)
-    example = test_inputs[:1]
+    qdq = int8.exportable()
     quant_record = {
         "profile": config.profile.name,
         "method": config.method,
@@ -190,27 +290,12 @@ def quantize(
             "sha256": tensor_hash(calib),
         },
     }
-    metadata = {
-        "model": loaded.spec,
-        "task": kind.name,
-        "target": target.name,
-        "precision": "int8",
-        "profile": config.profile.name,
-    }
-    part = make_part(
-        INT8_STEM,
-        qdq,
-        (example,),
-        [kind.input_name],
-        list(kind.output_names),
-        [kind.dynamic_dims()],
-        metadata,
-    )
+    part = make_part(INT8_STEM, qdq, (example,), *names, dims, metadata)
     target.check_part(part)
     with staged_directory(output_dir) as stage:
         with progress.phase(f"export {target.file_name(INT8_STEM)}"):
             written = target.export(part, stage)
-        save_state(stage / INT8_STATE, qmodel, loaded.spec, quant_record)
+        int8.save(stage, loaded.spec, quant_record)
         summary = _judge(
             kind,
             written.path,
@@ -229,16 +314,13 @@ def quantize(
             "target": target.name,
             "quant": quant_record,
             **summary,
-            "activation_quantizers": len(activation_quants(qdq)),
-            "activation_zero_points_all_zero": all(
-                q.zero_point == 0 for q in activation_quants(qdq).values()
-            ),
+            **int8.activation_summary(qdq),
             "weights": weights.label,
             "warnings": warnings,
         }
         if "qat" in metrics:
             summary["qat_recovery"] = qat_recovery(kind, metrics)
-        files = {name: sha256_file(stage / name) for name in (written.path.name, INT8_STATE)}
+        files = {name: sha256_file(stage / name) for name in (written.path.name, int8.state_name)}
         stored = store_weights(loaded, weights, stage)
         if stored is not None:
             files[stored] = sha256_file(stage / stored)

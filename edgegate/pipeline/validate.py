@@ -50,10 +50,16 @@ def input_dtype(art: Artifact, name: str) -> str | None:
 
 
 def reference_for(art: Artifact, loaded: LoadedModel):
-    """The module an artifact is judged against: the fake-quant model of an INT8 export (brevitas
-    loads only then), else the float model itself."""
+    """The module an artifact is judged against: for an INT8 export, the quantized model it was
+    exported from (the target's own, e.g. ExecuTorch's PT2E model, else brevitas' fake-quant
+    model, which loads only then); else the float model itself."""
+    if art.precision != "int8":
+        return loaded.module
+    native = art.part(art.target.int8_reference) if art.target.int8_toolchain else None
+    if native is not None:
+        return art.target.load_int8_reference(native)
     state = art.part(INT8_STATE)
-    if art.precision != "int8" or state is None:
+    if state is None:
         return loaded.module
     from edgegate.quant.state import load_fake_quant
 

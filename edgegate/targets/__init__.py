@@ -18,6 +18,7 @@ TARGET_MODULES: dict[str, str] = {
     "onnxruntime": "edgegate.targets.onnxruntime",
     "tensorrt": "edgegate.targets.tensorrt",
     "coreml": "edgegate.targets.coreml",
+    "executorch": "edgegate.targets.executorch",
 }
 
 __all__ = [

@@ -51,6 +51,7 @@ class ExportedFile:
     path: Path
     inputs: list[InputSpec]
     custom_ops: list[str] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)  # what ``package`` adds to the manifest
 
 
 class Target(ABC):
@@ -66,6 +67,10 @@ class Target(ABC):
     profile_families: tuple[str, ...] = ()  # INT8 profile families whose exports it runs
     portable: bool = False  # also runs INT8 exports of families no registered target takes
     converts_precision: bool = False  # fp16: gets the fp32 module and converts it itself
+    # INT8 from the target's own toolchain (``quantize_native``) instead of edgegate's brevitas
+    # Q/DQ: its name, and the file holding the quantized model torch runs as the reference
+    int8_toolchain: str | None = None
+    int8_reference: str = ""
 
     def file_name(self, stem: str) -> str:
         return f"{stem}{self.suffix}"
@@ -118,6 +123,38 @@ class Target(ABC):
     def host_warnings(self, manifest: Manifest | None, model_file: str) -> list[str]:
         """One line per way this host may not compute what the artifact was made for."""
         return []
+
+    def quantize_native(
+        self,
+        module: nn.Module,
+        args: tuple[torch.Tensor, ...],
+        dynamic_dims: list[tuple[int, ...]],
+        batches: list[tuple[torch.Tensor, ...]],
+        *,
+        method: str,
+        quantize_scan_inputs: bool,
+    ) -> nn.Module | None:
+        """The INT8 model of a target whose toolchain quantizes (calibrated on ``batches``),
+        which torch runs as the reference and ``export`` lowers; None: edgegate's brevitas
+        Q/DQ (every target without ``int8_toolchain``)."""
+        return None
+
+    def check_native_options(self, *, method: str) -> None:  # noqa: B027 - optional hook
+        """BadInput, before any work, for a quantize option the target's toolchain lacks."""
+
+    def save_int8_reference(
+        self,
+        module: nn.Module,
+        args: tuple[torch.Tensor, ...],
+        dynamic_dims: list[tuple[int, ...]],
+        path: Path,
+    ) -> None:
+        """Write what ``quantize_native`` returned, for ``validate`` to run again later."""
+        raise NotImplementedError(f"target '{self.name}' has no INT8 toolchain of its own")
+
+    def load_int8_reference(self, path: Path) -> nn.Module:
+        """The module ``save_int8_reference`` wrote."""
+        raise NotImplementedError(f"target '{self.name}' has no INT8 toolchain of its own")
 
     def kernel_check(
         self, path: Path, feed: dict[str, np.ndarray], output: str, threads: int | None
