@@ -37,6 +37,6 @@ def test_full_range_model_on_an_avx2_host_warns_and_names_the_fix(
 def test_profiles_map_to_the_targets_that_run_them():
     assert for_profile("onnxruntime").name == "onnxruntime"
     assert for_profile("tensorrt").name == "tensorrt"
-    # Core ML has no target module yet: its Q/DQ files are portable ONNX
-    assert for_profile("coreml").name == "onnx"
+    assert for_profile("coreml").name == "coreml"
+    assert for_profile("executorch").name == "executorch"
     assert get_target("onnxruntime").fuse_qdq and not get_target("onnx").fuse_qdq
