@@ -50,7 +50,8 @@ def staged_directory(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
         yield staging
         out_dir.mkdir(exist_ok=True)
         for item in sorted(staging.iterdir()):
-            os.chmod(item, 0o666 & ~_umask())
+            mode = 0o777 if item.is_dir() else 0o666  # a folder (a .mlpackage) needs its x bit
+            os.chmod(item, mode & ~_umask())
             os.replace(item, out_dir / item.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

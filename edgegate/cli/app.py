@@ -654,6 +654,92 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
             raise typer.Exit(1)
 
     @app.command()
+    def bundle(
+        export_dir: Annotated[Path, typer.Argument(help="Export folder (with manifest.json).")],
+        output: OutputDirOpt,
+        samples: Annotated[
+            int | None,
+            typer.Option(
+                "--samples",
+                min=1,
+                help="Test samples to run on the device (default: 64 images or 4 LM sequences).",
+            ),
+        ] = None,
+        data: DataOpt = None,
+        checkpoint: CheckpointOpt = None,
+        trust_code: TrustOpt = False,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Pack an export for on-device validation: model files, inputs, PyTorch's outputs,
+        tolerances and run.py (needs only numpy and the device's runtime).
+
+        On the device, `python3 run.py` writes results.json; copy the folder back and run
+        `edgegate judge` on it.
+
+        Examples:
+
+        - `edgegate bundle out/gc -o gc-bundle --samples 128`
+        - `edgegate bundle out/lm -o lm-bundle --data corpus.txt --json`
+        """
+        from edgegate.pipeline.bundle import bundle as run_bundle
+
+        with _progress() as progress:
+            result = run_bundle(
+                export_dir,
+                output,
+                samples=samples,
+                data=data,
+                checkpoint=checkpoint,
+                trust_code=trust_code,
+                progress=progress,
+            )
+        if json_out:
+            _emit_json(result)
+            return
+        _print_rows(
+            [
+                ("bundle", result["bundle"]),
+                ("target / runtime", f"{result['target']} / {result['runtime']}"),
+                ("samples", f"{result['samples']} of {result['data']} ({result['precision']})"),
+                ("on the device", f"cd {result['bundle']} && {result['run']}"),
+                ("then here", f"edgegate judge {result['bundle']}"),
+            ]
+        )
+
+    @app.command()
+    def judge(
+        bundle_dir: Annotated[Path, typer.Argument(help="Bundle folder holding results.json.")],
+        results: Annotated[
+            Path | None,
+            typer.Option("--results", help="The device's results.json (default: in the bundle)."),
+        ] = None,
+        junit: Annotated[
+            Path | None,
+            typer.Option("--junit", help="Write a JUnit XML report (also on bad input)."),
+        ] = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Judge a device run on the host: exit 0 pass, 1 tolerance broken, 2 bad or tampered
+        bundle or results.
+
+        Examples:
+
+        - `edgegate judge gc-bundle`
+        - `edgegate judge gc-bundle --results jetson/results.json --junit device.xml --json`
+        """
+        from edgegate.pipeline.judge import judge as run_judge
+        from edgegate.pipeline.summary import judge_rows
+
+        result = run_judge(bundle_dir, results=results, junit=junit)
+        _warn(result)
+        if json_out:
+            _emit_json(result)
+        else:
+            _print_rows(judge_rows(result))
+        if not result["passed"]:
+            raise typer.Exit(1)
+
+    @app.command()
     def bench(
         artifact: Annotated[Path, typer.Argument(help="Export folder or a model file.")],
         runs: Annotated[int, typer.Option(min=1, help="Timed runs after warm-up.")] = 50,

@@ -51,6 +51,22 @@ def validation_rows(val: dict[str, Any]) -> Rows:
     return rows
 
 
+def judge_rows(verdict: dict[str, Any]) -> Rows:
+    """A device run's verdict: validate's rows, then where it ran and how fast."""
+    rows = validation_rows(verdict)
+    device = verdict.get("device") or {}
+    where = " ".join(str(device[k]) for k in ("machine", "system") if device.get(k))
+    rows.append(("device", f"{verdict['runtime']} {verdict.get('runtime_version') or ''} on "
+                           f"{where or 'an unnamed device'}"))  # fmt: skip
+    lat = verdict.get("latency_ms")
+    if lat:
+        rows.append(
+            ("device latency p50 / p90 / p99",
+             f"{lat['p50']:.3f} / {lat['p90']:.3f} / {lat['p99']:.3f} ms ({lat['runs']} runs)")
+        )  # fmt: skip
+    return rows
+
+
 def bench_rows(timed: dict[str, Any]) -> Rows:
     lat = timed["latency_ms"]
     rows = [

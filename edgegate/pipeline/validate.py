@@ -66,6 +66,28 @@ def reference_for(art: Artifact, loaded: LoadedModel):
     return load_fake_quant(state, loaded.module)
 
 
+def load_reference_side(
+    art: Artifact,
+    *,
+    reference: str | None,
+    checkpoint: Path | None,
+    data: str | None,
+    trust_code: bool,
+    task: str | None,
+) -> tuple[LoadedModel, Task, TaskData]:
+    """The model an artifact was exported from (the weights its manifest recorded, unless
+    ``reference``/``checkpoint`` say otherwise), its task, and the task's test split at the
+    export's geometry: what validate and bundle judge a target's outputs against."""
+    spec = reference or (art.manifest.model if art.manifest else None)
+    if spec is None:
+        raise BadInput(f"'{art.model_path}' has no manifest: pass --reference MODEL")
+    weights = checkpoint_for(art.manifest, art.directory, checkpoint) if not reference else None
+    loaded = load_model(spec, weights or checkpoint, trust_code=trust_code)
+    kind = resolve_task(loaded, task or (art.manifest.task if art.manifest else None))
+    eval_data = kind.load(loaded, data, "test", **kind.geometry_options(art.example_shape))
+    return loaded, kind, eval_data
+
+
 @contextlib.contextmanager
 def junit_on_error(junit: Path | None, suite: str) -> Iterator[None]:
     """A bad input still leaves CI a JUnit file that says what was wrong."""
@@ -133,13 +155,10 @@ def _validate(
         raise BadInput(f"--parity-samples must be at least 1, got {parity_samples}")
     art = open_artifact(artifact)
     art.target.check_available()
-    spec = reference or (art.manifest.model if art.manifest else None)
-    if spec is None:
-        raise BadInput(f"'{artifact}' has no manifest: pass --reference MODEL")
-    weights = checkpoint_for(art.manifest, art.directory, checkpoint) if not reference else None
-    loaded = load_model(spec, weights or checkpoint, trust_code=trust_code)
-    kind = resolve_task(loaded, task or (art.manifest.task if art.manifest else None))
-    eval_data = kind.load(loaded, data, "test", **kind.geometry_options(art.example_shape))
+    loaded, kind, eval_data = load_reference_side(
+        art, reference=reference, checkpoint=checkpoint, data=data, trust_code=trust_code,
+        task=task,
+    )  # fmt: skip
     inputs = kind.model_inputs(eval_data).numpy()
     feed = {kind.input_name: np.ascontiguousarray(inputs[: kind.parity_rows(parity_samples)])}
     with progress.phase("load reference"):

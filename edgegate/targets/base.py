@@ -71,6 +71,11 @@ class Target(ABC):
     # Q/DQ: its name, and the file holding the quantized model torch runs as the reference
     int8_toolchain: str | None = None
     int8_reference: str = ""
+    # On-device validation (`edgegate bundle`): the runtime a bundle's run.py drives on the
+    # device ("onnxruntime", "executorch", "coreml", "tensorrt"), and whether it reads its
+    # inputs as raw little-endian files (trtexec's --loadInputs) besides inputs.npz
+    device_runtime: str = ""
+    raw_device_inputs: bool = False
 
     def file_name(self, stem: str) -> str:
         return f"{stem}{self.suffix}"
@@ -119,6 +124,14 @@ class Target(ABC):
     def build(self, directory: Path, manifest: Manifest) -> list[str]:
         """Build the engine(s) of an export in ``directory``; returns the files written."""
         raise BackendUnavailable(f"target '{self.name}' has no engine to build")
+
+    def device_files(self, manifest: Manifest, model_file: str) -> list[str]:
+        """The export's files (relative to its folder) that a device needs to run it."""
+        return [model_file]
+
+    def device_record(self, manifest: Manifest, model_file: str) -> dict[str, Any]:
+        """What a bundle's run.py needs besides the model file (an engine's path, say)."""
+        return {}
 
     def host_warnings(self, manifest: Manifest | None, model_file: str) -> list[str]:
         """One line per way this host may not compute what the artifact was made for."""

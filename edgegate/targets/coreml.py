@@ -37,6 +37,7 @@ class CoreMLTarget(Target):
     profile_families = ("coreml",)
     precisions = ("fp16", "fp32")  # the first is the default
     converts_precision = True  # gets the fp32 module and converts to fp16 itself
+    device_runtime = "coreml"
 
     def __init__(self) -> None:
         self._programs: dict[int, object] = {}  # check_part's exported programs, for export

@@ -41,6 +41,7 @@ class ExecuTorchTarget(Target):
     profile_families = ("executorch",)
     int8_toolchain = "pt2e"
     int8_reference = "model.int8.pt2"
+    device_runtime = "executorch"
 
     def check_part(self, part: ExportPart) -> None:
         """One forward pass: every op must have a kernel or a decomposition here, and every

@@ -22,6 +22,7 @@ class OnnxTarget(Target):
     name = "onnx"
     summary = "portable ONNX: gated scans as custom nodes plus Scan fallback functions"
     suffix = ".onnx"
+    device_runtime = "onnxruntime"
     requires = ("onnx", "onnxscript", "onnxruntime")
     install_hint = "pip install onnx onnxscript onnxruntime"
     portable = True

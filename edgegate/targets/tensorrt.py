@@ -36,6 +36,8 @@ class TensorRTTarget(Target):
     name = "tensorrt"
     summary = "TensorRT build kit: ONNX with IPluginV3 scan plugins, plugin sources, build.sh"
     suffix = ".onnx"
+    device_runtime = "tensorrt"  # trtexec runs the engine build.sh makes on the device
+    raw_device_inputs = True
     requires = ("onnx", "onnxscript", "onnxruntime")  # to write and check the kit here
     install_hint = "pip install onnx onnxscript onnxruntime"
     default_profile = "tensorrt"
@@ -113,6 +115,19 @@ class TensorRTTarget(Target):
         return OnnxRuntimeRunner(
             path, threads=threads, fuse_qdq=False, model_bytes=model.SerializeToString()
         )
+
+    def device_files(self, manifest: Manifest, model_file: str) -> list[str]:
+        """The whole kit, which builds its engine on the device; not the torch weights."""
+        return sorted(name for name in manifest.files if not name.endswith((".pt", ".pt2")))
+
+    def device_record(self, manifest: Manifest, model_file: str) -> dict[str, Any]:
+        return {
+            "tensorrt": {
+                "engine": str(Path(model_file).with_suffix(".engine")),
+                "plugin": PLUGIN_LIBRARY,
+                "build": "build.sh",
+            }
+        }
 
     def check_build(self) -> None:
         from edgegate.exporters.tensorrt.engine import check_toolchain
