@@ -8,6 +8,7 @@ cannot reach torch or edgegate unless that closure does.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import venv
@@ -39,6 +40,20 @@ def import_closure(imports: str) -> list[Path]:
     code = _CLOSURE.format(imports=imports)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return [Path(p) for p in json.loads(done.stdout.strip().splitlines()[-1])]
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment without the variables that would lend a device Python this
+    one's packages."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
+def run_isolated(python: Path, *args, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``python`` with ``args`` from ``cwd`` (never the repository, whose edgegate/ would
+    be importable from the working folder)."""
+    return subprocess.run(
+        [python, *args], capture_output=True, text=True, cwd=cwd, env=clean_environ(), **kwargs
+    )
 
 
 def make_env(folder: Path, imports: str) -> Path:

@@ -96,6 +96,31 @@ def test_int8_passes_near_tie_flips_but_fails_decisive_ones():
     assert any("top-1 agreement 97.00 %; 96.67 % where" in f for f in report.failures), report
 
 
+def test_int8_gate_output_is_judged_by_its_decisions_not_its_steps():
+    """A sigmoid gate's output moves several of its steps for one step at its input: INT8
+    judges it by the decisions it makes, which must still agree."""
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0, 1, size=(400, 1)).astype(np.float32)
+    ref[np.abs(ref - 0.5) < 0.06] = 0.8  # keep every decision clear of the threshold
+    tol = Tolerance.for_precision("int8")
+    moved = ref + np.float32(0.04)  # ten steps of 1/256: beyond 4 steps of 1/127
+    report = compare_outputs(
+        {"gate_prob": ref}, {"gate_prob": moved}, tol, gate_outputs={"gate_prob"}
+    )
+    assert report.passed and report.gate_agreement == 100.0, report.failures
+    flipped = ref.copy()
+    flipped[:4] = 1 - flipped[:4]  # 1 % of decisions flip
+    report = compare_outputs(
+        {"gate_prob": ref}, {"gate_prob": flipped}, tol, gate_outputs={"gate_prob"}
+    )
+    assert any("gate decisions agree on 99.00 %" in f for f in report.failures), report.failures
+    fp32 = compare_outputs(
+        {"gate_prob": ref}, {"gate_prob": moved}, Tolerance.for_precision("fp32"),
+        gate_outputs={"gate_prob"},
+    )  # fmt: skip
+    assert not fp32.passed  # float stays judged by its error
+
+
 def test_bench_statistics_are_ordered():
     runner = TorchRunner(nn.Linear(8, 8), ["x"], ["y"])
     result = bench(runner, {"x": np.ones((4, 8), np.float32)}, runs=20, warmup=2)
