@@ -186,7 +186,7 @@ class TrtexecBackend:
             f"{s['name']}:{'x'.join(str(d) for d in s['shape'])}" for s in self.bundle["inputs"]
         )
         loads = ",".join(
-            f"{s['name']}:{self.root / self.bundle['trtexec_inputs'][str(sample)][s['name']]}"
+            f"{s['name']}:{self.root / self.bundle['raw_inputs'][str(sample)][s['name']]}"
             for s in self.bundle["inputs"]
         )
         command = [self.trtexec, f"--loadEngine={self.engine}", f"--shapes={shapes}"]

@@ -71,7 +71,8 @@ def make_env(folder: Path, imports: str) -> Path:
         if path.parent.name != "site-packages":  # a namespace package's inner folder
             continue
         (site / path.name).symlink_to(path)
-        libs = path.parent / f"{path.name}.libs"
-        if libs.is_dir():
-            (site / libs.name).symlink_to(libs)
+        stem = path.name.removesuffix(".py")
+        for extra in [path.parent / f"{stem}.libs", *path.parent.glob(f"{stem}-*.dist-info")]:
+            if extra.is_dir() and not (site / extra.name).exists():
+                (site / extra.name).symlink_to(extra)  # bundled libraries; the version record
     return python

@@ -239,3 +239,95 @@ def test_run_py_refuses_a_tampered_bundle_and_a_missing_runtime(gc_bundle, ort_p
     done = run_on_device(bare, folder)
     assert done.returncode == 3 and "onnxruntime is not installed" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (folder / "results.json").exists()
+
+
+# --- other runtimes: ExecuTorch, a scan LM, a TensorRT kit through trtexec -----------------
+
+
+def test_executorch_bundle_runs_with_only_executorchs_runtime(tmp_path, run_cli):
+    pytest.importorskip("executorch", reason="executorch is not installed")
+    export = tmp_path / "et"
+    assert (
+        run_cli("export", "qvit:attention=gated,depth=1", "-t", "executorch", "-o", export).code
+        == 0
+    )
+    folder = tmp_path / "bundle"
+    assert run_cli("bundle", export, "-o", folder, "--samples", "16").code == 0
+    python = make_env(tmp_path / "venv", "import numpy, executorch.runtime")
+    assert run_isolated(python, "-c", "import edgegate", cwd=tmp_path).returncode != 0
+    done = run_on_device(python, folder)
+    assert done.returncode == 0, done.stderr
+    verdict = run_cli("judge", folder, "--json")
+    assert verdict.code == 0, verdict.stdout
+    report = verdict.json()
+    assert report["runtime"] == "executorch" and report["runtime_version"] == "1.5.1"
+    assert (
+        report["outputs"]["logits"]["max_abs"] < 1e-4
+        and report["accuracy"]["candidate"]["samples"] == 16
+    )
+
+
+def test_scan_lm_bundle_is_judged_by_parity_and_perplexity(ort_python, tmp_path, run_cli):
+    """gla-lm's ONNX holds edgegate's scan op with its local-function fallback, which a plain
+    onnxruntime runs."""
+    export = tmp_path / "lm"
+    assert run_cli("export", "gla-lm:depth=1", "-o", export, "--seq-len", "32").code == 0
+    folder = tmp_path / "bundle"
+    assert run_cli("bundle", export, "-o", folder).code == 0
+    done = run_on_device(ort_python, folder)
+    assert done.returncode == 0, done.stderr
+    verdict = run_cli("judge", folder, "--json")
+    assert verdict.code == 0, verdict.stdout
+    report = verdict.json()
+    assert report["parity_samples"] == 4
+    reference, candidate = report["accuracy"]["reference"], report["accuracy"]["candidate"]
+    assert candidate["tokens"] == 4 * 32
+    assert candidate["perplexity"] == pytest.approx(reference["perplexity"], rel=1e-4)
+
+
+def test_tensorrt_kit_bundle_runs_through_trtexec_and_its_exported_files(tmp_path, run_cli):
+    """The kit goes whole into the bundle (it builds its engine on the device); run.py drives
+    trtexec with the raw --loadInputs files, or collects --exportOutput/--exportTimes files
+    made elsewhere. trtexec here is a stand-in (no TensorRT, no GPU on this machine)."""
+    export = tmp_path / "kit"
+    assert (
+        run_cli("export", "qvit:attention=gated,depth=1", "-t", "tensorrt", "-o", export).code == 0
+    )
+    folder = tmp_path / "bundle"
+    assert run_cli("bundle", export, "-o", folder, "--samples", "8").code == 0
+    record = json.loads((folder / "bundle.json").read_text())
+    assert {"model/build.sh", "model/model.onnx"} <= set(record["model_files"])
+    assert record["tensorrt"]["engine"] == "model/model.engine"
+    assert len(record["raw_inputs"]) == 8
+    python = make_env(tmp_path / "venv", "import numpy")  # trtexec does the work, not Python
+    done = run_on_device(python, folder, "--trtexec", str(tmp_path / "trtexec"))
+    assert done.returncode == 3 and "trtexec is not found" in done.stderr
+    fake = tmp_path / "trtexec"
+    fake.write_text(
+        f'#!/bin/sh\nexec {sys.executable} {Path(__file__).parent / "fake_trtexec.py"} "$@"\n'
+    )
+    fake.chmod(0o755)
+    done = run_on_device(python, folder, "--trtexec", str(fake))
+    assert (
+        done.returncode == 3 and "run " in done.stderr and "build.sh" in done.stderr
+    )  # no engine yet
+    shutil.copy(folder / "model/model.onnx", folder / "model/model.engine")  # what build.sh makes
+    done = run_on_device(python, folder, "--trtexec", str(fake))
+    assert done.returncode == 0, done.stderr
+    verdict = run_cli("judge", folder, "--json")
+    assert verdict.code == 0, verdict.stdout
+    assert verdict.json()["latency_ms"]["runs"] == 5
+    # trtexec runs made by hand (or by build.sh) are collected the same way
+    exported = tmp_path / "exported"
+    exported.mkdir()
+    for i in range(8):
+        raw = ",".join(f"{n}:{folder / p}" for n, p in record["raw_inputs"][str(i)].items())
+        shapes = ",".join(f"{s['name']}:{'x'.join(map(str, s['shape']))}" for s in record["inputs"])
+        subprocess.run([fake, f"--loadEngine={folder / 'model/model.engine'}", f"--shapes={shapes}",
+                        f"--loadInputs={raw}", f"--exportOutput={exported / f'sample_{i}.json'}"],
+                       check=True, capture_output=True)  # fmt: skip
+    (folder / "results.json").unlink()
+    done = run_on_device(python, folder, "--from-trtexec", str(exported))
+    assert done.returncode == 0, done.stderr
+    verdict = run_cli("judge", folder, "--json")
+    assert verdict.code == 0 and verdict.json()["latency_ms"] is None
