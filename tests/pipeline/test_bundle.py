@@ -331,3 +331,21 @@ def test_tensorrt_kit_bundle_runs_through_trtexec_and_its_exported_files(tmp_pat
     assert done.returncode == 0, done.stderr
     verdict = run_cli("judge", folder, "--json")
     assert verdict.code == 0 and verdict.json()["latency_ms"] is None
+
+
+def test_coreml_bundle_carries_the_package_and_run_py_says_predict_needs_macos(tmp_path, run_cli):
+    pytest.importorskip("coremltools", reason="coremltools is not installed")
+    if sys.platform == "darwin":
+        pytest.skip("on macOS run.py predicts; this test covers the Linux refusal")
+    export = tmp_path / "ml"
+    assert run_cli("export", "qvit:attention=gated,depth=1", "-t", "coreml", "-o", export).code == 0
+    folder = tmp_path / "bundle"
+    assert run_cli("bundle", export, "-o", folder, "--samples", "4").code == 0
+    record = json.loads((folder / "bundle.json").read_text())
+    assert record["model_files"] == ["model/model.mlpackage"] and record["precision"] == "fp16"
+    assert (folder / "model/model.mlpackage/Manifest.json").is_file()
+    with np.load(folder / "inputs.npz") as npz:
+        assert npz["images"].dtype == np.float32  # Core ML fp16 packages take fp32 inputs
+    done = run_on_device(make_env(tmp_path / "venv", "import numpy"), folder)
+    assert done.returncode == 3 and "Core ML predict needs macOS" in done.stderr
+    assert_one_line_error(run_cli("judge", folder), "run `python3 run.py`")
