@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import sys
 
 import numpy as np
 import onnx
@@ -33,7 +34,7 @@ from edgegate.validate.localize import (
 
 def _seed() -> int:
     seed = int(os.environ.get("EDGEGATE_LOCALIZE_SEED", random.randrange(2**31)))
-    print(f"perturbation seed: {seed} (replay with EDGEGATE_LOCALIZE_SEED={seed})")
+    print(f"perturbation seed: {seed} (replay with EDGEGATE_LOCALIZE_SEED={seed})", file=sys.stderr)
     return seed
 
 
@@ -245,3 +246,43 @@ def test_int8_perturbed_weight_names_the_module_holding_it(int8_export, tmp_path
     assert result.code in (0, 1), result.stderr
     first = result.json()["localization"]["first_divergent"]
     assert first is not None and first["module"] == expected, (seed, name, first)
+
+
+# --- which graph: the target registry says -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "target, inspectable",
+    [("onnx", True), ("onnxruntime", True), ("tensorrt", True), ("coreml", False),
+     ("executorch", False)],
+)  # fmt: skip
+def test_targets_say_which_graph_localisation_inspects(target, inspectable, tmp_path):
+    from edgegate.pipeline.artifacts import Artifact
+    from edgegate.pipeline.validate import localization
+    from edgegate.targets import get_target
+
+    chosen = get_target(target)
+    path = tmp_path / chosen.file_name("model")
+    assert (chosen.inspectable_onnx(path) == path) is inspectable
+    if not inspectable:  # skipped before any file is read
+        art = Artifact(path, None, None, chosen)
+        skipped = localization(art, nn.Identity(), {}, {})["skipped"]
+        assert f"target '{target}'" in skipped and "not an ONNX graph" in skipped
+
+
+def test_a_graph_without_torch_scopes_is_not_localizable(tmp_path):
+    from onnx import TensorProto, helper
+
+    from edgegate.validate.localize import NotLocalizable
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "plain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+    )
+    path = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph), path)
+    feed = {"x": np.ones((1, 3), "float32")}
+    with pytest.raises(NotLocalizable, match="name_scopes"):
+        localize(nn.ReLU(), path, feed, feed, "fp32")
