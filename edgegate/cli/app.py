@@ -618,16 +618,27 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         threads: Annotated[int | None, typer.Option("--threads", min=1)] = None,
         trust_code: TrustOpt = False,
         task: TaskOpt = None,
+        localize: Annotated[
+            bool,
+            typer.Option(
+                "--localize",
+                help="Name the first module whose ONNX value breaks its layer tolerance "
+                "(also done whenever parity fails).",
+            ),
+        ] = False,
         json_out: JsonOpt = False,
     ) -> None:
         """Check an export against PyTorch: exit 0 pass, 1 tolerance broken, 2 bad input.
 
-        The reference's weights are the ones the export recorded; -c overrides them.
+        The reference's weights are the ones the export recorded; -c overrides them. When
+        parity fails (or with --localize), each module's output is compared with its ONNX
+        value and the first that breaks its tolerance is named.
 
         Examples:
 
         - `edgegate validate out/gc`
         - `edgegate validate model.onnx --reference qvit:attention=gated --junit parity.xml`
+        - `edgegate validate out/m8 --localize --json`
         """
         from edgegate.pipeline.summary import validation_rows
         from edgegate.pipeline.validate import validate as run_validate
@@ -643,6 +654,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
                 trust_code=trust_code,
                 task=task,
                 junit=junit,
+                localize=localize,
                 progress=progress,
             )
         _warn(result)

@@ -36,6 +36,7 @@ def validation_rows(val: dict[str, Any]) -> Rows:
         rows.append(("  where not a near-tie", f"{val['decisive_top1_agreement']:.2f} %"))
     if val.get("kernel_agreement") is not None:
         rows.append(("fused kernels vs dequantized", f"{val['kernel_agreement']:.2f} % top-1"))
+    rows += localization_rows(val.get("localization"))
     if val.get("accuracy"):
         ref, cand = val["accuracy"]["reference"], val["accuracy"]["candidate"]
         key = "perplexity" if "perplexity" in ref else "top1"
@@ -65,6 +66,19 @@ def judge_rows(verdict: dict[str, Any]) -> Rows:
              f"{lat['p50']:.3f} / {lat['p90']:.3f} / {lat['p99']:.3f} ms ({lat['runs']} runs)")
         )  # fmt: skip
     return rows
+
+
+def localization_rows(loc: dict[str, Any] | None) -> Rows:
+    """The first module the export departs from (or why there is no answer)."""
+    if not loc:
+        return []
+    if "skipped" in loc:
+        return [("localization", f"skipped: {loc['skipped']}")]
+    first = loc["first_divergent"]
+    if first is None:
+        return [("localization", f"all {len(loc['layers'])} mapped layers within tolerance")]
+    detail = f"max abs {first['max_abs']:.2e}, SNR {first['snr_db']} dB"
+    return [("first divergent module", f"{first['module']} (ONNX {first['onnx_node']}): {detail}")]
 
 
 def bench_rows(timed: dict[str, Any]) -> Rows:

@@ -23,6 +23,8 @@ from edgegate.pipeline.weights import checkpoint_for
 from edgegate.progress import SILENT, Progress
 from edgegate.runtime import Runner, TorchRunner, TwoStageRunner
 from edgegate.validate import report as reports
+from edgegate.validate.localize import NotLocalizable
+from edgegate.validate.localize import localize as locate
 from edgegate.validate.parity import Tolerance, compare_outputs
 
 INT8_STATE = "model.int8.pt"  # the fake-quant state an INT8 export carries
@@ -111,11 +113,14 @@ def validate(
     task: str | None = None,
     with_accuracy: bool = True,
     junit: Path | None = None,
+    localize: bool = False,
     progress: Progress = SILENT,
 ) -> dict[str, Any]:
     """Parity (and accuracy) of an exported artifact against its PyTorch reference.
 
     With ``junit`` the verdict is also written as JUnit XML, including a bad-input verdict.
+    When parity fails, or always with ``localize``, ``result["localization"]`` says which
+    module of the reference the export first departs from.
     """
     if junit is not None:
         check_output_file(junit, "--junit file", (".xml",))
@@ -131,6 +136,7 @@ def validate(
             trust_code=trust_code,
             task=task,
             with_accuracy=with_accuracy,
+            localize=localize,
             progress=progress,
         )
     if junit is not None:
@@ -150,6 +156,7 @@ def _validate(
     task: str | None,
     with_accuracy: bool,
     progress: Progress,
+    localize: bool = False,
 ) -> dict[str, Any]:
     if parity_samples < 1:
         raise BadInput(f"--parity-samples must be at least 1, got {parity_samples}")
@@ -194,6 +201,9 @@ def _validate(
         **report.to_dict(),
         "accuracy": accuracy_block,
     }
+    if localize or not report.passed:
+        with progress.phase("localize the first divergent layer"):
+            result["localization"] = localization(art, reference_module, feed, cand_feed)
     if isinstance(kind, GatedCompressionTask) and art.has_two_stages():
         with progress.phase("two-stage system"):
             result["two_stage"] = two_stage_metrics(art, eval_data, loaded, threads)
@@ -204,6 +214,27 @@ def _validate(
             result["kernel_agreement"] = check["top1_agreement"]
     result["warnings"] = art.target.host_warnings(art.manifest, art.model_path.name)
     return result
+
+
+def localization(
+    art: Artifact,
+    reference_module,
+    feed: dict[str, np.ndarray],
+    cand_feed: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """Layer-by-layer errors of the export's ONNX graph (the target says which graph, if any),
+    or ``{"skipped": reason}`` where there is none to inspect."""
+    graph = art.target.inspectable_onnx(art.model_path)
+    if graph is None:
+        return {
+            "skipped": f"target '{art.target.name}' writes {art.model_path.name}, not an ONNX "
+            "graph whose intermediate values onnxruntime can expose"
+        }
+    try:
+        found = locate(reference_module, graph, feed, cand_feed, art.precision)
+    except NotLocalizable as exc:
+        return {"skipped": str(exc)}
+    return found.to_dict()
 
 
 def _accuracy(

@@ -169,6 +169,11 @@ class Target(ABC):
         """The module ``save_int8_reference`` wrote."""
         raise NotImplementedError(f"target '{self.name}' has no INT8 toolchain of its own")
 
+    def inspectable_onnx(self, model_path: Path) -> Path | None:
+        """The ONNX graph whose intermediate values ``validate --localize`` may expose for a
+        model file of this target; None where the target's file is not ONNX."""
+        return None
+
     def kernel_check(
         self, path: Path, feed: dict[str, np.ndarray], output: str, threads: int | None
     ) -> dict[str, Any] | None:

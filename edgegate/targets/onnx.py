@@ -45,5 +45,9 @@ class OnnxTarget(Target):
     def runner(self, path: str | os.PathLike[str], threads: int | None = None) -> Runner:
         return OnnxRuntimeRunner(path, threads=threads, fuse_qdq=self.fuse_qdq)
 
+    def inspectable_onnx(self, model_path: Path) -> Path | None:
+        """The file itself is ONNX (also for the onnxruntime target, which inherits this)."""
+        return model_path
+
 
 TARGET = OnnxTarget()

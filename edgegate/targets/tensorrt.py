@@ -129,6 +129,11 @@ class TensorRTTarget(Target):
             }
         }
 
+    def inspectable_onnx(self, model_path: Path) -> Path | None:
+        """The kit's ONNX (its scans get their Scan fallbacks in memory), also when an engine
+        was built beside it: the engine's layers are TensorRT's, not the module's."""
+        return Path(model_path)
+
     def check_build(self) -> None:
         from edgegate.exporters.tensorrt.engine import check_toolchain
         from edgegate.runtime.tensorrt_runner import import_tensorrt, require_gpu
