@@ -762,6 +762,14 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
             float,
             typer.Option(min=0.0, max=1.0, help="Share of positives in the GC two-stage stream."),
         ] = 0.10,
+        stage1_threads: Annotated[
+            int,
+            typer.Option(
+                "--stage1-threads",
+                min=1,
+                help="Threads of the GC always-on stage 1 (stage 2 gets --threads).",
+            ),
+        ] = 1,
         plot: Annotated[
             Path | None, typer.Option("--plot", help="Write a PNG latency plot.")
         ] = None,
@@ -785,6 +793,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
                 threads=threads,
                 batch=batch,
                 positive_rate=positive_rate,
+                stage1_threads=stage1_threads,
                 plot=plot,
                 progress=progress,
             )

@@ -12,7 +12,7 @@ from edgegate import data as datasets
 from edgegate.errors import BadInput
 from edgegate.outputs import check_output_file, make_parents
 from edgegate.pipeline.artifacts import Artifact, open_artifact
-from edgegate.pipeline.validate import two_stage_runner
+from edgegate.pipeline.validate import STAGE1_THREADS, two_stage_runner
 from edgegate.progress import SILENT, Progress
 from edgegate.validate import bench as benchmark
 
@@ -50,6 +50,7 @@ def bench(
     batch: int = 1,
     positive_rate: float = 0.10,
     stream_samples: int = 200,
+    stage1_threads: int = STAGE1_THREADS,
     plot: Path | None = None,
     progress: Progress = SILENT,
 ) -> dict[str, Any]:
@@ -59,6 +60,8 @@ def bench(
     for name, value, low in (("--runs", runs, 1), ("--warmup", warmup, 0), ("--batch", batch, 1)):
         if value < low:
             raise BadInput(f"{name} must be at least {low}, got {value}")
+    if stage1_threads < 1:
+        raise BadInput(f"--stage1-threads must be at least 1, got {stage1_threads}")
     if plot is not None:
         check_output_file(plot, "--plot file", (".png",))
     art = open_artifact(artifact)
@@ -77,7 +80,7 @@ def bench(
         if art.has_two_stages():
             images, positive = stream_images(art)
             with (
-                two_stage_runner(art, threads) as two_stage,
+                two_stage_runner(art, threads, stage1_threads) as two_stage,
                 progress.phase(f"stream of {stream_samples} samples"),
             ):
                 stream = benchmark.bench_two_stage(
@@ -88,7 +91,7 @@ def bench(
                     n=stream_samples,
                     full_runner=runner,
                 )
-            result["two_stage"] = benchmark.as_dict(stream)
+            result["two_stage"] = {**benchmark.as_dict(stream), "stage1_threads": stage1_threads}
     if plot is not None:
         benchmark.plot_latencies(full, make_parents(plot))
         result["plot"] = os.fspath(plot)

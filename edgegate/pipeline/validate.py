@@ -259,11 +259,20 @@ def _accuracy(
     return block
 
 
-def two_stage_runner(art: Artifact, threads: int | None) -> TwoStageRunner:
-    """The deployed gated-compression pair: stage 2 runs only for samples past the gate."""
+STAGE1_THREADS = 1  # stage 1 is a few small convs: a second thread costs more than it gives
+
+
+def two_stage_runner(
+    art: Artifact, threads: int | None, stage1_threads: int | None = STAGE1_THREADS
+) -> TwoStageRunner:
+    """The deployed gated-compression pair: stage 2 runs only for samples past the gate.
+
+    Stage 1 is the always-on part: its convs are too small to split across threads, so it runs
+    on ``stage1_threads`` (one by default) and waking a thread pool for it costs more than it
+    saves; stage 2, the full classifier, runs on ``threads``."""
     assert art.manifest is not None
     return TwoStageRunner(
-        art.runner(art.stage("stage1"), threads=threads),
+        art.runner(art.stage("stage1"), threads=stage1_threads),
         art.runner(art.stage("stage2"), threads=threads),
         threshold=float(art.manifest.extra.get("threshold", 0.5)),
     )

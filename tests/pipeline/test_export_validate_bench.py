@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -99,7 +100,30 @@ def test_bench_reports_latency_and_the_two_stage_stream(run_cli, gc_export, tmp_
     assert report["throughput_per_s"] > 0 and report["peak_rss_mb"] > 0
     assert report["runtime"] == "onnxruntime"
     assert report["two_stage"]["mean_latency_ms"] > 0
+    assert report["two_stage"]["stage1_threads"] == 1  # the always-on stage: one thread
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_bench_stage1_threads_reach_the_stage_one_session(gc_export, monkeypatch):
+    """--stage1-threads sizes stage 1's session; stage 2 and the full model get --threads."""
+    from edgegate.pipeline.bench import bench
+    from edgegate.runtime import OnnxRuntimeRunner
+
+    sized = []
+    original = OnnxRuntimeRunner.__init__
+
+    def record(self, path, threads=None, *args, **kwargs):
+        sized.append((Path(path).name, threads))
+        original(self, path, threads, *args, **kwargs)
+
+    monkeypatch.setattr(OnnxRuntimeRunner, "__init__", record)
+    result = bench(gc_export, runs=2, warmup=0, threads=2, stage1_threads=1, stream_samples=5)
+    assert result["two_stage"]["stage1_threads"] == 1
+    assert sorted(sized) == [("model.onnx", 2), ("stage1.onnx", 1), ("stage2.onnx", 2)]
+
+
+def test_bench_refuses_zero_stage1_threads(run_cli, gc_export):
+    assert_one_line_error(run_cli("bench", gc_export, "--stage1-threads", "0"), "--stage1-threads")
 
 
 def test_deploy_writes_reports(run_cli, tmp_path):
