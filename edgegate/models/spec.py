@@ -20,7 +20,7 @@ from torch import nn
 from edgegate.errors import BadInput
 from edgegate.models.gc_mobilenet import gc_mobilenet
 from edgegate.models.lm import gdn_lm, gla_lm, hgrn_lm, qlm
-from edgegate.models.mobilenet_v3 import mobilenet_v3_se
+from edgegate.models.mobilenet_v3 import mobilenet_v3_large_se, mobilenet_v3_se
 from edgegate.models.vit import qvit
 
 Task = Literal["image", "gc", "lm"]
@@ -85,6 +85,14 @@ _ZOO: dict[str, ModelInfo] = {
             mobilenet_v3_se,
             "image",
             "MobileNetV3-Small, hard-sigmoid SE gates",
+            (3, 32, 32),
+            min_input=MOBILENET_STRIDE,
+        ),
+        _info(
+            "mobilenet-v3-large-se",
+            mobilenet_v3_large_se,
+            "image",
+            "MobileNetV3-Large, hard-sigmoid SE gates (full size)",
             (3, 32, 32),
             min_input=MOBILENET_STRIDE,
         ),

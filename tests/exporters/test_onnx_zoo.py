@@ -20,7 +20,11 @@ SMALL = {
     "gdn-lm": "gdn-lm:depth=1",
 }
 SCAN_LMS = ("gla-lm", "hgrn-lm", "gdn-lm")
-CNNS = ("mobilenet-v3-se", "gc-mobilenet")  # ~20 s each; their exports are validated elsewhere
+CNNS = (
+    "mobilenet-v3-se",
+    "mobilenet-v3-large-se",
+    "gc-mobilenet",
+)  # ~20 s each; their exports are validated elsewhere
 CASES = [
     pytest.param(info.name, None, marks=[pytest.mark.slow] if info.name in CNNS else [])
     for info in list_models()

@@ -17,6 +17,7 @@ from edgegate.models.gc_mobilenet import GCMobileNet
 
 NAMES = [info.name for info in list_models()]
 MAX_PARAMS = 450_000
+FULL_SIZE = {"mobilenet-v3-large-se": 4_500_000}  # exists to be big: INT8 speed is measured on it
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +28,7 @@ def _seed() -> None:
 def test_zoo_lists_the_expected_models() -> None:
     assert set(NAMES) == {
         "mobilenet-v3-se",
+        "mobilenet-v3-large-se",
         "gc-mobilenet",
         "qvit",
         "qlm",
@@ -54,9 +56,10 @@ def test_model_builds_runs_and_fits_budget(name: str) -> None:
         assert logits.shape == (2, 10) and prob.shape == (2,)
     else:
         assert inputs[0].shape == (2, *info.default_input) and out.shape == (2, 10)
-    assert count_params(model) <= MAX_PARAMS
+    budget = FULL_SIZE.get(name, MAX_PARAMS)
+    assert count_params(model) <= budget
     state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    assert state_bytes <= 2 * 1024 * 1024
+    assert state_bytes <= max(2 * 1024 * 1024, 4.5 * budget)
     assert count_macs(model, example_inputs(name, batch=1, seq_len=16)) > 0
 
 
@@ -183,3 +186,12 @@ def test_streaming_module_exports_states_as_inputs() -> None:
     assert len(out) == 3 and all(
         torch.allclose(a, b, atol=1e-6) for a, b in zip(out, ref, strict=True)
     )
+
+
+def test_the_full_size_cnn_has_mobilenet_v3_large_cost_at_224() -> None:
+    """About 220 M MACs at 224x224 (MobileNetV3-Large's 219 M with 1000 classes): the size
+    where INT8 kernels have work to save."""
+    model = build_model("mobilenet-v3-large-se").eval()
+    macs = count_macs(model, (torch.zeros(1, 3, 224, 224),))
+    assert 200e6 <= macs <= 230e6
+    assert sum(isinstance(m, SqueezeExcite) for m in model.modules()) == 8
