@@ -163,6 +163,16 @@ def _quantization_config(method: str):
     return dataclasses.replace(config, input_activation=act, output_activation=act)
 
 
+def plain_quantizer(method: str = "minmax"):
+    """XNNPACK's quantizer as ExecuTorch ships it, with the same config edgegate starts from."""
+    check_method(method)
+    with quiet_imports():
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+    quantizer = XNNPACKQuantizer()
+    quantizer.set_global(_quantization_config(method))
+    return quantizer
+
+
 def gate_aware_quantizer(method: str = "minmax", quantize_scan_inputs: bool = False):
     """An ``XNNPACKQuantizer`` that also applies edgegate's gate and scan rules."""
     check_method(method)
@@ -236,10 +246,18 @@ def quantize_xnnpack(
     *,
     method: str = "minmax",
     quantize_scan_inputs: bool = False,
+    gate_rules: bool = True,
 ) -> fx.GraphModule:
     """PTQ ``module`` for XNNPACK: capture, annotate (gate-aware), calibrate on ``batches``,
-    convert. Returns the converted PT2E model (quantize/dequantize around float ops)."""
-    quantizer = gate_aware_quantizer(method, quantize_scan_inputs)
+    convert. Returns the converted PT2E model (quantize/dequantize around float ops).
+
+    ``gate_rules=False`` is XNNPACK's own flow, without edgegate's rules: what a user of
+    ExecuTorch gets by default, for benchmarks to compare against."""
+    quantizer = (
+        gate_aware_quantizer(method, quantize_scan_inputs)
+        if gate_rules
+        else plain_quantizer(method)
+    )
     import_optional("torchao")
     with quiet_imports():
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e

@@ -79,6 +79,19 @@ def test_gate_outputs_get_the_fixed_unit_grid_whatever_the_data(gated_twice):
     assert round(1.0 / GATE_SCALE) + GATE_ZERO_POINT == 127
 
 
+def test_without_gate_rules_the_gates_are_observed_like_any_activation():
+    """XNNPACK's own flow (the benchmarks' baseline) calibrates the gate outputs from data:
+    what edgegate's rules replace with the fixed grid."""
+    from edgegate.quant.pt2e import GATE_SCALE
+
+    torch.manual_seed(0)
+    module = GatedHead().eval()
+    images = torch.randn(16, 3, 16, 16)
+    plain = _quantize(module, (images[:1],), [(0, 2, 3)], [(images,)], gate_rules=False)
+    hard = _after(plain, "aten.hardsigmoid.default")
+    assert hard and all(scale != pytest.approx(GATE_SCALE) for scale, _ in hard.values())
+
+
 def test_the_other_activations_are_calibrated(gated_twice):
     """The same quantize nodes, calibrated on data 100x apart: their scales follow the data
     (the test would pass vacuously if nothing were calibrated)."""
