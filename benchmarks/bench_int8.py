@@ -1,25 +1,33 @@
-"""ONNX Runtime latency of mobilenet-v3-se: FP32 vs edgegate INT8 QDQ vs ORT's quantize_static.
+"""INT8 speed table: models x runtimes x (FP32, edgegate INT8, the runtime's own INT8 flow).
 
-Usage: .venv/bin/python benchmarks/bench_int8.py [--size 224 --threads 2 --runs 500 --json]
-       [--model mobilenet-v3-se:width=1.0 --checkpoint w1.pt] [--ops]
+Usage: .venv/bin/python benchmarks/bench_int8.py [--models mobilenet-v3-se,mobilenet-v3-large-se]
+       [--size 224 --threads 2 --runs 100] [--json-out int8.json] [--plot int8.png]
+       [--checkpoint mobilenet-v3-large-se=ckpt.pt] [--no-executorch]
 
-Measures whether edgegate's INT8 QDQ export pays off on CPU (target: >= 2x faster than FP32)
-and whether its Q/DQ placement is as fast as onnxruntime's own static quantizer (target:
-within 5%). The reference is `quantize_static` (QDQ, per-channel s8 weights, u8 activations)
-on the same FP32 export after ORT's recommended `quant_pre_process` (shape inference and
-graph optimisation), calibrated on the same digits images. All three sessions run in this
-one process, timed round-robin, so machine noise hits them alike.
+Every cell of the table is one model file run by one runtime, all measured in this one run:
+- runtimes: ONNX Runtime under each instruction-set variant of edgegate's onnxruntime profile
+  that this host computes exactly (an x86 host with VNNI takes both x86 variants; one without,
+  only ``x86-avx2``'s 7-bit weights), and ExecuTorch with XNNPACK;
+- variants: ``fp32``; ``edgegate_int8`` (ONNX Runtime: the QDQ export of ``edgegate quantize``;
+  ExecuTorch: PT2E with edgegate's gate rules); ``native_int8``, the runtime's own flow
+  (``quantize_static`` after ``quant_pre_process``, per-channel s8 weights, u8 activations,
+  ``reduce_range`` for the 7-bit variant; XNNPACK's quantizer without the gate rules).
 
-`--ops` adds ORT's own per-operator profile (kernel time per op type, per run), which shows
-where an INT8 graph loses: slow integer kernels or float islands between Q/DQ pairs.
+Each model is exported once with batch and image side dynamic: timed at ``--size`` (batch 1,
+round-robin over the model's cells, so machine noise hits them alike), and scored top-1 on the
+digits test split at the 32x32 it was trained at. Every INT8 form is calibrated on the same
+digits calibration images. Prints the table, the ratios the INT8 work is judged by
+(edgegate INT8 over the runtime's own INT8 flow; FP32 over edgegate INT8; top-1 loss), and
+writes them as JSON and a PNG chart.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import functools
+import importlib.util
 import json
+import platform
 import statistics
 import tempfile
 import time
@@ -38,15 +46,16 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgegate.data.digits import digits
-from edgegate.exporters.onnx.export import export_onnx
+from edgegate.exporters.onnx.export import auto_dynamic_shapes, export_onnx
+from edgegate.hostcpu import host_isa
 from edgegate.models import load_model
 from edgegate.quant.calibrate import calibrate
 from edgegate.quant.graph import QuantConfig, quantize_model
 from edgegate.quant.profiles import get_profile
 from edgegate.quant.qdq import to_qdq
+from edgegate.runtime import Runner
+from edgegate.validate.accuracy import classifier_metrics
 
-DEFAULT_MODEL = "mobilenet-v3-se"
-FORMS = ("fp32", "edgegate_int8", "ort_quantize_static")
 CALIB_BATCH = 16
 
 
@@ -74,20 +83,6 @@ def _session(path: Path, threads: int, profile_prefix: str | None = None) -> ort
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _op_profile(path: Path, threads: int, x: np.ndarray, runs: int, tmp: Path) -> dict[str, float]:
-    """Mean kernel microseconds per run for each op type, from ORT's own profiler."""
-    session = _session(path, threads, str(tmp / path.stem))
-    for _ in range(runs):
-        _run(session, x)
-    events = json.loads(Path(session.end_profiling()).read_text())
-    per_op: collections.Counter[str] = collections.Counter()
-    for event in events:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            per_op[event["args"]["op_name"]] += event["dur"]
-    # The first run carries one-off allocation; ORT profiles it too, so it is averaged in.
-    return {op: round(us / runs, 1) for op, us in per_op.most_common()}
-
-
 def _calibration(size: int, calib_samples: int) -> torch.Tensor:
     """The digits calibration images every INT8 form here is calibrated on."""
     return digits("calib", size, 3).images[:calib_samples]
@@ -99,39 +94,6 @@ def _edgegate_int8(module, calib: torch.Tensor, path: Path, profile: str = "onnx
     qmodel = quantize_model(module, config)
     calibrate(qmodel, [(b,) for b in torch.split(calib, CALIB_BATCH)])
     return export_onnx(to_qdq(qmodel), (calib[:1],), path)
-
-
-def _build(
-    tmp: Path,
-    model: str,
-    size: int,
-    calib_samples: int,
-    checkpoint: Path | None = None,
-    profile: str = "onnxruntime",
-) -> tuple[dict[str, Path], np.ndarray]:
-    """Export the three models; returns their paths and one benchmark input."""
-    module = load_model(model, checkpoint).module.eval()
-    calib = _calibration(size, calib_samples)
-    example = calib[:1]
-    paths = {form: tmp / f"{form}.onnx" for form in FORMS}
-
-    export_onnx(module, (example,), paths["fp32"])
-    _edgegate_int8(module, calib, paths["edgegate_int8"], profile)
-
-    preprocessed = tmp / "fp32_pre.onnx"
-    quant_pre_process(str(paths["fp32"]), str(preprocessed))
-    input_name = ort.InferenceSession(str(paths["fp32"])).get_inputs()[0].name
-    quantize_static(
-        str(preprocessed),
-        str(paths["ort_quantize_static"]),
-        ImageReader(input_name, calib.numpy()),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        reduce_range=get_profile(profile).weight_bits < 8,  # 7-bit weights on x86-avx2
-    )
-    return paths, example.numpy()
 
 
 def _run(session: ort.InferenceSession, x: np.ndarray) -> list[np.ndarray]:
@@ -153,106 +115,244 @@ def time_round_robin(
     return times
 
 
-def _time_interleaved(
-    sessions: dict[str, ort.InferenceSession], x: np.ndarray, runs: int, warmup: int
-) -> dict[str, list[float]]:
-    """Round-robin over ONNX Runtime sessions on one input."""
-    calls = {form: functools.partial(_run, session, x) for form, session in sessions.items()}
-    return time_round_robin(calls, runs, warmup)
+TRAIN_SIZE = 32  # the zoo's CNNs are trained on 32x32 digits
+IMAGE_DIMS = [(0, 2, 3)]  # batch and image side dynamic, as `edgegate export` asks
+VARIANTS = ("fp32", "edgegate_int8", "native_int8")
+
+
+def ort_variants() -> list[str]:
+    """The onnxruntime profiles this host computes exactly: a VNNI host also runs x86-avx2's
+    7-bit weights exactly; an AVX2 host would saturate x86-vnni's full-range ones."""
+    isa = host_isa()
+    variants = {"x86-vnni": ["x86-vnni", "x86-avx2"], "x86-avx2": ["x86-avx2"]}.get(isa, [isa])
+    return [f"onnxruntime:{v}" for v in variants]
+
+
+def _dynamic_onnx(module, example: torch.Tensor, path: Path) -> Path:
+    return export_onnx(
+        module,
+        (example,),
+        path,
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_shapes=auto_dynamic_shapes((example,), module, IMAGE_DIMS),
+    )
+
+
+def _ort_int8(module, calib: torch.Tensor, example: torch.Tensor, path: Path, profile: str):
+    """edgegate's QDQ export under ``profile``, as `edgegate quantize` writes it."""
+    qmodel = quantize_model(module, QuantConfig(get_profile(profile), "minmax"))
+    calibrate(qmodel, [(b,) for b in torch.split(calib, CALIB_BATCH)])
+    return _dynamic_onnx(to_qdq(qmodel), example, path)
+
+
+def _quantize_static(fp32: Path, calib: torch.Tensor, path: Path, profile: str) -> Path:
+    preprocessed = path.with_name(f"{path.stem}_pre.onnx")
+    quant_pre_process(str(fp32), str(preprocessed))
+    quantize_static(
+        str(preprocessed),
+        str(path),
+        ImageReader("images", calib.numpy()),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        reduce_range=get_profile(profile).weight_bits < 8,
+    )
+    return path
+
+
+def build_cells(model, checkpoint, tmp: Path, size: int, calib_samples: int, executorch: bool):
+    """{(runtime, variant): file} for one model; the calibration and timing inputs."""
+    module = load_model(model, checkpoint).module.eval()
+    calib = _calibration(TRAIN_SIZE, calib_samples)
+    example = digits("test", size, 3).images[:1]
+    tmp.mkdir(parents=True, exist_ok=True)
+    cells = {("onnxruntime", "fp32"): _dynamic_onnx(module, example, tmp / "fp32.onnx")}
+    for profile in ort_variants():
+        tag = profile.split(":")[1]
+        cells[(profile, "edgegate_int8")] = _ort_int8(
+            module, calib, example, tmp / f"eg_{tag}.onnx", profile
+        )
+        cells[(profile, "native_int8")] = _quantize_static(
+            cells[("onnxruntime", "fp32")], calib, tmp / f"qs_{tag}.onnx", profile
+        )
+    if executorch:
+        from edgegate.exporters.executorch import export_pte
+        from edgegate.quant.pt2e import quantize_xnnpack
+
+        names = {"input_names": ["images"], "output_names": ["logits"], "dynamic_dims": IMAGE_DIMS}
+        batches = [(b,) for b in torch.split(calib, CALIB_BATCH)]
+        cells[("executorch", "fp32")] = export_pte(
+            module, (example,), tmp / "fp32.pte", **names
+        ).path
+        for variant, rules in (("edgegate_int8", True), ("native_int8", False)):
+            converted = quantize_xnnpack(
+                module, (calib[:1],), IMAGE_DIMS, batches, gate_rules=rules
+            )
+            pte = export_pte(converted, (example,), tmp / f"{variant}.pte", **names)
+            cells[("executorch", variant)] = pte.path
+    return cells, example.numpy()
+
+
+class _OrtCell(Runner):
+    """An ONNX Runtime session as the benchmark sessions are made (no spinning pool threads,
+    which would steal the next cell's time in a round-robin)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int) -> None:
+        super().__init__()
+        self.path, self.threads, self.session = path, threads, None
+
+    def activate(self) -> None:
+        self.session = _session(self.path, self.threads)
+
+    def deactivate(self) -> None:
+        self.session = None
+
+    def input_specs(self) -> list:
+        return []
+
+    def output_names(self) -> list[str]:
+        return ["logits"]
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"logits": self.session.run(None, feed)[0]}
+
+
+def _runner(path: Path, threads: int) -> Runner:
+    if path.suffix == ".pte":
+        from edgegate.runtime import ExecuTorchRunner
+
+        return ExecuTorchRunner(path, threads=threads)
+    return _OrtCell(path, threads)
+
+
+def _top1(runner: Runner, images: np.ndarray, labels: np.ndarray) -> float:
+    predict = lambda batch: [runner.run({"images": batch})["logits"]]  # noqa: E731
+    return round(classifier_metrics(predict, images, labels).top1, 2)
+
+
+def measure_model(model, checkpoint, tmp, a) -> list[dict]:
+    """Every cell of one model: p50/p90 at ``--size`` (round-robin) and top-1 at 32x32."""
+    cells, x = build_cells(model, checkpoint, tmp, a.size, a.calib_samples, a.executorch)
+    test = digits("test", TRAIN_SIZE, 3)
+    images, labels = test.images.numpy(), test.labels.numpy()
+    runners = {key: _runner(path, a.threads) for key, path in cells.items()}
+    for runner in runners.values():
+        runner.__enter__()
+    try:
+        top1 = {key: _top1(runner, images, labels) for key, runner in runners.items()}
+        calls = {key: functools.partial(r.run, {"images": x}) for key, r in runners.items()}
+        times = time_round_robin(calls, a.runs, a.warmup)
+    finally:
+        for runner in runners.values():
+            runner.__exit__(None, None, None)
+    rows = []
+    for (runtime, variant), t in times.items():
+        rows.append({
+            "model": model, "runtime": runtime, "variant": variant,
+            "p50_ms": round(statistics.median(t), 3),
+            "p90_ms": round(float(np.percentile(t, 90)), 3),
+            "top1": top1[(runtime, variant)],
+        })  # fmt: skip
+    return rows
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """Per model and INT8 runtime: edgegate INT8 over the runtime's own flow, FP32 over edgegate
+    INT8 (speed-up), and the top-1 points edgegate INT8 loses against FP32."""
+    cell = {(r["model"], r["runtime"], r["variant"]): r for r in rows}
+    out = []
+    for model, runtime, variant in cell:
+        if variant != "edgegate_int8":
+            continue
+        fp32 = cell[(model, runtime.split(":")[0], "fp32")]
+        ours, theirs = cell[(model, runtime, variant)], cell[(model, runtime, "native_int8")]
+        out.append({
+            "model": model, "runtime": runtime,
+            "edgegate_over_native": round(ours["p50_ms"] / theirs["p50_ms"], 3),
+            "fp32_over_edgegate": round(fp32["p50_ms"] / ours["p50_ms"], 3),
+            "top1_loss_points": round(fp32["top1"] - ours["top1"], 2),
+            "native_top1_loss_points": round(fp32["top1"] - theirs["top1"], 2),
+        })  # fmt: skip
+    return out
+
+
+def plot(rows: list[dict], path: Path, title: str) -> Path:
+    """p50 per cell, grouped by model and runtime, one bar per variant (p90 as the whisker)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgegate.atomic import save_png
+
+    groups = list(dict.fromkeys((r["model"], r["runtime"]) for r in rows))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
+    width = 0.8 / len(VARIANTS)
+    for k, variant in enumerate(VARIANTS):
+        xs, p50, err = [], [], []
+        for g, (model, runtime) in enumerate(groups):
+            match = [r for r in rows if (r["model"], r["runtime"], r["variant"]) ==
+                     (model, runtime, variant)]  # fmt: skip
+            if match:
+                xs.append(g + (k - 1) * width)
+                p50.append(match[0]["p50_ms"])
+                err.append(match[0]["p90_ms"] - match[0]["p50_ms"])
+        ax.bar(xs, p50, width, yerr=[[0] * len(err), err], label=variant, capsize=2)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"{m}\n{r}" for m, r in groups], fontsize=7)
+    ax.set_ylabel("latency p50 (ms), whisker to p90")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_png(fig, path)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--model", default=DEFAULT_MODEL, help="zoo spec, e.g. mobilenet-v3-se:width=1.0"
-    )
-    ap.add_argument(
-        "--checkpoint",
-        type=Path,
-        help="trained weights for a spec without shipped ones (edgegate train SPEC -o FILE)",
-    )
-    ap.add_argument(
-        "--profile",
-        default="onnxruntime",
-        help="edgegate INT8 profile (default: this host's onnxruntime variant); quantize_static "
-        "gets the matching reduce_range",
-    )
+    ap.add_argument("--models", default="mobilenet-v3-se,mobilenet-v3-large-se")
+    ap.add_argument("--checkpoint", action="append", default=[],
+                    help="MODEL=FILE: weights for a model without shipped ones")  # fmt: skip
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=500, help="timed rounds (each runs all three)")
-    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=100, help="timed rounds per model")
+    ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--calib-samples", type=int, default=64)
-    ap.add_argument("--ops", action="store_true", help="add a per-op-type kernel-time profile")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-executorch", dest="executorch", action="store_false")
+    ap.add_argument("--json-out", type=Path, help="write the table and ratios as JSON")
+    ap.add_argument("--plot", type=Path, help="write a PNG chart of the table")
     a = ap.parse_args()
+    if a.executorch and importlib.util.find_spec("executorch") is None:
+        raise SystemExit("executorch is not installed: pass --no-executorch or install it")
+    checkpoints = dict(item.split("=", 1) for item in a.checkpoint)
     torch.set_num_threads(a.threads)
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        paths, x = _build(Path(tmp), a.model, a.size, a.calib_samples, a.checkpoint, a.profile)
-        sessions = {form: _session(paths[form], a.threads) for form in FORMS}
-        outputs = {form: _run(s, x)[0] for form, s in sessions.items()}
-        times = _time_interleaved(sessions, x, a.runs, a.warmup)
-        ops = (
-            {form: _op_profile(paths[form], a.threads, x, 100, Path(tmp)) for form in FORMS}
-            if a.ops
-            else None
-        )
-    p50 = {form: statistics.median(t) for form, t in times.items()}
-    mean = {form: statistics.fmean(t) for form, t in times.items()}
-    result = {
-        "model": a.model,
-        "config": {
-            "size": a.size,
-            "batch": 1,
-            "threads": a.threads,
-            "runs": a.runs,
-            "warmup": a.warmup,
-            "calib_samples": a.calib_samples,
-            "onnxruntime": ort.__version__,
-        },
-        "p50_ms": {k: round(v, 3) for k, v in p50.items()},
-        "mean_ms": {k: round(v, 3) for k, v in mean.items()},
-        "max_abs_diff_vs_fp32": {
-            form: float(np.abs(outputs[form] - outputs["fp32"]).max()) for form in FORMS[1:]
-        },
-        "fp32_over_edgegate_int8": round(p50["fp32"] / p50["edgegate_int8"], 3),
-        "edgegate_int8_over_quantize_static": round(
-            p50["edgegate_int8"] / p50["ort_quantize_static"], 3
-        ),
-    }
-    if ops is not None:
-        result["kernel_us_per_op_type"] = ops
-    if a.json:
-        print(json.dumps(result, indent=2))
-        return
-    print(
-        f"{a.model} {a.size}x{a.size} batch=1 threads={a.threads} runs={a.runs} "
-        f"(interleaved, ms) onnxruntime {ort.__version__}"
-    )
-    print(f"{'model':22} {'p50':>9} {'mean':>9} {'max|d| vs fp32':>15}")
-    for form in FORMS:
-        diff = result["max_abs_diff_vs_fp32"].get(form, 0.0)
-        print(f"{form:22} {p50[form]:9.3f} {mean[form]:9.3f} {diff:15.3g}")
-    speedup = result["fp32_over_edgegate_int8"]
-    parity = result["edgegate_int8_over_quantize_static"]
-    print(f"fp32 / edgegate_int8:                {speedup:6.2f}x  (target >= 2x)")
-    print(f"edgegate_int8 / ort_quantize_static: {parity:6.3f}   (target <= 1.05)")
-    if ops is not None:
-        _print_ops(ops)
-
-
-def _print_ops(ops: dict[str, dict[str, float]]) -> None:
-    """Kernel time per op type (us per run), op types as rows and the three models as columns."""
-    names = sorted(
-        {op for per in ops.values() for op in per},
-        key=lambda op: -max(per.get(op, 0.0) for per in ops.values()),
-    )
-    print(
-        f"\nkernel time per op type (us/run, ORT profiler)\n{'op':22}"
-        + "".join(f"{form:>22}" for form in FORMS)
-    )
-    for op in names:
-        print(f"{op:22}" + "".join(f"{ops[form].get(op, 0.0):22.1f}" for form in FORMS))
-    print(f"{'total':22}" + "".join(f"{sum(ops[form].values()):22.1f}" for form in FORMS))
+        for model in a.models.split(","):
+            path = checkpoints.get(model)
+            rows += measure_model(model, Path(path) if path else None, Path(tmp) / model, a)
+    host = f"{platform.machine()} {host_isa()}"
+    config = {"size": a.size, "batch": 1, "threads": a.threads, "runs": a.runs,
+              "calib_samples": a.calib_samples, "host": host, "onnxruntime": ort.__version__,
+              "accuracy": f"top-1 on digits test at {TRAIN_SIZE}x{TRAIN_SIZE}"}  # fmt: skip
+    result = {"config": config, "cells": rows, "ratios": ratios(rows)}
+    title = f"{a.size}x{a.size}, batch 1, {a.threads} threads, {host}"
+    print(f"INT8 table: {title}; onnxruntime {ort.__version__}; {config['accuracy']}")
+    print(f"{'model':22} {'runtime':22} {'variant':14} {'p50 ms':>8} {'p90 ms':>8} {'top-1':>7}")
+    for r in rows:
+        print(f"{r['model']:22} {r['runtime']:22} {r['variant']:14} {r['p50_ms']:8.3f} "
+              f"{r['p90_ms']:8.3f} {r['top1']:7.2f}")  # fmt: skip
+    print(f"\n{'model':22} {'runtime':22} {'eg/native':>9} {'fp32/eg':>8} {'loss pts':>9}")
+    for r in result["ratios"]:
+        print(f"{r['model']:22} {r['runtime']:22} {r['edgegate_over_native']:9.3f} "
+              f"{r['fp32_over_edgegate']:8.2f} {r['top1_loss_points']:9.2f}")  # fmt: skip
+    if a.json_out:
+        a.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    if a.plot:
+        plot(rows, a.plot, title)
 
 
 if __name__ == "__main__":

@@ -294,11 +294,11 @@ def test_tensorrt_kit_bundle_runs_through_trtexec_and_its_exported_files(tmp_pat
         run_cli("export", "qvit:attention=gated,depth=1", "-t", "tensorrt", "-o", export).code == 0
     )
     folder = tmp_path / "bundle"
-    assert run_cli("bundle", export, "-o", folder, "--samples", "8").code == 0
+    assert run_cli("bundle", export, "-o", folder, "--samples", "3").code == 0
     record = json.loads((folder / "bundle.json").read_text())
     assert {"model/build.sh", "model/model.onnx"} <= set(record["model_files"])
     assert record["tensorrt"]["engine"] == "model/model.engine"
-    assert len(record["raw_inputs"]) == 8
+    assert len(record["raw_inputs"]) == 3  # each sample is one trtexec process
     python = make_env(tmp_path / "venv", "import numpy")  # trtexec does the work, not Python
     done = run_on_device(python, folder, "--trtexec", str(tmp_path / "trtexec"))
     assert done.returncode == 3 and "trtexec is not found" in done.stderr
@@ -320,7 +320,7 @@ def test_tensorrt_kit_bundle_runs_through_trtexec_and_its_exported_files(tmp_pat
     # trtexec runs made by hand (or by build.sh) are collected the same way
     exported = tmp_path / "exported"
     exported.mkdir()
-    for i in range(8):
+    for i in range(3):
         raw = ",".join(f"{n}:{folder / p}" for n, p in record["raw_inputs"][str(i)].items())
         shapes = ",".join(f"{s['name']}:{'x'.join(map(str, s['shape']))}" for s in record["inputs"])
         subprocess.run([fake, f"--loadEngine={folder / 'model/model.engine'}", f"--shapes={shapes}",
