@@ -187,9 +187,8 @@ def build_cells(model, checkpoint, tmp: Path, size: int, calib_samples: int, exe
             module, (example,), tmp / "fp32.pte", **names
         ).path
         for variant, rules in (("edgegate_int8", True), ("native_int8", False)):
-            converted = quantize_xnnpack(
-                module, (calib[:1],), IMAGE_DIMS, batches, gate_rules=rules
-            )
+            # captured at the timing size, so the image side may range from 32 up to it
+            converted = quantize_xnnpack(module, (example,), IMAGE_DIMS, batches, gate_rules=rules)
             pte = export_pte(converted, (example,), tmp / f"{variant}.pte", **names)
             cells[("executorch", variant)] = pte.path
     return cells, example.numpy()
