@@ -38,7 +38,7 @@ from edgegate.pipeline.validate import INT8_STATE, runner_predict
 from edgegate.pipeline.weights import record_weights, store_weights
 from edgegate.progress import SILENT, Progress
 from edgegate.quant.calibrate import StateInit, calibrate, calibrate_streaming
-from edgegate.quant.graph import STATE_INPUT, QuantConfig, check_config, quantize_model
+from edgegate.quant.graph import QuantConfig, check_config, quantize_model
 from edgegate.quant.profiles import get_profile
 from edgegate.quant.qat import QATConfig, train_qat
 from edgegate.quant.qdq import activation_quants, to_qdq
