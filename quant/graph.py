@@ -326,6 +326,12 @@ def _insert_state_quant(graph_module: fx.GraphModule, config: QuantConfig) -> in
     return len(placeholders)
 
 
+def state_quantizers(model: nn.Module) -> dict[str, nn.Module]:
+    """The state-input quantizers of a streaming graph by module name, in state order."""
+    found = {n: m for n, m in model.named_children() if n.endswith("_state_quant")}
+    return dict(sorted(found.items(), key=lambda item: int(item[0][5:].split("_")[0])))
+
+
 def check_config(config: QuantConfig) -> None:
     """BadInput for a configuration graph-mode PTQ cannot apply (before any work is done)."""
     weight_quantizer(config.profile, config.method)

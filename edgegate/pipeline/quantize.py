@@ -37,7 +37,7 @@ from edgegate.pipeline.tasks import (
 from edgegate.pipeline.validate import INT8_STATE, runner_predict
 from edgegate.pipeline.weights import record_weights, store_weights
 from edgegate.progress import SILENT, Progress
-from edgegate.quant.calibrate import StateInit, calibrate, calibrate_streaming
+from edgegate.quant.calibrate import calibrate, calibrate_streaming
 from edgegate.quant.graph import QuantConfig, check_config, quantize_model
 from edgegate.quant.profiles import get_profile
 from edgegate.quant.qat import QATConfig, train_qat
@@ -193,7 +193,7 @@ def _quantized(
     dynamic_dims: list[tuple[int, ...]],
     batches: list[tuple[torch.Tensor, ...]],
     progress: Progress,
-    init_states: StateInit | None = None,
+    streaming: Streaming | None = None,
 ) -> _BrevitasInt8 | _NativeInt8:
     """The one place where a target's own INT8 toolchain and edgegate's brevitas part ways:
     the calibrated model (everything after, scoring and judging, is shared)."""
@@ -210,8 +210,10 @@ def _quantized(
         if native is not None:
             return _NativeInt8(target, native, args, dynamic_dims)
     qmodel = quantize_model(float_module, config)
-    if init_states is not None:  # a streaming model: whole sequences in pieces, state carried
-        calibrate_streaming(qmodel, batches, init_states, progress=progress)
+    if streaming is not None:  # whole sequences from zero states; state inputs on reached ones
+        calibrate_streaming(
+            qmodel, batches, float_module, streaming.init_states, progress=progress
+        )
     else:
         calibrate(qmodel, batches, progress=progress)
     return _BrevitasInt8(qmodel)
@@ -311,9 +313,8 @@ def quantize(
         metadata["streaming"] = "true"
     # what the target cannot take (a scan too long, an op it lacks) fails before calibration
     target.check_part(make_part(INT8_STEM, quant_source, args, *names, dims, metadata))
-    init_states = stream.init_states if stream is not None else None
     started = time.perf_counter()
-    int8 = _quantized(target, quant_source, config, args, dims, batches, progress, init_states)
+    int8 = _quantized(target, quant_source, config, args, dims, batches, progress, stream)
     seconds = {"calibrate": round(time.perf_counter() - started, 2)}
     qmodel = int8.module
     metrics: dict[str, Any] = {}
