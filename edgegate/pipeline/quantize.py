@@ -211,9 +211,7 @@ def _quantized(
             return _NativeInt8(target, native, args, dynamic_dims)
     qmodel = quantize_model(float_module, config)
     if streaming is not None:  # whole sequences from zero states; state inputs on reached ones
-        calibrate_streaming(
-            qmodel, batches, float_module, streaming.init_states, progress=progress
-        )
+        calibrate_streaming(qmodel, batches, float_module, streaming.init_states, progress=progress)
     else:
         calibrate(qmodel, batches, progress=progress)
     return _BrevitasInt8(qmodel)
