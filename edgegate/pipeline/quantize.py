@@ -25,7 +25,7 @@ from edgegate.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_fil
 from edgegate.models import load_model
 from edgegate.outputs import check_output_dir
 from edgegate.pipeline.export import build_engines, package_and_manifest
-from edgegate.pipeline.streaming import Streaming
+from edgegate.pipeline.streaming import REPORT_PIECES, Streaming
 from edgegate.pipeline.tasks import (
     Recorder,
     Task,
@@ -394,13 +394,24 @@ def quantize(
         timestep_files: list[Path] = []
         if timestep_report:
             with progress.phase("error per position"):
-                errors = timestep_errors(float_run.outputs[0], shipped[0])
+                candidate, fed = shipped[0], "whole windows in one call from zero states"
+                if stream is not None:  # as a stream runs: quantized states show only here
+                    with target.runner(written.path, threads=2) as runner:
+                        tokens = test_inputs.numpy()
+                        candidate = stream.stream_logits(runner, tokens, REPORT_PIECES)
+                    fed = f"each window in {REPORT_PIECES} calls, new states fed back"
+                errors = timestep_errors(float_run.outputs[0], candidate)
                 errors["compared"] = f"float torch vs {written.path.name} ({target.name})"
+                errors["fed"] = fed
                 write_json(stage / f"{TIMESTEP_STEM}.json", errors)
                 title = f"{loaded.spec} INT8 ({config.profile.name})"
                 plot_timestep(errors, stage / f"{TIMESTEP_STEM}.png", title)
             timestep_files = [stage / f"{TIMESTEP_STEM}.{ext}" for ext in ("json", "png")]
-            summary["timestep"] = {"compared": errors["compared"], **errors["summary"]}
+            summary["timestep"] = {
+                "compared": errors["compared"],
+                "fed": errors["fed"],
+                **errors["summary"],
+            }
         files = {name: sha256_file(stage / name) for name in (written.path.name, int8.state_name)}
         files.update({path.name: sha256_file(path) for path in timestep_files})
         stored = store_weights(loaded, weights, stage)

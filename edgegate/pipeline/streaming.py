@@ -15,10 +15,12 @@ from torch import nn
 from edgegate.errors import BadInput
 from edgegate.models import LoadedModel
 from edgegate.pipeline.tasks import Predict
+from edgegate.quant.calibrate import piece_bounds
 from edgegate.quant.graph import STATE_INPUT
 from edgegate.runtime import Runner
 
 TOKENS = "tokens"
+REPORT_PIECES = 4  # the timestep report of a streaming export feeds each window in 4 calls
 
 
 class Streaming:
@@ -70,10 +72,23 @@ class Streaming:
 
         return predict
 
-    def runner_predict(self, runner: Runner) -> Predict:
-        """A streaming export's runner as a predict callable over whole windows: logits."""
+    def runner_predict(self, runner: Runner, pieces: int = 1) -> Predict:
+        """A streaming export's runner as a predict callable over whole windows: logits.
+        With ``pieces`` > 1 each window is fed as a stream is, in that many calls, each
+        call's new states fed back as the next call's states."""
 
         def predict(batch: np.ndarray) -> list[np.ndarray]:
-            return [runner.run(self.zero_feed(batch))["logits"]]
+            feed = self.zero_feed(batch)
+            logits = []
+            for start, stop in piece_bounds(batch.shape[1], pieces, 0):
+                out = runner.run({**feed, TOKENS: np.ascontiguousarray(batch[:, start:stop])})
+                logits.append(out["logits"])
+                feed.update({n: out[f"new_{n}"] for n in self.state_inputs})
+            return [np.concatenate(logits, 1)]
 
         return predict
+
+    def stream_logits(self, runner: Runner, tokens: np.ndarray, pieces: int) -> np.ndarray:
+        """Logits of ``tokens`` [N, T] fed in ``pieces`` with the state carried (batches of 32)."""
+        predict = self.runner_predict(runner, pieces)
+        return np.concatenate([predict(tokens[i : i + 32])[0] for i in range(0, len(tokens), 32)])

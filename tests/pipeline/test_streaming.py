@@ -101,6 +101,7 @@ def test_timestep_report_is_written_and_summarised(streamed):
     assert report["positions"] == 32 and report["sequences"] == 255
     assert len(report["snr_db"]) == len(report["top1_agreement"]) == 32
     summary = json.loads((out / "report.json").read_text())["timestep"]
+    assert "4 calls" in summary["fed"]  # measured as a stream runs, states fed back
     assert len(summary["quarter_relative_error"]) == 4
     q = summary["quarter_relative_error"]
     assert summary["growth_last_over_first"] == pytest.approx(q[-1] / q[0], rel=1e-3)
@@ -125,6 +126,28 @@ def test_saved_state_rebuilds_the_streaming_fake_quant_model(streamed):
         ref = runner.run({"tokens": tokens.numpy(), "state0": lm.init_states(2)[0].numpy()})
     scale = np.abs(ref["logits"]).max()
     assert np.abs(logits.detach().numpy() - ref["logits"]).max() < 0.05 * scale
+
+
+def test_quantized_state_is_a_qdq_input_and_costs_the_stream_little(tmp_path, text):
+    """--quantize-state: a QuantizeLinear reads each state input, ranged on reached states
+    (a range from zeros would round every carried state to nothing and wreck the stream); fed
+    in pieces the export then differs from one pass, by the state's rounding only."""
+    out = tmp_path / "gla8s"
+    result = quantize(
+        SPEC, out, streaming=True, quantize_state=True, seq_len=32, calib_samples=8,
+        data=str(text), timestep_report=True,
+    )  # fmt: skip
+    assert result["passed"], result["failures"]
+    assert result["streaming"]["state_quantized"] is True
+    model = onnx.load(out / INT8_ONNX)
+    assert [n for n in model.graph.node if n.op_type == "QuantizeLinear" and "state0" in n.input]
+    tokens = np.random.default_rng(0).integers(0, 256, (3, 64)).astype(np.int64)
+    with OnnxRuntimeRunner(out / INT8_ONNX, fuse_qdq=False) as runner:
+        whole, _ = _run_pieces(runner, tokens, [])
+        pieces, _ = _run_pieces(runner, tokens, [13, 29, 47])
+    assert not np.array_equal(pieces, whole)  # the state is rounded where pieces meet
+    assert (pieces.argmax(-1) == whole.argmax(-1)).mean() >= 0.9
+    assert result["timestep"]["mean_snr_db"] > 10
 
 
 @pytest.mark.parametrize(
