@@ -552,7 +552,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
             typer.Option(
                 "--streaming",
                 help="Scan LMs: export the streaming step (tokens, state0.. -> logits, "
-                "new_state0..), calibrated over whole sequences fed in pieces, state carried.",
+                "new_state0..), calibrated over whole sequences, state carried.",
             ),
         ] = False,
         quantize_state: Annotated[

@@ -245,8 +245,9 @@ def quantize(
     report; judge the export. ``result["passed"]`` is False when a tolerance is broken.
 
     ``streaming`` (scan LMs): the export is the streaming step, states in and out, calibrated
-    over whole sequences fed in pieces with the state carried. ``quantize_state`` quantizes
-    its state inputs (float by default, see ``QuantProfile.state_bits``).
+    over whole sequences with the state carried through every step. ``quantize_state``
+    quantizes its state inputs (float by default, see ``QuantProfile.state_bits``), ranged on
+    the states whole calibration sequences reach mid-way (``calibrate_streaming``).
     ``timestep_report`` (LMs): float-vs-INT8-export logit error per position
     (``timestep_report.{json,png}``, summary in report.json)."""
     config = QuantConfig(
