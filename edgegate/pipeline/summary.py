@@ -130,5 +130,6 @@ def int8_rows(result: dict[str, Any]) -> Rows:
         ts = result["timestep"]
         quarters = ", ".join("inf" if v is None else f"{v:.1f}" for v in ts["quarter_snr_db"])
         rows.append(("logit SNR per quarter", f"{quarters} dB"))
-        rows.append(("error growth last/first", f"{ts['growth_last_over_first']}x"))
+        growth = ts["growth_last_over_first"]
+        rows.append(("error growth last/first", "inf" if growth is None else f"{growth:.2f}x"))
     return rows

@@ -59,7 +59,14 @@ def timestep_errors(reference: np.ndarray, candidate: np.ndarray) -> dict[str, A
     }
 
 
-def summary_of(per_quarter, growth, relative, snr, agree, quarters) -> dict[str, Any]:
+def summary_of(
+    per_quarter: list[float],
+    growth: float,
+    relative: np.ndarray,
+    snr: np.ndarray,
+    agree: np.ndarray,
+    quarters: list[np.ndarray],
+) -> dict[str, Any]:
     """The figures a report shows: per quarter, growth, and where the error is largest."""
     worst = int(np.argmax(relative))
     return {
@@ -102,7 +109,8 @@ def plot_timestep(report: dict[str, Any], path: str | os.PathLike[str], title: s
     top.plot([], [], color="C3", lw=2, label="quarter mean (of relative error)")
     top.set_ylabel("logit SNR (dB)")
     growth = report["summary"]["growth_last_over_first"]
-    top.set_title(f"{title}: error growth last/first quarter = {growth}")
+    shown = "inf" if growth is None else f"{growth:.2f}x"
+    top.set_title(f"{title}: error growth last/first quarter {shown}", fontsize=10)
     top.legend(loc="lower left", fontsize=8)
     bottom.plot(positions, report["top1_agreement"], lw=0.8, color="C2")
     bottom.set_ylabel("top-1 agreement (%)")
