@@ -24,6 +24,7 @@ from edgegate.errors import BadInput
 from edgegate.models.blocks.attention import ClippedSoftmax
 from edgegate.models.blocks.gate import Gate
 from edgegate.models.blocks.scans import DeltaRuleScan, GLAScan, LinearScan
+from edgegate.models.lm import StreamingLM
 from edgegate.quant.gates import gate_output_quant
 from edgegate.quant.profiles import QuantProfile
 from edgegate.quant.quantizers import act_quantizer, bias_quantizer, weight_quantizer
@@ -59,10 +60,39 @@ class _GatedTracer(fx.Tracer):
         return isinstance(m, (*LEAF_TYPES, KeepFloat)) or super().is_leaf_module(m, qualname)
 
 
+STATE_INPUT = "state{}"  # the streaming graph's state inputs: state0, state1, ... (one per layer)
+
+
+class _StreamingTracer(_GatedTracer):
+    """Traces ``StreamingLM.forward(tokens, *states)`` with one placeholder per layer state.
+
+    FX turns a ``*states`` tail into one opaque placeholder, which the LM's forward cannot
+    unpack; a fixed arity (``tokens, state0, ..., stateN-1``) makes each state a graph input
+    of its own, which quantizers can be put on and ``torch.export`` can give its own dims.
+    """
+
+    def __init__(self, states: int) -> None:
+        super().__init__()
+        self.states = states
+
+    def create_args_for_root(self, root_fn, is_module, concrete_args=None):
+        names = ["tokens", *(STATE_INPUT.format(i) for i in range(self.states))]
+        proxies = [self.create_proxy("placeholder", name, (), {}) for name in names]
+        return root_fn, [self.root, *proxies] if is_module else proxies
+
+
+def state_count(model: nn.Module) -> int:
+    """How many state inputs a streaming LM takes (one per layer); 0 for any other model."""
+    return len(model.lm.blocks) if isinstance(model, StreamingLM) else 0
+
+
 def trace(model: nn.Module) -> fx.GraphModule:
-    """FX graph of ``model`` with gates, softmaxes and scans as leaf modules."""
+    """FX graph of ``model`` with gates, softmaxes and scans as leaf modules (a streaming LM's
+    states as explicit inputs)."""
+    states = state_count(model)
+    tracer = _StreamingTracer(states) if states else _GatedTracer()
     try:
-        graph = _GatedTracer().trace(model)
+        graph = tracer.trace(model)
     except Exception as exc:  # FX reports data-dependent control flow as many error types
         raise BadInput(
             f"cannot trace {type(model).__name__} for graph-mode quantization: {exc}"
@@ -277,6 +307,31 @@ def _insert_gate_quant(graph_module: fx.GraphModule, profile: QuantProfile) -> i
     return count
 
 
+def _insert_state_quant(graph_module: fx.GraphModule, config: QuantConfig) -> int:
+    """A calibrated activation quantizer on every state input of a streaming graph (only when
+    the profile quantizes states); returns how many. Its range must come from states reached
+    over whole sequences (``edgegate.quant.calibrate.calibrate_streaming``), not from zeros."""
+    if config.profile.state_bits is None or config.profile.act_bits is None:
+        return 0
+    quantizer = act_quantizer(config.profile, config.method)
+    placeholders = [n for n in graph_module.graph.nodes if n.op == "placeholder"][1:]
+    for node in placeholders:
+        name = f"{node.target}_state_quant"
+        graph_module.add_module(name, QuantIdentity(act_quant=quantizer, return_quant_tensor=False))
+        with graph_module.graph.inserting_after(node):
+            quant_node = graph_module.graph.call_module(name, (node,))
+        node.replace_all_uses_with(quant_node, delete_user_cb=_not(quant_node))
+    graph_module.graph.lint()
+    graph_module.recompile()
+    return len(placeholders)
+
+
+def state_quantizers(model: nn.Module) -> dict[str, nn.Module]:
+    """The state-input quantizers of a streaming graph by module name, in state order."""
+    found = {n: m for n, m in model.named_children() if n.endswith("_state_quant")}
+    return dict(sorted(found.items(), key=lambda item: int(item[0][5:].split("_")[0])))
+
+
 def check_config(config: QuantConfig) -> None:
     """BadInput for a configuration graph-mode PTQ cannot apply (before any work is done)."""
     weight_quantizer(config.profile, config.method)
@@ -296,5 +351,7 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> fx.GraphModule:
     # quantizer on top of the fixed [0, 1] one
     if config.profile.act_bits is not None:  # weight-only profiles leave activations float
         _insert_gate_quant(graph_module, config.profile)
+    if state_count(model):
+        _insert_state_quant(graph_module, config)
     _place_quantizers(graph_module, config)
     return graph_module.eval()

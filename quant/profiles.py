@@ -28,6 +28,13 @@ class QuantProfile:
     # who quantizes: edgegate's brevitas graph passes, or the target's own toolchain ("pt2e":
     # ExecuTorch's XNNPACK quantizer), whose scheme the fields above then do not drive
     engine: str = "brevitas"
+    # the state inputs of a streaming export (``quantize --streaming``): None keeps them float.
+    # Float by default, like the scan itself (design.md §4): a state is the sum of every step
+    # so far, so a rounding error put on it at each call is carried into all later steps, and
+    # its range grows with the sequence, which a range fixed at calibration must then cover.
+    # 8 quantizes each state input per tensor with the profile's activation scheme, its range
+    # calibrated from states reached over whole calibration sequences (``--quantize-state``).
+    state_bits: int | None = None
 
     @property
     def family(self) -> str:
@@ -96,9 +103,17 @@ def check_profile_name(name: str) -> str:
     return name
 
 
-def get_profile(name: str, *, w8a8: bool = False) -> QuantProfile:
-    """The profile called ``name`` (host aliases resolved), W8A8 under weight-only targets."""
+def get_profile(name: str, *, w8a8: bool = False, quantize_state: bool = False) -> QuantProfile:
+    """The profile called ``name`` (host aliases resolved), W8A8 under weight-only targets,
+    with 8-bit streaming state inputs when ``quantize_state``."""
     profile = PROFILES[resolve_name(check_profile_name(name))]
     if w8a8 and profile.act_bits is None:
-        return replace(profile, act_bits=8, act_signed=False)
+        profile = replace(profile, act_bits=8, act_signed=False)
+    if quantize_state:
+        if profile.act_bits is None:
+            raise BadInput(
+                f"--quantize-state needs quantized activations, which profile '{profile.name}' "
+                "keeps float (add --w8a8)"
+            )
+        profile = replace(profile, state_bits=8)
     return profile

@@ -52,10 +52,14 @@ def load_fake_quant(path: str | os.PathLike[str], float_module: nn.Module) -> nn
         raise BadInput(f"'{path}' is not an edgegate INT8 state ({STATE_FORMAT})")
     q = state["quant"]
     config = QuantConfig(
-        get_profile(q["profile"], w8a8=q.get("w8a8", False)),
+        get_profile(
+            q["profile"], w8a8=q.get("w8a8", False), quantize_state=q.get("quantize_state", False)
+        ),
         q["method"],
         q["quantize_scan_inputs"],
     )
+    if q.get("streaming"):  # the state belongs to the streaming step of a scan LM
+        float_module = float_module.streaming()
     module = quantize_model(float_module, config)
     add_corrected_bias_slots(module, state["state"])
     module.load_state_dict(state["state"])

@@ -547,6 +547,30 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
             bool,
             typer.Option("--report", help="Per-layer quantizability report (JSON, Markdown, PNG)."),
         ] = False,
+        streaming: Annotated[
+            bool,
+            typer.Option(
+                "--streaming",
+                help="Scan LMs: export the streaming step (tokens, state0.. -> logits, "
+                "new_state0..), calibrated over whole sequences, state carried.",
+            ),
+        ] = False,
+        quantize_state: Annotated[
+            bool,
+            typer.Option(
+                "--quantize-state",
+                help="With --streaming: quantize the state inputs too (default float), their "
+                "range calibrated on states reached mid-sequence.",
+            ),
+        ] = False,
+        timestep_report: Annotated[
+            bool,
+            typer.Option(
+                "--timestep-report",
+                help="LMs: logit SNR and top-1 agreement per position, float vs the INT8 export "
+                "(timestep_report.json/.png; per-quarter error and growth in report.json).",
+            ),
+        ] = False,
         trust_code: TrustOpt = False,
         task: TaskOpt = None,
         json_out: JsonOpt = False,
@@ -563,6 +587,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         - `edgegate quantize gc-mobilenet --profile onnxruntime:arm64 -o out/gc-arm`
         - `edgegate quantize gc-mobilenet --profile tensorrt --method percentile --report`
         - `edgegate quantize qvit:attention=clipped --qat-epochs 2 --calib-data imgs/ -o out/q`
+        - `edgegate quantize gla-lm --streaming --seq-len 512 --timestep-report -o out/gla8`
         """
         from edgegate.pipeline.quantize import quantize as run_quantize
         from edgegate.pipeline.summary import int8_rows
@@ -584,6 +609,9 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
                 w8a8=w8a8,
                 max_drop=max_drop,
                 report=report,
+                streaming=streaming,
+                quantize_state=quantize_state,
+                timestep_report=timestep_report,
                 trust_code=trust_code,
                 task=task,
                 progress=progress,

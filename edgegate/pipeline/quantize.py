@@ -9,6 +9,7 @@ A breach leaves the files in place for inspection, says why in report.json, and 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from edgegate.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_fil
 from edgegate.models import load_model
 from edgegate.outputs import check_output_dir
 from edgegate.pipeline.export import build_engines, package_and_manifest
+from edgegate.pipeline.streaming import REPORT_PIECES, Streaming
 from edgegate.pipeline.tasks import (
     Recorder,
     Task,
@@ -35,7 +37,7 @@ from edgegate.pipeline.tasks import (
 from edgegate.pipeline.validate import INT8_STATE, runner_predict
 from edgegate.pipeline.weights import record_weights, store_weights
 from edgegate.progress import SILENT, Progress
-from edgegate.quant.calibrate import calibrate
+from edgegate.quant.calibrate import calibrate, calibrate_streaming
 from edgegate.quant.graph import QuantConfig, check_config, quantize_model
 from edgegate.quant.profiles import get_profile
 from edgegate.quant.qat import QATConfig, train_qat
@@ -44,10 +46,12 @@ from edgegate.quant.quantizers import check_method
 from edgegate.quant.state import save_state, tensor_hash
 from edgegate.targets import Target, for_profile, get_target
 from edgegate.validate.parity import Tolerance, compare_outputs, top1_agreement
+from edgegate.validate.timestep import plot_timestep, timestep_errors
 
 INT8_STEM = "model.int8"
 DEFAULT_CALIB_SAMPLES = 256  # the whitepaper's "about 100 batches" is more than tiny sets hold
 KERNEL_CHECK_ROWS = 256
+TIMESTEP_STEM = "timestep_report"  # --timestep-report writes .json and .png under this name
 
 
 def check_fits(module: nn.Module, inputs: torch.Tensor, spec: str) -> None:
@@ -99,6 +103,27 @@ def _checked_options(
         raise BadInput(f"--qat-epochs must be >= 0, got {qat_epochs}")
     if not max_drop >= 0:
         raise BadInput(f"--max-drop must be >= 0, got {max_drop}")
+
+
+def _check_streaming_options(
+    streaming: bool, quantize_state: bool, qat_epochs: int, report: bool, target: Target
+) -> None:
+    """What a streaming INT8 export does not take, found before any work."""
+    if quantize_state and not streaming:
+        raise BadInput(
+            "--quantize-state applies to --streaming exports: only their states are graph inputs"
+        )
+    if not streaming:
+        return
+    if target.int8_toolchain:
+        raise BadInput(
+            f"--streaming is edgegate's brevitas INT8; target '{target.name}' quantizes with "
+            f"its own toolchain ({target.int8_toolchain})"
+        )
+    if qat_epochs:
+        raise BadInput("--qat-epochs does not apply to --streaming (QAT trains the one-pass LM)")
+    if report:
+        raise BadInput("--report does not apply to --streaming; use --timestep-report")
 
 
 def _check_native_options(target: Target, method: str, qat_epochs: int, report: bool) -> None:
@@ -168,6 +193,7 @@ def _quantized(
     dynamic_dims: list[tuple[int, ...]],
     batches: list[tuple[torch.Tensor, ...]],
     progress: Progress,
+    streaming: Streaming | None = None,
 ) -> _BrevitasInt8 | _NativeInt8:
     """The one place where a target's own INT8 toolchain and edgegate's brevitas part ways:
     the calibrated model (everything after, scoring and judging, is shared)."""
@@ -184,7 +210,10 @@ def _quantized(
         if native is not None:
             return _NativeInt8(target, native, args, dynamic_dims)
     qmodel = quantize_model(float_module, config)
-    calibrate(qmodel, batches, progress=progress)
+    if streaming is not None:  # whole sequences from zero states; state inputs on reached ones
+        calibrate_streaming(qmodel, batches, float_module, streaming.init_states, progress=progress)
+    else:
+        calibrate(qmodel, batches, progress=progress)
     return _BrevitasInt8(qmodel)
 
 
@@ -205,22 +234,43 @@ def quantize(
     w8a8: bool = False,
     max_drop: float = 1.0,
     report: bool = False,
+    streaming: bool = False,
+    quantize_state: bool = False,
+    timestep_report: bool = False,
     trust_code: bool = False,
     task: str | None = None,
     progress: Progress = SILENT,
 ) -> dict[str, Any]:
     """PTQ (+ QAT) ``model`` under a target profile; write state, Q/DQ export, manifest and
-    report; judge the export. ``result["passed"]`` is False when a tolerance is broken."""
-    config = QuantConfig(get_profile(profile, w8a8=w8a8), method, quantize_scan_inputs)
+    report; judge the export. ``result["passed"]`` is False when a tolerance is broken.
+
+    ``streaming`` (scan LMs): the export is the streaming step, states in and out, calibrated
+    over whole sequences with the state carried through every step. ``quantize_state``
+    quantizes its state inputs (float by default, see ``QuantProfile.state_bits``), ranged on
+    the states whole calibration sequences reach mid-way (``calibrate_streaming``).
+    ``timestep_report`` (LMs): float-vs-INT8-export logit error per position
+    (``timestep_report.{json,png}``, summary in report.json)."""
+    config = QuantConfig(
+        get_profile(profile, w8a8=w8a8, quantize_state=quantize_state),
+        method,
+        quantize_scan_inputs,
+    )
     _checked_options(method, calib_samples, qat_epochs, max_drop)
     check_config(config)
     target = for_profile(config.profile.family)
+    _check_streaming_options(streaming, quantize_state, qat_epochs, report, target)
     if target.int8_toolchain:
         _check_native_options(target, method, qat_epochs, report)
     check_output_dir(output_dir)
     target.check_available()
     loaded = load_model(model, checkpoint, trust_code=trust_code)
     kind = resolve_task(loaded, task)
+    if timestep_report and kind.name != "lm":
+        raise BadInput(
+            f"--timestep-report needs a language model (errors per position): "
+            f"'{loaded.spec}' is a {kind.name} model"
+        )
+    stream = Streaming(loaded) if streaming else None
     float_module = loaded.module.eval()
     asked = calib_samples or DEFAULT_CALIB_SAMPLES
     calib, calib_name = kind.calibration_inputs(
@@ -245,6 +295,12 @@ def quantize(
     batches = [(b,) for b in calib.split(kind.calibration_batch)]
     example = test_inputs[:1]
     dims = [kind.dynamic_dims()]
+    names = ([kind.input_name], list(kind.output_names))
+    args: tuple[torch.Tensor, ...] = (example,)
+    quant_source = float_module  # what is quantized: the LM, or its streaming step
+    if stream is not None:
+        quant_source, args = stream.module(), stream.example(example)
+        dims, names = stream.dynamic_dims(kind.dynamic_dims()), stream.names()
     metadata = {
         "model": loaded.spec,
         "task": kind.name,
@@ -252,13 +308,17 @@ def quantize(
         "precision": "int8",
         "profile": config.profile.name,
     }
-    names = ([kind.input_name], list(kind.output_names))
+    if stream is not None:
+        metadata["streaming"] = "true"
     # what the target cannot take (a scan too long, an op it lacks) fails before calibration
-    target.check_part(make_part(INT8_STEM, float_module, (example,), *names, dims, metadata))
-    int8 = _quantized(target, float_module, config, (example,), dims, batches, progress)
+    target.check_part(make_part(INT8_STEM, quant_source, args, *names, dims, metadata))
+    started = time.perf_counter()
+    int8 = _quantized(target, quant_source, config, args, dims, batches, progress, stream)
+    seconds = {"calibrate": round(time.perf_counter() - started, 2)}
     qmodel = int8.module
     metrics: dict[str, Any] = {}
-    float_run, fake_run = Recorder(torch_predict(float_module)), Recorder(torch_predict(qmodel))
+    fake_predict = torch_predict(qmodel) if stream is None else stream.torch_predict(qmodel)
+    float_run, fake_run = Recorder(torch_predict(float_module)), Recorder(fake_predict)
     with progress.phase("score float and fake-quant models"):
         metrics["float"] = kind.score_module(float_module, test, float_run)
         metrics["ptq"] = kind.score(fake_run, test, float_module)
@@ -283,6 +343,8 @@ def quantize(
         "w8a8": w8a8,
         "qat_epochs": qat_epochs,
         "max_drop": max_drop,
+        "streaming": streaming,
+        "quantize_state": config.profile.state_bits is not None,
         "calibration": {
             "source": calib_name,
             "samples": int(len(calib)),
@@ -290,13 +352,15 @@ def quantize(
             "sha256": tensor_hash(calib),
         },
     }
-    part = make_part(INT8_STEM, qdq, (example,), *names, dims, metadata)
+    part = make_part(INT8_STEM, qdq, args, *names, dims, metadata)
     target.check_part(part)
     with staged_directory(output_dir) as stage:
         with progress.phase(f"export {target.file_name(INT8_STEM)}"):
+            started = time.perf_counter()
             written = target.export(part, stage)
+            seconds["export"] = round(time.perf_counter() - started, 2)
         int8.save(stage, loaded.spec, quant_record)
-        summary = _judge(
+        summary, shipped = _judge(
             kind,
             written.path,
             target,
@@ -307,6 +371,7 @@ def quantize(
             metrics,
             max_drop,
             progress,
+            stream,
         )
         summary = {
             "model": loaded.spec,
@@ -317,10 +382,39 @@ def quantize(
             **int8.activation_summary(qdq),
             "weights": weights.label,
             "warnings": warnings,
+            "seconds": seconds,
         }
         if "qat" in metrics:
             summary["qat_recovery"] = qat_recovery(kind, metrics)
+        if stream is not None:
+            summary["streaming"] = {
+                "state_inputs": stream.state_inputs,
+                "state_outputs": stream.state_outputs,
+                "state_quantized": config.profile.state_bits is not None,
+            }
+        timestep_files: list[Path] = []
+        if timestep_report:
+            with progress.phase("error per position"):
+                candidate, fed = shipped[0], "whole windows in one call from zero states"
+                if stream is not None:  # as a stream runs: quantized states show only here
+                    with target.runner(written.path, threads=2) as runner:
+                        tokens = test_inputs.numpy()
+                        candidate = stream.stream_logits(runner, tokens, REPORT_PIECES)
+                    fed = f"each window in {REPORT_PIECES} calls, new states fed back"
+                errors = timestep_errors(float_run.outputs[0], candidate)
+                errors["compared"] = f"float torch vs {written.path.name} ({target.name})"
+                errors["fed"] = fed
+                write_json(stage / f"{TIMESTEP_STEM}.json", errors)
+                title = f"{loaded.spec} INT8 ({config.profile.name})"
+                plot_timestep(errors, stage / f"{TIMESTEP_STEM}.png", title)
+            timestep_files = [stage / f"{TIMESTEP_STEM}.{ext}" for ext in ("json", "png")]
+            summary["timestep"] = {
+                "compared": errors["compared"],
+                "fed": errors["fed"],
+                **errors["summary"],
+            }
         files = {name: sha256_file(stage / name) for name in (written.path.name, int8.state_name)}
+        files.update({path.name: sha256_file(path) for path in timestep_files})
         stored = store_weights(loaded, weights, stage)
         if stored is not None:
             files[stored] = sha256_file(stage / stored)
@@ -342,7 +436,7 @@ def quantize(
             target=target.name,
             precision="int8",
             inputs=written.inputs,
-            outputs=list(kind.output_names),
+            outputs=names[1],
             task=kind.name,
             files=files,
             custom_ops=written.custom_ops,
@@ -351,6 +445,7 @@ def quantize(
                 "model_file": written.path.name,
                 "example_shapes": {kind.input_name: list(example.shape)},
                 **kind.settings(float_module),
+                **({"streaming": summary["streaming"]} if stream is not None else {}),
                 "weights": weights.label,
                 "weights_source": weights.to_dict(),
             },
@@ -374,13 +469,19 @@ def _judge(
     metrics: dict[str, Any],
     max_drop: float,
     progress: Progress,
-) -> dict[str, Any]:
+    stream: Streaming | None = None,
+) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Score the shipped export and decide: fake-quant parity (validate's rule) and the loss
     against float within ``max_drop``. ``fake`` and ``reference`` are the fake-quant and float
-    outputs on the test split, in order."""
+    outputs on the test split, in order. Returns the verdict and the export's outputs."""
     test_inputs = kind.model_inputs(test)
     with progress.phase("score the INT8 export"), target.runner(path, threads=2) as runner:
-        shipped_run = Recorder(runner_predict(runner, kind.input_name))
+        predict = (
+            runner_predict(runner, kind.input_name)
+            if stream is None
+            else stream.runner_predict(runner)
+        )
+        shipped_run = Recorder(predict)
         metrics["int8_onnx"] = kind.score(shipped_run, test, float_module)
     shipped = shipped_run.outputs
     names = list(kind.output_names)
@@ -410,7 +511,8 @@ def _judge(
         "onnx_vs_fake_quant": agreement(fake, shipped),
         "gate_agreement": parity.gate_agreement,
     }
-    feed = {kind.input_name: np.ascontiguousarray(test_inputs.numpy()[:KERNEL_CHECK_ROWS])}
+    rows = np.ascontiguousarray(test_inputs.numpy()[:KERNEL_CHECK_ROWS])
+    feed = {kind.input_name: rows} if stream is None else stream.zero_feed(rows)
     with progress.phase("fused kernels vs dequantized graph"):
         check = target.kernel_check(path, feed, kind.classifier_output, threads=2)
     summary["kernel_agreement"] = check["top1_agreement"] if check else None
@@ -421,7 +523,7 @@ def _judge(
             "onnx_vs_float": flip_rate(reference, shipped, threshold),
             "onnx_vs_fake_quant": flip_rate(fake, shipped, threshold),
         }
-    return summary
+    return summary, shipped
 
 
 def quantize_for_target(

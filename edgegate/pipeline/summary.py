@@ -122,4 +122,14 @@ def int8_rows(result: dict[str, Any]) -> Rows:
     recovery = result.get("qat_recovery")
     if recovery is not None and recovery["recovered_fraction"] is not None:
         rows.append(("QAT recovered", f"{100 * recovery['recovered_fraction']:.0f} % of PTQ loss"))
+    if "streaming" in result:
+        stream = result["streaming"]
+        state = "int8" if stream["state_quantized"] else "float"
+        rows.append(("streaming states", f"{', '.join(stream['state_inputs'])} ({state})"))
+    if "timestep" in result:
+        ts = result["timestep"]
+        quarters = ", ".join("inf" if v is None else f"{v:.1f}" for v in ts["quarter_snr_db"])
+        rows.append(("logit SNR per quarter", f"{quarters} dB"))
+        growth = ts["growth_last_over_first"]
+        rows.append(("error growth last/first", "inf" if growth is None else f"{growth:.2f}x"))
     return rows

@@ -161,6 +161,11 @@ def _validate(
     if parity_samples < 1:
         raise BadInput(f"--parity-samples must be at least 1, got {parity_samples}")
     art = open_artifact(artifact)
+    if (art.quant or {}).get("streaming"):
+        raise BadInput(
+            f"'{artifact}' is a streaming export (states in and out), which validate does not "
+            "run yet: `quantize --streaming` judged it when it wrote it (see its report.json)"
+        )
     art.target.check_available()
     loaded, kind, eval_data = load_reference_side(
         art, reference=reference, checkpoint=checkpoint, data=data, trust_code=trust_code,
