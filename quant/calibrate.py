@@ -55,8 +55,9 @@ StateInit = Callable[[int], tuple[torch.Tensor, ...]]  # batch size -> zero stat
 
 def piece_bounds(length: int, pieces: int, shift: int) -> list[tuple[int, int]]:
     """``[start, stop)`` of the pieces one sequence of ``length`` is cut into: cuts every
-    ``length // pieces`` tokens, moved by ``shift`` so successive batches cut elsewhere."""
-    step = max(1, length // max(1, pieces))
+    ``ceil(length / pieces)`` tokens (so at most ``pieces + 1`` pieces), moved by ``shift`` so
+    successive batches cut elsewhere."""
+    step = max(1, -(-length // max(1, pieces)))
     cuts = sorted({c for c in range(shift % step, length, step) if 0 < c < length})
     edges = [0, *cuts, length]
     return list(zip(edges[:-1], edges[1:], strict=True))
