@@ -121,6 +121,29 @@ def test_int8_gate_output_is_judged_by_its_decisions_not_its_steps():
     assert not fp32.passed  # float stays judged by its error
 
 
+def test_fp16_logits_are_judged_by_their_decisions_and_cosine():
+    """Half rounding moves a deep LM's logits past 1 % of their scale (qlm with gated attention
+    in Core ML fp16: 0.167 of 13.7) while 99.8 % of decisions and the perplexity hold."""
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal((500, 16)).astype(np.float32) * 4
+    moved = ref + rng.standard_normal(ref.shape).astype(np.float32) * 0.03
+    moved[0, 0] += 0.5  # one logit far past 1e-2 of the scale, no decision with it
+    tol = Tolerance.for_precision("fp16")
+    assert np.abs(moved - ref).max() > tol.allowed_abs(ref)
+    report = compare_outputs({"logits": ref}, {"logits": moved}, tol, classifier_outputs={"logits"})
+    assert report.passed, report.failures
+    flipped = moved.copy()
+    rows = np.arange(10)  # 2 % of decisive decisions flip
+    flipped[rows, (ref[rows].argmax(-1) + 1) % 16] = ref[rows].max(-1) + 3
+    report = compare_outputs(
+        {"logits": ref}, {"logits": flipped}, tol, classifier_outputs={"logits"}
+    )
+    assert any("top-1 agreement" in f for f in report.failures), report.failures
+    noisy = ref + rng.standard_normal(ref.shape).astype(np.float32) * 0.5
+    report = compare_outputs({"logits": ref}, {"logits": noisy}, tol, classifier_outputs={"logits"})
+    assert any("cosine" in f for f in report.failures)  # noise everywhere still fails
+
+
 def test_bench_statistics_are_ordered():
     runner = TorchRunner(nn.Linear(8, 8), ["x"], ["y"])
     result = bench(runner, {"x": np.ones((4, 8), np.float32)}, runs=20, warmup=2)
