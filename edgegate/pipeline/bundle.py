@@ -89,6 +89,8 @@ def bundle(
     output_dir = check_output_dir(output_dir, "bundle folder")
     if output_dir.is_dir() and any(output_dir.iterdir()):
         raise BadInput(f"bundle folder '{output_dir}' already holds files: give a new folder")
+    if Path(export_dir).is_file():
+        raise BadInput(f"'{export_dir}' is a model file: bundle takes its export folder")
     art = open_artifact(export_dir)
     if art.directory is None or art.manifest is None:
         raise BadInput(f"'{export_dir}' is a bare model file: bundle takes an export folder")

@@ -214,7 +214,7 @@ def test_bundle_refuses_bad_input_before_any_work(gc_export, tmp_path, run_cli, 
     assert_one_line_error(run_cli("bundle", tmp_path / "nowhere", "-o", tmp_path / "b"),
                           "neither an export folder")  # fmt: skip
     assert_one_line_error(
-        run_cli("bundle", gc_export / "model.onnx", "-o", tmp_path / "b"), "bare model file"
+        run_cli("bundle", gc_export / "model.onnx", "-o", tmp_path / "b"), "takes its export folder"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
