@@ -244,6 +244,7 @@ def test_run_py_refuses_a_tampered_bundle_and_a_missing_runtime(gc_bundle, ort_p
 # --- other runtimes: ExecuTorch, a scan LM, a TensorRT kit through trtexec -----------------
 
 
+@pytest.mark.slow  # an ExecuTorch export: about a minute on 2 cores
 def test_executorch_bundle_runs_with_only_executorchs_runtime(tmp_path, run_cli):
     pytest.importorskip("executorch", reason="executorch is not installed")
     export = tmp_path / "et"
@@ -285,6 +286,7 @@ def test_scan_lm_bundle_is_judged_by_parity_and_perplexity(ort_python, tmp_path,
     assert candidate["perplexity"] == pytest.approx(reference["perplexity"], rel=1e-4)
 
 
+@pytest.mark.slow  # each trtexec stand-in call starts a Python with torch: about 50 s
 def test_tensorrt_kit_bundle_runs_through_trtexec_and_its_exported_files(tmp_path, run_cli):
     """The kit goes whole into the bundle (it builds its engine on the device); run.py drives
     trtexec with the raw --loadInputs files, or collects --exportOutput/--exportTimes files
