@@ -69,11 +69,15 @@ def check_export(out: Path, lm: bool) -> dict:
     programs = sorted(name for name in manifest.files if name.endswith(".pte"))
     assert [Path(p).stem for p in programs] == sorted(record["parts"])
     (spec,) = manifest.inputs
-    assert spec.shape[0] == "batch"  # the batch stays dynamic in every zoo model
-    ranges = record["parts"][Path(manifest.extra["model_file"]).stem]["dynamic_ranges"]
-    assert ranges[spec.name]["batch"] == [1, 8]
+    part = record["parts"][Path(manifest.extra["model_file"]).stem]
+    ranges = part["dynamic_ranges"]
+    if spec.shape[0] == "batch":
+        assert ranges[spec.name]["batch"] == [1, 8]
+    else:  # XNNPACK's reshape takes one dynamic dim (qlm's gated heads): batch 1, said why
+        assert spec.shape[0] == 1
+        assert any(line.startswith(f"{spec.name}.batch fixed at 1") for line in part["static_dims"])
     if lm:  # the sequence range is [1, max_len], max_len being the export's length
-        assert spec.shape == ["batch", "seq_len"]
+        assert spec.shape[1:] == ["seq_len"]
         assert ranges["tokens"]["seq_len"] == [1, manifest.extra["example_shapes"]["tokens"][1]]
     for part in record["parts"].values():
         for line in part["static_dims"]:  # a dim given up is said, with the reason
