@@ -169,3 +169,16 @@ def test_junit_counts_failures(tmp_path):
     assert suite.get("tests") == "2" and suite.get("failures") == "1"
     failed = [c for c in suite.iter("testcase") if c.find("failure") is not None]
     assert [c.get("name") for c in failed] == ["parity[logits]"]
+
+
+def test_stream_median_ratio_ignores_stalls_and_weights_each_kind_of_sample():
+    """90 samples stop at stage 1 (1 ms), 10 pass to stage 2 (4 ms), the full model takes
+    4 ms; two 100 ms scheduler stalls hit the stream: by medians it costs 0.325x."""
+    from edgegate.validate.bench import _median_ratio
+
+    times = [1.0] * 88 + [100.0] * 2 + [4.0] * 10
+    passed = [False] * 90 + [True] * 10
+    full = [4.0] * 100
+    assert _median_ratio(times, passed, full) == pytest.approx(0.325)
+    assert float(np.mean(times)) / float(np.mean(full)) > 0.5  # what the mean would say
+    assert _median_ratio(times, passed, []) is None
