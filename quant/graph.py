@@ -25,6 +25,7 @@ from edgegate.models.blocks.attention import ClippedSoftmax
 from edgegate.models.blocks.gate import Gate
 from edgegate.models.blocks.scans import DeltaRuleScan, GLAScan, LinearScan
 from edgegate.models.lm import StreamingLM
+from edgegate.quant.fx_inputs import depends_on_input
 from edgegate.quant.gates import gate_output_quant
 from edgegate.quant.profiles import QuantProfile
 from edgegate.quant.quantizers import act_quantizer, bias_quantizer, weight_quantizer
@@ -199,7 +200,7 @@ _ADDS = {operator.add, torch.add}
 
 def _is_activation(arg: object) -> bool:
     """A residual add joins two activations; ``x + parameter`` is a bias add, left alone."""
-    return isinstance(arg, fx.Node) and arg.op != "get_attr" and _depends_on_input(arg)
+    return isinstance(arg, fx.Node) and arg.op != "get_attr" and depends_on_input(arg)
 
 
 def _place_quantizers(graph_module: fx.GraphModule, config: QuantConfig) -> None:
@@ -263,19 +264,6 @@ def fold_batch_norm(graph_module: fx.GraphModule) -> int:
     return len(pairs)
 
 
-def _depends_on_input(node: fx.Node) -> bool:
-    stack, seen = [node], set()
-    while stack:
-        current = stack.pop()
-        if current.op == "placeholder":
-            return True
-        for arg in current.all_input_nodes:
-            if arg not in seen:
-                seen.add(arg)
-                stack.append(arg)
-    return False
-
-
 def _not(excluded: fx.Node):
     return lambda user: user is not excluded
 
@@ -292,7 +280,7 @@ def _insert_gate_quant(graph_module: fx.GraphModule, profile: QuantProfile) -> i
             continue
         if isinstance(module, Gate) and module.role != "gate":
             continue  # a scan's beta: stays float with the scan
-        if not _depends_on_input(node):
+        if not depends_on_input(node):
             # an input-independent gate (the GC channel gate) is a constant, i.e. a weight:
             # L1 drives its open values to ~0.005, which a 1/255 grid would move by 20-50 %
             continue

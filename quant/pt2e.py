@@ -40,6 +40,7 @@ from edgegate.atomic import atomic_write
 from edgegate.errors import BadInput
 from edgegate.libs import import_optional, quiet_imports
 from edgegate.ops.decompose import SCAN_OP_NAMES
+from edgegate.quant.fx_inputs import depends_on_input
 
 # 0 -> -128 and 1 -> 127, both exact; the grid of design.md's "u8 scale 1/255" in int8
 GATE_SCALE = 1.0 / 255.0
@@ -72,20 +73,6 @@ def _target(node: fx.Node) -> str:
     return str(node.target) if node.op == "call_function" else ""
 
 
-def _depends_on_input(node: fx.Node) -> bool:
-    """Whether a user input reaches ``node`` (parameters and buffers are get_attr nodes)."""
-    stack, seen = [node], {node}
-    while stack:
-        current = stack.pop()
-        if current.op == "placeholder":
-            return True
-        for arg in current.all_input_nodes:
-            if arg not in seen:
-                seen.add(arg)
-                stack.append(arg)
-    return False
-
-
 def scan_region(graph: fx.Graph) -> set[fx.Node]:
     """The scans and every node between them and the compute ops that feed them, inclusive."""
     region: set[fx.Node] = set()
@@ -109,7 +96,7 @@ def gate_outputs(graph: fx.Graph, region: Iterable[fx.Node] = ()) -> list[fx.Nod
     return [
         n
         for n in graph.nodes
-        if _target(n) in _GATE_OPS and n not in excluded and _depends_on_input(n)
+        if _target(n) in _GATE_OPS and n not in excluded and depends_on_input(n)
     ]
 
 
