@@ -34,17 +34,17 @@ from edgegate.pipeline.artifacts import open_artifact
 from edgegate.pipeline.tasks import LanguageModelTask, Task
 from edgegate.pipeline.validate import as_dtype, input_dtype, load_reference_side, reference_for
 from edgegate.progress import SILENT, Progress
-from edgegate.runtime import TorchRunner
+from edgegate.runtime import TorchRunner, bundle_run
+from edgegate.runtime.bundle_run import BUNDLE_FORMAT  # the format run.py reads
 from edgegate.validate.parity import Tolerance
 
-BUNDLE_FORMAT = "edgegate-bundle-1"  # run.py checks the same string
 BUNDLE_JSON = "bundle.json"
 RUN_SCRIPT = "run.py"
 RESULTS_JSON = "results.json"
 MODEL_DIR = "model"
 RAW_DIR = "raw"
 INPUTS, EXPECTED, LABELS = "inputs.npz", "expected.npz", "labels.npz"
-RUNNER_SOURCE = Path(__file__).resolve().parents[1] / "runtime" / "bundle_run.py"
+RUNNER_SOURCE = Path(bundle_run.__file__)  # copied into each bundle as run.py
 
 
 def default_samples(kind: Task) -> int:

@@ -31,10 +31,9 @@ from edgegate.pipeline.bundle import (
 )
 from edgegate.pipeline.tasks import TASKS, TaskData
 from edgegate.pipeline.validate import junit_on_error
+from edgegate.runtime.bundle_run import RESULTS_FORMAT  # what run.py writes
 from edgegate.validate import report as reports
 from edgegate.validate.parity import Tolerance, compare_outputs
-
-RESULTS_FORMAT = "edgegate-results-1"  # what run.py writes
 
 
 def read_bundle(folder: Path) -> dict[str, Any]:
