@@ -88,12 +88,17 @@ def _calibration(size: int, calib_samples: int) -> torch.Tensor:
     return digits("calib", size, 3).images[:calib_samples]
 
 
-def _edgegate_int8(module, calib: torch.Tensor, path: Path, profile: str = "onnxruntime") -> Path:
-    """edgegate's INT8 QDQ export under ``profile`` (what `edgegate quantize` writes)."""
-    config = QuantConfig(get_profile(profile), "minmax")
-    qmodel = quantize_model(module, config)
+def _qdq_module(module, calib: torch.Tensor, profile: str):
+    """edgegate's INT8 model under ``profile``, calibrated on ``calib``, ready for Q/DQ export
+    (what `edgegate quantize` exports)."""
+    qmodel = quantize_model(module, QuantConfig(get_profile(profile), "minmax"))
     calibrate(qmodel, [(b,) for b in torch.split(calib, CALIB_BATCH)])
-    return export_onnx(to_qdq(qmodel), (calib[:1],), path)
+    return to_qdq(qmodel)
+
+
+def _edgegate_int8(module, calib: torch.Tensor, path: Path, profile: str = "onnxruntime") -> Path:
+    """edgegate's INT8 QDQ export under ``profile``, static at the calibration image size."""
+    return export_onnx(_qdq_module(module, calib, profile), (calib[:1],), path)
 
 
 def _run(session: ort.InferenceSession, x: np.ndarray) -> list[np.ndarray]:
@@ -140,10 +145,8 @@ def _dynamic_onnx(module, example: torch.Tensor, path: Path) -> Path:
 
 
 def _ort_int8(module, calib: torch.Tensor, example: torch.Tensor, path: Path, profile: str):
-    """edgegate's QDQ export under ``profile``, as `edgegate quantize` writes it."""
-    qmodel = quantize_model(module, QuantConfig(get_profile(profile), "minmax"))
-    calibrate(qmodel, [(b,) for b in torch.split(calib, CALIB_BATCH)])
-    return _dynamic_onnx(to_qdq(qmodel), example, path)
+    """edgegate's QDQ export under ``profile``, batch and image side dynamic."""
+    return _dynamic_onnx(_qdq_module(module, calib, profile), example, path)
 
 
 def _quantize_static(fp32: Path, calib: torch.Tensor, path: Path, profile: str) -> Path:
