@@ -310,6 +310,14 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         checkpoint: CheckpointOpt = None,
         trust_code: TrustOpt = False,
         task: TaskOpt = None,
+        half: Annotated[
+            bool,
+            typer.Option(
+                "--half",
+                help="Store the weights as float16 (half the file); the recorded metrics "
+                "are measured with the rounded weights.",
+            ),
+        ] = False,
         json_out: JsonOpt = False,
     ) -> None:
         """Train a model and save a checkpoint that records its test metrics.
@@ -319,6 +327,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         - `edgegate train mobilenet-v3-se --epochs 30 -o mnv3.pt`
         - `edgegate train gc-mobilenet --epochs 1 -o gc.pt`
         - `edgegate train gla-lm --data stdlib --epochs 2 -o gla.pt`
+        - `edgegate train mobilenet-v3-large-se --epochs 20 --half -o large.pt`
         """
         from edgegate.pipeline.zoo import train as run_train
         from edgegate.train import TrainConfig
@@ -338,6 +347,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
                 trust_code=trust_code,
                 task=task,
                 command=_command_line(),
+                half=half,
                 progress=progress,
             )
         if json_out:

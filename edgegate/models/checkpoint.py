@@ -92,14 +92,23 @@ def save_checkpoint(
     spec: str,
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    *,
+    half: bool = False,
 ) -> Path:
-    """Write {format, spec, state_dict, metrics, extra} atomically (tmp file + os.replace)."""
+    """Write {format, spec, state_dict, metrics, extra} atomically (tmp file + os.replace).
+
+    ``half`` stores float32 tensors as float16, halving the file; loading casts them back
+    into the model's float32 parameters. Call `round_to_half` first, and measure the
+    metrics after it, so that they describe the weights the file holds.
+    """
     path = Path(path)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "edgegate_version": __version__,
         "spec": _record_spec(spec),
-        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "state_dict": {
+            k: _stored(v.detach().cpu(), half) for k, v in module.state_dict().items()
+        },
         "metrics": _plain(metrics or {}, "metrics"),
         "extra": _plain(extra or {}, "extra"),
     }
@@ -107,6 +116,19 @@ def save_checkpoint(
     with atomic_write(path) as fh:
         torch.save(payload, fh)
     return path
+
+
+def _stored(tensor: torch.Tensor, half: bool) -> torch.Tensor:
+    return tensor.half() if half and tensor.dtype == torch.float32 else tensor
+
+
+@torch.no_grad()
+def round_to_half(module: nn.Module) -> nn.Module:
+    """Round every float32 parameter and buffer to its nearest float16 value, in place."""
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if tensor.dtype == torch.float32:
+            tensor.copy_(tensor.half().float())
+    return module
 
 
 def _torch_load(path: Path, trust_code: bool) -> Any:

@@ -20,6 +20,7 @@ from edgegate.models import (
     load_checkpoint,
     load_model,
     parse_spec,
+    round_to_half,
     save_checkpoint,
     shipped_weights,
 )
@@ -70,10 +71,15 @@ def train(
     trust_code: bool = False,
     task: str | None = None,
     command: str = "",
+    half: bool = False,
     on_step: Callable[[int, int, float], None] | None = None,
     progress: Progress = SILENT,
 ) -> dict[str, Any]:
-    """Train from scratch (or from ``checkpoint``), score on the test split, save atomically."""
+    """Train from scratch (or from ``checkpoint``), score on the test split, save atomically.
+
+    ``half`` rounds the weights to float16 before scoring and stores them so: the file is
+    half the size and its recorded metrics are those of the weights it holds.
+    """
     output = Path(output)
     if output.is_dir():
         raise BadInput(f"output '{output}' is a directory: give a checkpoint file path")
@@ -96,6 +102,8 @@ def train(
         config,
         on_step=step,
     )
+    if half:
+        round_to_half(result.module)
     with progress.phase(f"score on {test_data.source} test split"):
         metrics = kind.score_module(result.module, test_data)
     extra = {
@@ -105,9 +113,10 @@ def train(
         "steps": result.steps,
         "final_loss": round(result.epoch_losses[-1], 5) if result.epoch_losses else None,
         "torch": torch.__version__,
+        "stored_as": "float16" if half else "float32",
     }
     output.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(output, result.module, loaded.spec, metrics=metrics, extra=extra)
+    save_checkpoint(output, result.module, loaded.spec, metrics=metrics, extra=extra, half=half)
     return {"checkpoint": os.fspath(output), "spec": loaded.spec, "metrics": metrics, **extra}
 
 

@@ -104,6 +104,21 @@ def test_train_gc_mobilenet_end_to_end(run_cli, tmp_path):
     assert recorded["extra"]["command"].startswith("edgegate train gc-mobilenet")
 
 
+def test_train_half_records_the_metrics_of_the_stored_weights(run_cli, tmp_path):
+    ckpt = tmp_path / "half.pt"
+    result = run_cli(
+        "train", "mobilenet-v3-se:width=0.25", "--epochs", "1", "--max-steps", "2",
+        "--half", "-o", ckpt, "--json",
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert result.json()["stored_as"] == "float16"
+    stored = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    again = run_cli("evaluate", "mobilenet-v3-se:width=0.25", "-c", ckpt, "--json")
+    assert again.code == 0, again.stderr
+    assert again.json()["metrics"]["top1"] == result.json()["metrics"]["top1"]
+
+
 def test_train_refuses_a_directory_output(run_cli, tmp_path):
     assert_one_line_error(run_cli("train", "mobilenet-v3-se", "-o", tmp_path), "directory")
 

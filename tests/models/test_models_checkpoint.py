@@ -16,6 +16,7 @@ from edgegate.models import (
     build_model,
     load_checkpoint,
     load_model,
+    round_to_half,
     save_checkpoint,
     shipped_weights,
 )
@@ -59,6 +60,27 @@ def test_checkpoint_round_trip_weights_only(tmp_path: Path) -> None:
     assert torch.equal(loaded.module(x), model(x))
     assert torch.equal(load_model(SPEC, path).module(x), model(x))
     assert torch.equal(load_model(str(path)).module(x), model(x))  # path given as the spec
+
+
+def test_half_storage_holds_the_rounded_weights(tmp_path: Path) -> None:
+    """A float16 file loads back into float32 parameters equal to the rounded model, so the
+    metrics measured after `round_to_half` are the file's own."""
+    model = build_model(SPEC).eval()
+    full = save_checkpoint(tmp_path / "full.pt", model, SPEC)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    round_to_half(model)
+    moved = [k for k, v in model.state_dict().items() if not torch.equal(v, original[k])]
+    assert moved, "rounding to float16 changed no weight: the test would prove nothing"
+    half = save_checkpoint(tmp_path / "half.pt", model, SPEC, half=True)
+    stored = load_checkpoint(half)["state_dict"]
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_model(None, half).module
+    for key, value in loaded.state_dict().items():
+        assert value.dtype == original[key].dtype
+        assert torch.equal(value, model.state_dict()[key]), key
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(loaded(x), model(x))
 
 
 def test_numpy_metrics_are_stored_as_builtins(tmp_path: Path) -> None:

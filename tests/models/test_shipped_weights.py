@@ -14,6 +14,7 @@ from edgegate.pipeline.zoo import evaluate
 SHIPPED = [
     "mobilenet-v3-se",
     "gc-mobilenet",
+    "mobilenet-v3-large-se",
     "qvit",
     "qvit:attention=clipped",
     "qvit:attention=gated",
@@ -22,6 +23,8 @@ SHIPPED = [
     "qlm:attention=gated",
 ]
 README = Path(__file__).resolve().parents[2] / "README.md"
+# The full-size CNN (4.2 M params) ships as float16; every other checkpoint stays under 2 MB.
+SIZE_LIMIT_MB = {"mobilenet-v3-large-se": 9.0}
 
 
 def _headline(metrics: dict) -> tuple[str, float]:
@@ -36,7 +39,7 @@ def _headline(metrics: dict) -> tuple[str, float]:
 def test_shipped_checkpoint_loads_safely_and_is_small(spec):
     path = shipped_weights(spec)
     assert path is not None, f"no shipped weights for {spec} in {WEIGHTS_DIR}"
-    assert path.stat().st_size < 2 * 1024 * 1024
+    assert path.stat().st_size < SIZE_LIMIT_MB.get(spec, 2.0) * 1024 * 1024
     checkpoint = torch.load(path, weights_only=True)
     assert checkpoint["spec"] == spec
     assert checkpoint["extra"]["command"].startswith(f"edgegate train {spec}")
