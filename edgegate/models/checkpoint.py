@@ -106,9 +106,7 @@ def save_checkpoint(
         "format": CHECKPOINT_FORMAT,
         "edgegate_version": __version__,
         "spec": _record_spec(spec),
-        "state_dict": {
-            k: _stored(v.detach().cpu(), half) for k, v in module.state_dict().items()
-        },
+        "state_dict": {k: _stored(v.detach().cpu(), half) for k, v in module.state_dict().items()},
         "metrics": _plain(metrics or {}, "metrics"),
         "extra": _plain(extra or {}, "extra"),
     }
