@@ -16,6 +16,7 @@ import operator
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from brevitas.nn import QuantConv1d, QuantConv2d, QuantIdentity, QuantLinear
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -134,19 +135,35 @@ def _keep_float(model: nn.Module, names: set[str]) -> None:
         replace_module(model, name, KeepFloat(model.get_submodule(name)))
 
 
-def _quant_layer(module: nn.Module, config: QuantConfig) -> nn.Module:
-    """The brevitas twin of one compute layer, with the float weights copied in."""
+def integer_outputs(profile: QuantProfile) -> bool:
+    """Whether the profile quantizes what compute layers output: onnxruntime fuses DQ -> Conv
+    -> Q into one integer kernel only when the output is quantized too; TensorRT quantizes only
+    inputs and fuses the rest itself."""
+    return profile.quantize_bias and profile.act_bits is not None
+
+
+def _quant_layer(
+    module: nn.Module, config: QuantConfig, input_quant: nn.Module | None = None
+) -> nn.Module:
+    """The brevitas twin of one compute layer, with the float weights copied in.
+
+    ``input_quant`` shares the activation proxy that quantizes the input tensor already (one
+    quantizer per tensor). A layer's output is quantized, where the profile wants it, by a
+    quantizer of its own after the layer (`_place_quantizers`), not by the layer: a proxy
+    inside the layer could not be shared, since brevitas's bias correction switches layer
+    output quantizers off.
+    """
     profile, method = config.profile, config.method
     weight_only = profile.act_bits is None  # Core ML's default: int8 weights, float compute
+    if weight_only:
+        inputs = None
+    else:
+        inputs = input_quant if input_quant is not None else act_quantizer(profile, method)
     kwargs = {
         "weight_quant": weight_quantizer(profile, method),
         "bias_quant": None if weight_only or module.bias is None else bias_quantizer(profile),
-        "input_quant": None if weight_only else act_quantizer(profile, method),
-        # onnxruntime fuses DQ -> Conv/MatMul -> Q into an integer kernel only when the
-        # output is quantized too; TensorRT quantizes only inputs and fuses the rest itself
-        "output_quant": act_quantizer(profile, method)
-        if profile.quantize_bias and not weight_only
-        else None,
+        "input_quant": inputs,
+        "output_quant": None,
         "return_quant_tensor": False,
     }
     if isinstance(module, nn.Linear):
@@ -177,25 +194,56 @@ def replace_module(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(root.get_submodule(parent_name) if parent_name else root, attr, module)
 
 
-def _quantize_inputs(
-    graph_module: fx.GraphModule, node: fx.Node, quantizer: type, tag: str
+# Which activation proxy quantizes each tensor (FX node), and whether the node's value is that
+# proxy's output already ("on grid": its consumers need no second Q/DQ) or only feeds it.
+Quantized = dict[fx.Node, tuple[nn.Module, bool]]
+
+
+def _quant_identity(quantizer: type | nn.Module) -> QuantIdentity:
+    return QuantIdentity(act_quant=quantizer, return_quant_tensor=False)
+
+
+def _insert_quant_after(
+    graph_module: fx.GraphModule, node: fx.Node, name: str, quantizer: type, quantized: Quantized
 ) -> None:
-    """A calibrated quantizer on each tensor input of ``node`` (matmul, residual add)."""
-    modules = dict(graph_module.named_modules())
+    """Quantize ``node``'s output once, for every consumer."""
+    module = _quant_identity(quantizer)
+    graph_module.add_module(name, module)
+    with graph_module.graph.inserting_after(node):
+        quant_node = graph_module.graph.call_module(name, (node,))
+    node.replace_all_uses_with(quant_node, delete_user_cb=_not(quant_node))
+    quantized[quant_node] = (module.act_quant, True)
+
+
+def _quantize_inputs(
+    graph_module: fx.GraphModule,
+    node: fx.Node,
+    quantizer: type,
+    tag: str,
+    quantized: Quantized,
+    share: bool,
+) -> None:
+    """A calibrated quantizer on each tensor input of ``node`` (matmul, residual add) that is
+    not on a quantization grid already; with ``share``, one quantizer per tensor."""
     for i, arg in enumerate(node.args):
         if not isinstance(arg, fx.Node):
             continue
-        if arg.op == "call_module" and isinstance(modules.get(arg.target), QuantIdentity):
+        known = quantized.get(arg)
+        if known is not None and known[1]:
             continue  # already quantized (a gate output keeps its fixed [0, 1] quantizer)
         name = f"{node.name}_{tag}{i}"
-        graph_module.add_module(name, QuantIdentity(act_quant=quantizer, return_quant_tensor=False))
+        module = _quant_identity(known[0] if known and share else quantizer)
+        graph_module.add_module(name, module)
         with graph_module.graph.inserting_before(node):
             quant_node = graph_module.graph.call_module(name, (arg,))
         node.replace_input_with(arg, quant_node)
+        if share and known is None:
+            quantized[arg] = (module.act_quant, False)
 
 
 _MATMULS = {operator.matmul, torch.matmul, torch.bmm}
 _ADDS = {operator.add, torch.add}
+_RELUS = {F.relu, torch.relu}
 
 
 def _is_activation(arg: object) -> bool:
@@ -203,23 +251,68 @@ def _is_activation(arg: object) -> bool:
     return isinstance(arg, fx.Node) and arg.op != "get_attr" and depends_on_input(arg)
 
 
+def _sole_relu_user(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | None:
+    """The ReLU that is the only consumer of ``node``, if there is one."""
+    if len(node.users) != 1:
+        return None
+    user = next(iter(node.users))
+    is_relu = (
+        (user.op == "call_module" and isinstance(modules.get(user.target), nn.ReLU))
+        or (user.op == "call_function" and user.target in _RELUS)
+        or (user.op == "call_method" and user.target == "relu")
+    )
+    return user if is_relu else None
+
+
 def _place_quantizers(graph_module: fx.GraphModule, config: QuantConfig) -> None:
-    """Swap compute layers for brevitas layers; quantize matmul and residual-add inputs."""
+    """Swap compute layers for brevitas layers; quantize matmul and residual-add inputs.
+
+    Under profiles with integer outputs (onnxruntime) each tensor is quantized once, as the
+    runtime's integer kernels pass it on: a layer whose input is on a grid already (a previous
+    layer's output, a gate) shares that quantizer and adds no second Q/DQ, which would only
+    requantize; a conv or linear whose one consumer is a ReLU is quantized after the ReLU,
+    which the runtime folds into the kernel; a residual add quantizes its output, so that it
+    runs as one integer add.
+    """
     modules = dict(graph_module.named_modules())
-    act = act_quantizer(config.profile, config.method)
-    weight_only = config.profile.act_bits is None
+    profile = config.profile
+    act = act_quantizer(profile, config.method)
+    weight_only = profile.act_bits is None
+    share = integer_outputs(profile)
+    quantized: Quantized = {}
     for node in list(graph_module.graph.nodes):
-        if node.op == "call_module" and type(modules[node.target]) in COMPUTE_TYPES:
-            replace_module(graph_module, node.target, _quant_layer(modules[node.target], config))
+        module = modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(module, QuantIdentity):
+            quantized[node] = (module.act_quant, True)
+        elif module is not None and type(module) in COMPUTE_TYPES:
+            source = node.args[0]
+            known = quantized.get(source) if share else None
+            layer = _quant_layer(module, config, known[0] if known else None)
+            layer.input_on_grid = bool(known and known[1])  # read by quant.qdq
+            replace_module(graph_module, node.target, layer)
+            if not share:
+                continue
+            if known is None:
+                quantized[source] = (layer.input_quant, False)
+            relu = _sole_relu_user(node, modules)
+            if relu is not None:
+                non_negative = act_quantizer(profile, config.method, non_negative=True)
+                _insert_quant_after(
+                    graph_module, relu, f"{relu.name}_quant", non_negative, quantized
+                )
+            else:
+                _insert_quant_after(graph_module, node, f"{node.name}_output_quant", act, quantized)
         elif node.op in ("call_function", "call_method") and not weight_only:
             if node.target in _MATMULS or node.target in ("matmul", "bmm"):
-                _quantize_inputs(graph_module, node, act, "input_quant")
+                _quantize_inputs(graph_module, node, act, "input_quant", quantized, share)
             elif (
-                config.profile.qdq_on_residual_adds
+                profile.qdq_on_residual_adds
                 and (node.target in _ADDS or node.target == "add")
                 and all(_is_activation(a) for a in node.args[:2])
             ):
-                _quantize_inputs(graph_module, node, act, "residual_quant")
+                _quantize_inputs(graph_module, node, act, "residual_quant", quantized, share)
+                if share:
+                    _insert_quant_after(graph_module, node, f"{node.name}_quant", act, quantized)
     graph_module.graph.lint()
     graph_module.recompile()
 

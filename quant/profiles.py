@@ -49,8 +49,14 @@ class QuantProfile:
 
 
 def _onnxruntime(isa: str, weight_bits: int, why: str) -> QuantProfile:
+    # residual adds quantized, as onnxruntime's own quantizer does: the add then runs as one
+    # integer QLinearAdd instead of DQ, float Add, Q
     return QuantProfile(
-        f"onnxruntime:{isa}", weight_bits=weight_bits, act_signed=False, description=why
+        f"onnxruntime:{isa}",
+        weight_bits=weight_bits,
+        act_signed=False,
+        qdq_on_residual_adds=True,
+        description=why,
     )
 
 

@@ -94,7 +94,10 @@ class QDQLayer(nn.Module):
             self.conv_args = (layer.stride, layer.padding, layer.dilation, layer.groups)
         input_quant = tensor_quant(layer.input_quant)
         output_quant = tensor_quant(layer.output_quant)
-        self.input_qdq = QuantDequant(input_quant) if input_quant else None
+        # an input on its producer's grid already (quant.graph shares that quantizer) gets
+        # no second Q/DQ; its scale still sets the int32 bias's
+        on_grid = getattr(layer, "input_on_grid", False)
+        self.input_qdq = QuantDequant(input_quant) if input_quant and not on_grid else None
         self.output_qdq = QuantDequant(output_quant) if output_quant else None
         with torch.no_grad():
             weight = layer.quant_weight()

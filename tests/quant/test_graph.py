@@ -14,7 +14,7 @@ from edgegate.quant.calibrate import calibrate
 from edgegate.quant.graph import KeepFloat, QuantConfig, fold_batch_norm, quantize_model, trace
 from edgegate.quant.graph import scan_feeders as find_scan_feeders
 from edgegate.quant.profiles import get_profile
-from edgegate.quant.qdq import tensor_quant
+from edgegate.quant.qdq import tensor_quant, to_qdq
 from tests.quant.tiny_models import PROFILES, attention_net, mixer_net, tiny_cnn
 
 GATE_SCALE = {"onnxruntime": 1 / 255, "tensorrt": 1 / 127}
@@ -228,31 +228,68 @@ def test_tensorrt_layers_quantize_inputs_only_with_float_bias(calibrated_cnns):
             assert not layer.bias_quant.is_quant_enabled, name
 
 
-def test_onnxruntime_layers_quantize_output_and_bias(calibrated_cnns):
-    layers = compute_layers(calibrated_cnns["onnxruntime"])
+def _output_quantizer(qmodel: nn.Module, node) -> tuple[str, object]:
+    """The quantizer a compute layer's output goes through: straight after it, or after its
+    one ReLU (which the runtime folds into the kernel)."""
+    modules = dict(qmodel.named_modules())
+    (user,) = node.users
+    if isinstance(modules.get(user.target), nn.ReLU):
+        (user,) = user.users
+    assert isinstance(modules.get(user.target), QuantIdentity), (node.name, user.target)
+    return user.target, tensor_quant(modules[user.target].act_quant)
+
+
+def test_onnxruntime_quantizes_each_tensor_once_with_int32_bias(calibrated_cnns):
+    """onnxruntime's integer kernels take and give quantized tensors: every compute layer's
+    output is quantized once (after a ReLU, with zero point 0, so the ReLU folds into the conv),
+    and a consumer of a tensor already on a grid shares that quantizer without a second Q/DQ."""
+    qmodel = calibrated_cnns["onnxruntime"]
+    layers = compute_layers(qmodel)
     assert len(layers) == 5
+    modules = dict(qmodel.named_modules())
+    nodes = {n.target: n for n in qmodel.graph.nodes if n.op == "call_module"}
+    output_proxies = {}
     for name, layer in layers.items():
         assert layer.input_quant.is_quant_enabled, name
-        assert layer.output_quant.is_quant_enabled, name
+        assert not layer.output_quant.is_quant_enabled, name  # quantized after the layer
         assert layer.bias is not None, name  # folded BN gives every conv a bias
         assert layer.bias_quant.is_quant_enabled, name
         assert layer.bias_quant.quant_injector.bit_width == 32, name
+        target, quant = _output_quantizer(qmodel, nodes[name])
+        assert quant is not None, name
+        output_proxies[target] = modules[target].act_quant
+        if isinstance(modules.get(next(iter(nodes[name].users)).target), nn.ReLU):
+            assert quant.zero_point == 0 and not quant.signed, name
+    on_grid = [name for name, layer in layers.items() if layer.input_on_grid]
+    assert on_grid, "no layer reads a tensor another quantizer put on its grid"
+    for name in on_grid:
+        assert any(layers[name].input_quant is p for p in output_proxies.values()), name
+    # the Q/DQ twin gives an on-grid input no second Q/DQ, and still an int32 bias
+    twin = to_qdq(qmodel)
+    for name in on_grid:
+        assert twin.get_submodule(name).input_qdq is None, name
+        assert twin.get_submodule(name).bias_int is not None, name
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(twin(x), qmodel(x), atol=1e-5)
 
 
-def test_only_tensorrt_quantizes_residual_adds(calibrated_cnns):
+def test_residual_adds_are_quantized_per_profile(calibrated_cnns):
+    """TensorRT: Q/DQ on both add inputs. onnxruntime: inputs on a grid and the sum quantized,
+    so the add runs as one integer QLinearAdd."""
     for profile, qmodel in calibrated_cnns.items():
-        names = [n for n, _ in qmodel.named_children() if "residual_quant" in n]
-        if profile.startswith("onnxruntime"):
-            assert names == []
-            continue
-        assert len(names) == 2, names
         modules = dict(qmodel.named_modules())
         adds = [n for n in qmodel.graph.nodes if n.op == "call_function" and "add" in n.name]
         assert len(adds) == 1
         for arg in adds[0].args:
-            assert arg.op == "call_module" and "residual_quant" in arg.target
+            assert arg.op == "call_module" and isinstance(modules[arg.target], QuantIdentity)
             quant = tensor_quant(modules[arg.target].act_quant)
-            assert quant is not None and quant.signed and quant.zero_point == 0
+            assert quant is not None
+            if profile == "tensorrt":
+                assert "residual_quant" in arg.target and quant.signed and quant.zero_point == 0
+        (user,) = adds[0].users
+        after = modules.get(user.target)
+        assert isinstance(after, QuantIdentity) == profile.startswith("onnxruntime"), profile
 
 
 # --- bad input --------------------------------------------------------------------------------
