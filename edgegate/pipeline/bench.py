@@ -79,8 +79,13 @@ def bench(
         }
         if art.has_two_stages():
             images, positive = stream_images(art)
+            # the full model as the stream would deploy it (called at intervals, its threads
+            # idle between calls, like the two stages'), so the ratio compares like with like
+            full_model = art.runner(threads=threads)
+            full_model.idle_between_runs = True
             with (
                 two_stage_runner(art, threads, stage1_threads) as two_stage,
+                full_model,
                 progress.phase(f"stream of {stream_samples} samples"),
             ):
                 stream = benchmark.bench_two_stage(
@@ -89,7 +94,7 @@ def bench(
                     positive,
                     positive_rate=positive_rate,
                     n=stream_samples,
-                    full_runner=runner,
+                    full_runner=full_model,
                 )
             result["two_stage"] = {**benchmark.as_dict(stream), "stage1_threads": stage1_threads}
     if plot is not None:

@@ -20,6 +20,11 @@ class Runner(ABC):
     """Context manager: activate on enter, release on exit; ``run`` maps names to arrays."""
 
     name = "runner"
+    # Set before activation for a model called at intervals (an always-on stage): a runtime
+    # whose worker threads spin after each run, waiting for the next, lets them sleep instead.
+    # Spinning buys back-to-back latency; between a stream's calls it only burns a core, and
+    # steals it from whatever else runs there.
+    idle_between_runs = False
 
     def __init__(self) -> None:
         self.last_latency_ms = float("nan")

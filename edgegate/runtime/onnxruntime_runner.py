@@ -65,6 +65,8 @@ class OnnxRuntimeRunner(Runner):
             options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        if self.idle_between_runs:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if not self.fuse_qdq:
             options.add_session_config_entry("session.disable_quant_qdq", "1")
         try:

@@ -14,6 +14,8 @@ class TwoStageRunner(Runner):
 
     Outputs: ``gate_prob`` [B], ``passed`` bool [B], and ``logits`` [B, C] with NaN rows
     for stopped samples. ``last_stage_ms`` holds the two stages' times of the last run.
+    Both stages are set ``idle_between_runs``: an always-on system is called at intervals
+    (stage 2 rarely), so worker threads that spin between calls would only burn the cores.
     """
 
     name = "two-stage"
@@ -28,14 +30,11 @@ class TwoStageRunner(Runner):
     ) -> None:
         super().__init__()
         self.stage1, self.stage2 = stage1, stage2
+        stage1.idle_between_runs = stage2.idle_between_runs = True
         self.threshold = float(threshold)
         self.gate_output, self.features_output = gate_output, features_output
         self.last_stage_ms = (0.0, 0.0)
         self.num_classes: int | None = None
-
-    def activate(self) -> None:
-        self.stage1.__enter__()
-        self.stage2.__enter__()
 
     def deactivate(self) -> None:
         self.stage2.__exit__(None, None, None)
@@ -47,6 +46,11 @@ class TwoStageRunner(Runner):
     def output_names(self) -> list[str]:
         return ["gate_prob", "passed", "logits"]
 
+    def activate(self) -> None:
+        self.stage1.__enter__()
+        self.stage2.__enter__()
+        self._stage2_input = self.stage2.input_specs()[0].name
+
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
         first = self.stage1.run(feed)
@@ -56,7 +60,7 @@ class TwoStageRunner(Runner):
         logits = None
         if passed.any():
             features = np.ascontiguousarray(first[self.features_output][passed])
-            second = self.stage2.run({self.stage2.input_specs()[0].name: features})
+            second = self.stage2.run({self._stage2_input: features})
             passed_logits = next(iter(second.values()))
             self.num_classes = passed_logits.shape[-1]
             logits = np.full((len(gate), self.num_classes), np.nan, dtype=passed_logits.dtype)

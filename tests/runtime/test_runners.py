@@ -91,6 +91,31 @@ def test_two_stage_runs_stage2_only_past_the_gate():
     np.testing.assert_allclose(out["logits"][0], 2 * x[0, :3] + 1)
 
 
+def test_idle_between_runs_turns_off_onnxruntime_spinning(mlp_onnx, monkeypatch):
+    """An always-on stage's ORT session lets its pool threads sleep between calls; a plain
+    session keeps ORT's spinning default. Checked on the options ORT is actually handed."""
+    import onnxruntime
+
+    _, path = mlp_onnx
+    seen = []
+    real = onnxruntime.InferenceSession
+
+    def recording(model, options, **kwargs):
+        try:
+            seen.append(options.get_session_config_entry("session.intra_op.allow_spinning"))
+        except Exception:  # ORT raises for an entry never set
+            seen.append(None)
+        return real(model, options, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", recording)
+    with OnnxRuntimeRunner(path, threads=2):
+        pass
+    stage1, stage2 = OnnxRuntimeRunner(path, threads=1), OnnxRuntimeRunner(path, threads=2)
+    with TwoStageRunner(stage1, stage2):
+        pass
+    assert seen == [None, "0", "0"]
+
+
 def test_unavailable_backends_exit_3(tmp_path):
     with pytest.raises(BackendUnavailable) as info:
         TensorRTRunner("model")
