@@ -94,6 +94,11 @@ def bundle(
     art = open_artifact(export_dir)
     if art.directory is None or art.manifest is None:
         raise BadInput(f"'{export_dir}' is a bare model file: bundle takes an export folder")
+    if (art.quant or {}).get("streaming"):
+        raise BadInput(
+            f"'{export_dir}' is a streaming export (states in and out), which bundle does not "
+            "take yet: run.py feeds whole windows; use `edgegate validate` on the host"
+        )
     target, manifest = art.target, art.manifest
     if not target.device_runtime:
         raise BadInput(f"target '{target.name}' names no device runtime to bundle for")

@@ -18,6 +18,7 @@ from edgegate.errors import BadInput, EdgegateError
 from edgegate.models import LoadedModel, load_model
 from edgegate.outputs import check_output_file, make_parents
 from edgegate.pipeline.artifacts import Artifact, open_artifact
+from edgegate.pipeline.streaming import REPORT_PIECES, Streaming
 from edgegate.pipeline.tasks import GatedCompressionTask, Task, TaskData, resolve_task
 from edgegate.pipeline.weights import checkpoint_for
 from edgegate.progress import SILENT, Progress
@@ -161,16 +162,21 @@ def _validate(
     if parity_samples < 1:
         raise BadInput(f"--parity-samples must be at least 1, got {parity_samples}")
     art = open_artifact(artifact)
-    if (art.quant or {}).get("streaming"):
+    streaming = bool((art.quant or {}).get("streaming"))
+    if streaming and localize:
         raise BadInput(
-            f"'{artifact}' is a streaming export (states in and out), which validate does not "
-            "run yet: `quantize --streaming` judged it when it wrote it (see its report.json)"
+            f"--localize does not apply to '{artifact}', a streaming export (states in and "
+            "out): its layers are judged per call, not per window"
         )
     art.target.check_available()
     loaded, kind, eval_data = load_reference_side(
         art, reference=reference, checkpoint=checkpoint, data=data, trust_code=trust_code,
         task=task,
     )  # fmt: skip
+    if streaming:
+        return _validate_stream(
+            art, loaded, kind, eval_data, parity_samples, threads, with_accuracy, progress
+        )
     inputs = kind.model_inputs(eval_data).numpy()
     feed = {kind.input_name: np.ascontiguousarray(inputs[: kind.parity_rows(parity_samples)])}
     with progress.phase("load reference"):
@@ -215,6 +221,67 @@ def _validate(
     if art.precision == "int8":
         with progress.phase("fused kernels vs dequantized graph"):
             check = art.target.kernel_check(art.model_path, feed, kind.classifier_output, threads)
+        if check is not None:
+            result["kernel_agreement"] = check["top1_agreement"]
+    result["warnings"] = art.target.host_warnings(art.manifest, art.model_path.name)
+    return result
+
+
+def _validate_stream(
+    art: Artifact,
+    loaded: LoadedModel,
+    kind: Task,
+    data: TaskData,
+    parity_samples: int,
+    threads: int | None,
+    with_accuracy: bool,
+    progress: Progress,
+) -> dict[str, Any]:
+    """A streaming export (states in and out) run as a stream runs it: each window fed in
+    ``REPORT_PIECES`` calls from zero states, each call's new states fed back as the next
+    call's. Judged against the fake-quant streaming step over whole windows in one pass, which
+    a stream must equal, with INT8's tolerance and the task's accuracy beside it."""
+    stream = Streaming(loaded)
+    windows = kind.model_inputs(data).numpy()
+    rows = np.ascontiguousarray(windows[: kind.parity_rows(parity_samples)])
+    with progress.phase("load reference"):
+        reference_module = reference_for(art, loaded)
+    reference = stream.torch_predict(reference_module)
+    with art.runner(threads=threads) as cand:
+        candidate = stream.runner_predict(cand, REPORT_PIECES)
+        with progress.phase(f"parity on {len(rows)} windows, each in {REPORT_PIECES} calls"):
+            name = kind.classifier_output
+            report = compare_outputs(
+                {name: reference(rows)[0]},
+                {name: candidate(rows)[0]},
+                Tolerance.for_precision(art.precision),
+                classifier_outputs={name},
+            )
+        accuracy_block = None
+        if with_accuracy:
+            accuracy_block = {}
+            with progress.phase(f"score reference on {data.source}"):
+                accuracy_block["reference"] = kind.score(reference, data, loaded.module)
+            with progress.phase("score float model"):
+                accuracy_block["float"] = kind.score_module(loaded.module, data)
+            with progress.phase(f"score the stream on {data.source}"):
+                accuracy_block["candidate"] = kind.score(candidate, data, loaded.module)
+    result = {
+        "artifact": os.fspath(art.directory or art.model_path),
+        "reference": loaded.spec,
+        "target": art.target.name,
+        "runtime": cand.name,
+        "data": data.source,
+        "parity_samples": int(len(rows)),
+        "fed": f"each window in {REPORT_PIECES} calls, new states fed back as the next states",
+        **report.to_dict(),
+        "accuracy": accuracy_block,
+    }
+    if art.precision == "int8":
+        with progress.phase("fused kernels vs dequantized graph"):
+            check = art.target.kernel_check(
+                art.model_path, stream.zero_feed(rows), kind.classifier_output, threads
+            )
         if check is not None:
             result["kernel_agreement"] = check["top1_agreement"]
     result["warnings"] = art.target.host_warnings(art.manifest, art.model_path.name)

@@ -172,9 +172,51 @@ def test_bad_streaming_options_exit_2_with_one_line_and_write_nothing(
     assert not out.exists()
 
 
-def test_validate_refuses_a_streaming_export_in_one_line(streamed, run_cli):
+def test_validate_runs_a_streaming_export_as_a_stream(streamed, run_cli, text):
+    """validate feeds each window in pieces with the states carried, and judges that against
+    the fake-quant step in one pass: it passes, with the perplexity quantize measured."""
+    out, result = streamed
+    run = run_cli("validate", out, "--data", text, "--json")
+    assert run.code == 0, run.stderr
+    report = run.json()
+    assert report["passed"] and "4 calls" in report["fed"], report
+    assert report["top1_agreement"] >= 99.0, report
+    assert report["accuracy"]["candidate"]["perplexity"] == pytest.approx(
+        result["accuracy"]["int8_onnx"]["perplexity"], rel=1e-4
+    )
+
+
+def test_validate_of_a_stream_that_drops_its_states_fails(streamed, run_cli, text, monkeypatch):
+    """The verdict rests on the states carried between calls: a stream that starts every call
+    from zero states breaks parity, and validate exits 1."""
+    from edgegate.pipeline.streaming import Streaming
+
+    carried = Streaming.runner_predict
+
+    def forgetful(self, runner, pieces=1):
+        def predict(batch):
+            calls = [carried(self, runner)(piece)[0] for piece in np.array_split(batch, 4, 1)]
+            return [np.concatenate(calls, 1)]
+
+        return predict
+
+    monkeypatch.setattr(Streaming, "runner_predict", forgetful)
     out, _ = streamed
-    assert_one_line_error(run_cli("validate", out), "streaming export")
+    run = run_cli("validate", out, "--data", text, "--json")
+    assert run.code == 1, run.stderr
+    assert not run.json()["passed"]
+
+
+def test_validate_refuses_localize_on_a_streaming_export(streamed, run_cli):
+    out, _ = streamed
+    assert_one_line_error(run_cli("validate", out, "--localize"), "streaming export")
+
+
+def test_bundle_refuses_a_streaming_export_and_writes_nothing(streamed, run_cli, tmp_path):
+    out, _ = streamed
+    target = tmp_path / "bundle"
+    assert_one_line_error(run_cli("bundle", out, "-o", target), "streaming export")
+    assert not target.exists()
 
 
 @pytest.mark.slow
