@@ -291,14 +291,19 @@ def plot(rows: list[dict], path: Path, title: str) -> Path:
 
     from edgegate.atomic import save_png
 
-    groups = list(dict.fromkeys((r["model"], r["runtime"]) for r in rows))
+    # one group per (model, INT8 runtime); ONNX Runtime's one FP32 cell joins each of its
+    # instruction-set variants' groups
+    int8_groups = {(r["model"], r["runtime"]) for r in rows if r["variant"] != "fp32"}
+    groups = list(dict.fromkeys((r["model"], r["runtime"]) for r in rows
+                                if (r["model"], r["runtime"]) in int8_groups))  # fmt: skip
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
     width = 0.8 / len(VARIANTS)
     for k, variant in enumerate(VARIANTS):
         xs, p50, err = [], [], []
         for g, (model, runtime) in enumerate(groups):
+            cell_runtime = runtime.split(":")[0] if variant == "fp32" else runtime
             match = [r for r in rows if (r["model"], r["runtime"], r["variant"]) ==
-                     (model, runtime, variant)]  # fmt: skip
+                     (model, cell_runtime, variant)]  # fmt: skip
             if match:
                 xs.append(g + (k - 1) * width)
                 p50.append(match[0]["p50_ms"])
