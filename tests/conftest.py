@@ -40,3 +40,17 @@ def assert_one_line_error(result: CliResult, *fragments: str, code: int = 2) -> 
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+MOBILENET_INT8_CALIB = 64
+
+
+@pytest.fixture(scope="session")
+def mobilenet_int8(tmp_path_factory):
+    """`edgegate quantize mobilenet-v3-se` for this host's ONNX Runtime, calibrated on 64
+    images: shared by the quantize and localisation tests (a quantize takes about 40 s on two
+    cores). Read it; copy it before changing anything."""
+    out = tmp_path_factory.mktemp("mobilenet-int8") / "export"
+    args = ["quantize", "mobilenet-v3-se", "-p", "onnxruntime"]
+    assert main([*args, "--calib-samples", str(MOBILENET_INT8_CALIB), "-o", str(out)]) == 0
+    return out

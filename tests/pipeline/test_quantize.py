@@ -15,20 +15,19 @@ from edgegate.models import load_model
 from edgegate.pipeline.quantize import quantize
 from edgegate.pipeline.tasks import TASKS
 from edgegate.quant.state import STATE_FORMAT, load_fake_quant, tensor_hash
-from tests.conftest import assert_one_line_error
+from tests.conftest import MOBILENET_INT8_CALIB, assert_one_line_error
 
-CALIB = "64"
+CALIB = str(MOBILENET_INT8_CALIB)  # the shared mobilenet_int8 export's, for every run here
 INT8_ONNX, INT8_STATE = "model.int8.onnx", "model.int8.pt"
 
 
 @pytest.fixture(scope="module")
-def quantized(tmp_path_factory):
+def quantized(tmp_path_factory, mobilenet_int8):
     """One PTQ run per (model, profile) the acceptance names, shared by the tests below."""
     from edgegate.cli import main
 
-    runs = {}
+    runs = {("mobilenet-v3-se", "onnxruntime"): mobilenet_int8}
     for model, profile in [
-        ("mobilenet-v3-se", "onnxruntime"),
         ("gc-mobilenet", "onnxruntime"),
         ("gc-mobilenet", "tensorrt"),
     ]:

@@ -209,13 +209,9 @@ def test_human_output_names_the_first_divergent_module(fp32_export, tmp_path, ru
 
 
 @pytest.fixture(scope="module")
-def int8_export(tmp_path_factory):
-    from edgegate.cli import main
-
-    out = tmp_path_factory.mktemp("loc") / "int8"
-    args = ["quantize", "mobilenet-v3-se", "--calib-samples", "16", "--input-size", "32"]
-    assert main([*args, "-o", str(out)]) == 0
-    return out
+def int8_export(mobilenet_int8):
+    """The shared `quantize mobilenet-v3-se` export (tests/conftest.py); copied before edits."""
+    return mobilenet_int8
 
 
 def test_int8_perturbed_weight_names_the_module_holding_it(int8_export, tmp_path, run_cli):
