@@ -1,7 +1,9 @@
-"""Graph-mode quantization: trace, fold BN, let brevitas place quantizers, then apply gate rules.
+"""Graph-mode quantization: trace, fold BN, place brevitas quantizers by the profile's rules.
 
-brevitas's graph passes (`preprocess_for_quantize`, `quantize`) decide where activations are
-requantized; edgegate adds what they cannot know about gated networks:
+Compute layers become brevitas layers with quantized weights and inputs; where activations
+are quantized follows the target profile (`_place_quantizers`: TensorRT on compute inputs and
+residual adds; onnxruntime once per tensor, as its integer kernels pass tensors on). On top,
+what a generic pass cannot know about gated networks:
 - the tracer keeps `Gate`, softmax and the scan modules as leaves, so they stay findable;
 - every gate output (`Gate` with role "gate", clipped or plain softmax) gets the fixed
   [0, 1] quantizer of `edgegate.quant.gates`, never a calibrated one;
