@@ -85,7 +85,9 @@ class QuantDequant(nn.Module):
 
 
 class QDQLayer(nn.Module):
-    """Conv or Linear over int8 weights (and int32 bias) stored as integers, with Q/DQ around."""
+    """Conv or Linear over int8 weights (and int32 bias) stored as integers, with its input's
+    Q/DQ. Outputs are quantized by a quantizer of their own after the layer
+    (``quant.graph._place_quantizers``), which becomes a `QuantDequant` of its own here."""
 
     def __init__(self, layer: nn.Module) -> None:
         super().__init__()
@@ -93,12 +95,11 @@ class QDQLayer(nn.Module):
         if self.kind != "linear":
             self.conv_args = (layer.stride, layer.padding, layer.dilation, layer.groups)
         input_quant = tensor_quant(layer.input_quant)
-        output_quant = tensor_quant(layer.output_quant)
+        assert tensor_quant(layer.output_quant) is None, "quant.graph places output quantizers"
         # an input on its producer's grid already (quant.graph shares that quantizer) gets
         # no second Q/DQ; its scale still sets the int32 bias's
         on_grid = getattr(layer, "input_on_grid", False)
         self.input_qdq = QuantDequant(input_quant) if input_quant and not on_grid else None
-        self.output_qdq = QuantDequant(output_quant) if output_quant else None
         with torch.no_grad():
             weight = layer.quant_weight()
             scale = weight.scale.detach().flatten().float()
@@ -139,13 +140,20 @@ class QDQLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_qdq is not None:
             x = self.input_qdq(x)
-        weight, bias = self._weight(), self._bias()
-        if self.kind == "linear":
-            y = F.linear(x, weight, bias)
-        else:
-            conv = F.conv2d if self.kind == "conv2d" else F.conv1d
-            y = conv(x, weight, bias, *self.conv_args)
-        return self.output_qdq(y) if self.output_qdq is not None else y
+        return _apply(self, x, self._weight(), self._bias())
+
+
+def _apply(
+    layer: QDQLayer | _FloatTwin,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """The layer's linear or convolution of ``x`` with ``weight`` and ``bias``."""
+    if layer.kind == "linear":
+        return F.linear(x, weight, bias)
+    conv = F.conv2d if layer.kind == "conv2d" else F.conv1d
+    return conv(x, weight, bias, *layer.conv_args)
 
 
 def _twin(module: nn.Module) -> nn.Module | None:
@@ -185,7 +193,7 @@ class _FloatTwin(nn.Module):
         super().__init__()
         self.kind = layer.kind
         self.conv_args = getattr(layer, "conv_args", None)
-        self.input_qdq, self.output_qdq = layer.input_qdq, layer.output_qdq
+        self.input_qdq = layer.input_qdq
         self.weight = nn.Parameter(layer._weight().detach().clone(), requires_grad=False)
         bias = layer._bias()
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), False)
@@ -193,12 +201,7 @@ class _FloatTwin(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_qdq is not None:
             x = self.input_qdq(x)
-        if self.kind == "linear":
-            y = F.linear(x, self.weight, self.bias)
-        else:
-            conv = F.conv2d if self.kind == "conv2d" else F.conv1d
-            y = conv(x, self.weight, self.bias, *self.conv_args)
-        return self.output_qdq(y) if self.output_qdq is not None else y
+        return _apply(self, x, self.weight, self.bias)
 
 
 @torch.no_grad()

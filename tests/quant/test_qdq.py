@@ -28,10 +28,11 @@ def images(n: int, seed: int, size: int = 16) -> torch.Tensor:
 
 
 def output_step(twin: nn.Module, reference: torch.Tensor) -> float:
-    """One output quantization step: the head's output quantizer, else the int8 grid of |y|."""
-    head = twin.get_submodule("head")
-    if head.output_qdq is not None:
-        return head.output_qdq.quant.scale
+    """One output quantization step: the head's output quantizer (placed after it), else the
+    int8 grid of |y|."""
+    quantizer = dict(twin.named_modules()).get("head_output_quant")
+    if isinstance(quantizer, QuantDequant):
+        return quantizer.quant.scale
     return float(reference.abs().max()) / 127
 
 
