@@ -19,7 +19,7 @@ from edgegate.models import LoadedModel, load_model
 from edgegate.outputs import check_output_file, make_parents
 from edgegate.pipeline.artifacts import Artifact, open_artifact
 from edgegate.pipeline.streaming import REPORT_PIECES, Streaming
-from edgegate.pipeline.tasks import GatedCompressionTask, Task, TaskData, resolve_task
+from edgegate.pipeline.tasks import GatedCompressionTask, Predict, Task, TaskData, resolve_task
 from edgegate.pipeline.weights import checkpoint_for
 from edgegate.progress import SILENT, Progress
 from edgegate.runtime import Runner, TorchRunner, TwoStageRunner
@@ -175,8 +175,9 @@ def _validate(
     )  # fmt: skip
     if streaming:
         return _validate_stream(
-            art, loaded, kind, eval_data, parity_samples, threads, with_accuracy, progress
-        )
+            artifact, art, loaded, kind, eval_data, parity_samples, threads, with_accuracy,
+            progress,
+        )  # fmt: skip
     inputs = kind.model_inputs(eval_data).numpy()
     feed = {kind.input_name: np.ascontiguousarray(inputs[: kind.parity_rows(parity_samples)])}
     with progress.phase("load reference"):
@@ -200,7 +201,13 @@ def _validate(
         accuracy_block = None
         if with_accuracy:
             accuracy_block = _accuracy(
-                kind, eval_data, loaded, reference_module, ref, cand, progress, dtype
+                kind,
+                eval_data,
+                loaded,
+                reference_module,
+                runner_predict(ref, kind.input_name),
+                runner_predict(cand, kind.input_name, dtype),
+                progress,
             )
     result = {
         "artifact": os.fspath(artifact),
@@ -218,16 +225,12 @@ def _validate(
     if isinstance(kind, GatedCompressionTask) and art.has_two_stages():
         with progress.phase("two-stage system"):
             result["two_stage"] = two_stage_metrics(art, eval_data, loaded, threads)
-    if art.precision == "int8":
-        with progress.phase("fused kernels vs dequantized graph"):
-            check = art.target.kernel_check(art.model_path, feed, kind.classifier_output, threads)
-        if check is not None:
-            result["kernel_agreement"] = check["top1_agreement"]
-    result["warnings"] = art.target.host_warnings(art.manifest, art.model_path.name)
+    result.update(_host_checks(art, feed, kind, threads, progress))
     return result
 
 
 def _validate_stream(
+    artifact: Path,
     art: Artifact,
     loaded: LoadedModel,
     kind: Task,
@@ -259,15 +262,11 @@ def _validate_stream(
             )
         accuracy_block = None
         if with_accuracy:
-            accuracy_block = {}
-            with progress.phase(f"score reference on {data.source}"):
-                accuracy_block["reference"] = kind.score(reference, data, loaded.module)
-            with progress.phase("score float model"):
-                accuracy_block["float"] = kind.score_module(loaded.module, data)
-            with progress.phase(f"score the stream on {data.source}"):
-                accuracy_block["candidate"] = kind.score(candidate, data, loaded.module)
+            accuracy_block = _accuracy(
+                kind, data, loaded, reference_module, reference, candidate, progress
+            )
     result = {
-        "artifact": os.fspath(art.directory or art.model_path),
+        "artifact": os.fspath(artifact),
         "reference": loaded.spec,
         "target": art.target.name,
         "runtime": cand.name,
@@ -277,14 +276,7 @@ def _validate_stream(
         **report.to_dict(),
         "accuracy": accuracy_block,
     }
-    if art.precision == "int8":
-        with progress.phase("fused kernels vs dequantized graph"):
-            check = art.target.kernel_check(
-                art.model_path, stream.zero_feed(rows), kind.classifier_output, threads
-            )
-        if check is not None:
-            result["kernel_agreement"] = check["top1_agreement"]
-    result["warnings"] = art.target.host_warnings(art.manifest, art.model_path.name)
+    result.update(_host_checks(art, stream.zero_feed(rows), kind, threads, progress))
     return result
 
 
@@ -314,21 +306,40 @@ def _accuracy(
     data: TaskData,
     loaded: LoadedModel,
     reference_module,
-    ref: Runner,
-    cand: Runner,
+    reference: Predict,
+    candidate: Predict,
     progress: Progress,
-    dtype: str | None = None,
 ) -> dict[str, Any]:
+    """The task's metric for the reference, the float model (when the reference is a
+    quantized one) and the candidate, each given as a predict callable."""
     block: dict[str, Any] = {}
     with progress.phase(f"score reference on {data.source}"):
-        block["reference"] = kind.score(runner_predict(ref, kind.input_name), data, loaded.module)
+        block["reference"] = kind.score(reference, data, loaded.module)
     if reference_module is not loaded.module:
         with progress.phase("score float model"):
             block["float"] = kind.score_module(loaded.module, data)
     with progress.phase(f"score candidate on {data.source}"):
-        candidate = runner_predict(cand, kind.input_name, dtype)
         block["candidate"] = kind.score(candidate, data, loaded.module)
     return block
+
+
+def _host_checks(
+    art: Artifact,
+    feed: dict[str, np.ndarray],
+    kind: Task,
+    threads: int | None,
+    progress: Progress,
+) -> dict[str, Any]:
+    """INT8: how the runtime's fused kernels agree with the graph run as written; and the
+    target's warnings about running this file on this host."""
+    checks: dict[str, Any] = {}
+    if art.precision == "int8":
+        with progress.phase("fused kernels vs dequantized graph"):
+            check = art.target.kernel_check(art.model_path, feed, kind.classifier_output, threads)
+        if check is not None:
+            checks["kernel_agreement"] = check["top1_agreement"]
+    checks["warnings"] = art.target.host_warnings(art.manifest, art.model_path.name)
+    return checks
 
 
 STAGE1_THREADS = 1  # stage 1 is a few small convs: a second thread costs more than it gives
