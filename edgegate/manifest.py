@@ -33,6 +33,9 @@ class Manifest:
     task: str | None = None
     files: dict[str, str] = field(default_factory=dict)  # name -> sha256
     custom_ops: list[str] = field(default_factory=list)
+    # per graph (its stem): the declared range of each dynamic dim, with the sizes checked
+    # against PyTorch, and the dims that are fixed with the reason (``edgegate.dims``)
+    ranges: dict[str, dict[str, Any]] = field(default_factory=dict)
     quant: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     edgegate_version: str = __version__

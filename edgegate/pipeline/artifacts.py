@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgegate.dims import BATCH, DimRange, FixedDim
 from edgegate.errors import BadInput
 from edgegate.manifest import MANIFEST_NAME, InputSpec, Manifest, read_manifest
 from edgegate.runtime import Runner
@@ -55,7 +56,37 @@ class Artifact:
             return [InputSpec(s.name, list(s.shape), s.dtype) for s in runner.input_specs()]
 
     def runner(self, path: Path | None = None, threads: int | None = None) -> Runner:
-        return self.target.runner(path or self.model_path, threads=threads)
+        """The target's runner for one of the export's files, fed at most the batch its
+        manifest declares in one call."""
+        path = path or self.model_path
+        runner = self.target.runner(path, threads=threads)
+        runner.batch_limit = self.max_batch(self.stem_of(path))
+        return runner
+
+    def stem_of(self, path: Path) -> str:
+        """The graph a file of the export holds ("model", "stage1", "model.int8")."""
+        name = Path(path).name
+        suffix = self.target.suffix
+        return name[: -len(suffix)] if suffix and name.endswith(suffix) else Path(name).stem
+
+    def ranges(self, stem: str) -> tuple[list[DimRange], list[FixedDim]]:
+        """The declared ranges and fixed dims of one graph, as its manifest records them."""
+        record = (self.manifest.ranges if self.manifest else {}).get(stem, {})
+        ranges = [DimRange.from_dict(-1, r) for r in record.get("ranges", [])]
+        fixed = [FixedDim(**f) for f in record.get("fixed", [])]
+        return ranges, fixed
+
+    def max_batch(self, stem: str) -> int | None:
+        """The largest batch a graph declares: its batch range's top, or its fixed batch;
+        None where the manifest does not say (an export made before ranges were recorded)."""
+        ranges, fixed = self.ranges(stem)
+        for r in ranges:
+            if r.name == BATCH:
+                return r.high
+        for f in fixed:
+            if f.name == BATCH:
+                return f.size
+        return None
 
     def has_two_stages(self) -> bool:
         return all(self.stage(stem) is not None for stem in STAGE_STEMS)

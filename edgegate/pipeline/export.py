@@ -13,6 +13,7 @@ from edgegate.errors import BadInput
 from edgegate.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_file, write_manifest
 from edgegate.models import load_model
 from edgegate.outputs import check_output_dir
+from edgegate.pipeline.ranges import CheckedExport, RangePolicy, declare, export_checked
 from edgegate.pipeline.tasks import resolve_task
 from edgegate.pipeline.weights import record_weights, store_weights
 from edgegate.progress import SILENT, Progress
@@ -100,7 +101,14 @@ def export(
         "precision": precision,
         "weights": weights.label,
     }
-    parts = kind.export_parts(module, example, metadata)
+    policy = RangePolicy.of(loaded)
+    declared = [
+        declare(part, chosen, policy) for part in kind.export_parts(module, example, metadata)
+    ]
+    # the inputs every range is checked on: as many distinct rows as the largest batch
+    base = kind.example(loaded, batch=chosen.max_batch, input_size=input_size, seq_len=seq_len)
+    bases = [part.args for part in kind.export_parts(module, base, metadata)]
+    parts = [part for part, _ in declared]
     if precision == "fp16":
         parts = [
             dataclasses.replace(part, precision="fp16") if chosen.converts_precision
@@ -112,9 +120,22 @@ def export(
     with staged_directory(output_dir) as stage:
         files: dict[str, str] = {}
         written: list[ExportedFile] = []
-        for part in parts:
+        checked: list[CheckedExport] = []
+        for part, (float_part, fixed), args in zip(parts, declared, bases, strict=True):
             with progress.phase(f"export {chosen.file_name(part.stem)}"):
-                exported = chosen.export(part, stage)
+                result = export_checked(
+                    chosen,
+                    part,
+                    stage,
+                    float_part.module,
+                    args,
+                    fixed,
+                    precision=precision,
+                    gate_outputs=kind.gate_outputs,
+                    progress=progress,
+                )
+            exported = result.file
+            checked.append(result)
             written.append(exported)
             files[exported.path.name] = sha256_file(exported.path)
         stored = store_weights(loaded, weights, stage)
@@ -129,6 +150,7 @@ def export(
             task=kind.name,
             files=files,
             custom_ops=sorted({op for w in written for op in w.custom_ops}),
+            ranges={c.part.stem: c.record() for c in checked},
             extra={
                 "model_file": written[0].path.name,
                 "example_shapes": {kind.input_name: list(example[0].shape)},
@@ -138,7 +160,7 @@ def export(
             },
         )
         with progress.phase(f"package for {chosen.name}"):
-            package_and_manifest(chosen, stage, parts, written, manifest)
+            package_and_manifest(chosen, stage, [c.part for c in checked], written, manifest)
     built = build_engines(chosen, output_dir, progress) if build else []
     listed = read_manifest(output_dir).files
     return {
@@ -150,5 +172,7 @@ def export(
         "custom_ops": manifest.custom_ops,
         "weights": weights.label,
         "inputs": [dataclasses.asdict(spec) for spec in manifest.inputs],
+        "ranges": manifest.ranges,
         "engines": built,
+        "warnings": [line for c in checked for line in c.warnings()],
     }

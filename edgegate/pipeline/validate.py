@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from edgegate.errors import BadInput, EdgegateError
 from edgegate.models import LoadedModel, load_model
@@ -27,6 +29,7 @@ from edgegate.validate import report as reports
 from edgegate.validate.localize import NotLocalizable
 from edgegate.validate.localize import localize as locate
 from edgegate.validate.parity import Tolerance, compare_outputs
+from edgegate.validate.ranges import check_ranges, probes, resize
 
 INT8_STATE = "model.int8.pt"  # the fake-quant state an INT8 export carries
 
@@ -198,6 +201,8 @@ def _validate(
             gate_outputs=kind.gate_outputs,
             classifier_outputs={kind.classifier_output},
         )
+        subjects = range_subjects(art, kind, reference_module, inputs)
+        ranges = check_declared_ranges(art, subjects, kind.gate_outputs, threads, progress)
         accuracy_block = None
         if with_accuracy:
             accuracy_block = _accuracy(
@@ -216,7 +221,7 @@ def _validate(
         "runtime": cand.name,
         "data": eval_data.source,
         "parity_samples": int(len(feed[kind.input_name])),
-        **report.to_dict(),
+        **with_ranges(report.to_dict(), ranges),
         "accuracy": accuracy_block,
     }
     if localize or not report.passed:
@@ -260,6 +265,11 @@ def _validate_stream(
                 Tolerance.for_precision(art.precision),
                 classifier_outputs={name},
             )
+        inputs, outputs = stream.names()
+        stem = art.stem_of(art.model_path)
+        base = stream.zero_feed(np.ascontiguousarray(windows[: art.target.max_batch]))
+        subject = RangeSubject(reference_module, inputs, outputs, base)
+        ranges = check_declared_ranges(art, {stem: subject}, frozenset(), threads, progress)
         accuracy_block = None
         if with_accuracy:
             accuracy_block = _accuracy(
@@ -273,11 +283,109 @@ def _validate_stream(
         "data": data.source,
         "parity_samples": int(len(rows)),
         "fed": f"each window in {REPORT_PIECES} calls, new states fed back as the next states",
-        **report.to_dict(),
+        **with_ranges(report.to_dict(), ranges),
         "accuracy": accuracy_block,
     }
     result.update(_host_checks(art, stream.zero_feed(rows), kind, threads, progress))
     return result
+
+
+@dataclass(frozen=True)
+class RangeSubject:
+    """What one graph of an export is checked over its ranges with: the reference module, its
+    input and output names, and inputs at the export's geometry (rows of real data)."""
+
+    module: Any
+    input_names: list[str]
+    output_names: list[str]
+    feed: dict[str, np.ndarray]
+    classifier_outputs: frozenset[str] = frozenset()
+
+
+def range_subjects(
+    art: Artifact, kind: Task, reference_module, inputs: np.ndarray
+) -> dict[str, RangeSubject]:
+    """The subject of each graph whose ranges the manifest records: the model, and a float
+    gated-compression export's two stages (stage 2 fed stage 1's features)."""
+    stems = list(art.manifest.ranges) if art.manifest else []
+    rows = torch.from_numpy(np.ascontiguousarray(inputs[: art.target.max_batch]))
+    if art.precision != "int8" and set(stems) - {"model"}:
+        parts = {p.stem: p for p in kind.export_parts(reference_module, (rows,), {})}
+    else:
+        parts = {}
+    subjects = {}
+    for stem in stems:
+        part = parts.get(stem)
+        if part is None:
+            names = list(kind.output_names)
+            classifiers = frozenset({kind.classifier_output})
+            feed = {kind.input_name: rows.numpy()}
+            subjects[stem] = RangeSubject(
+                reference_module, [kind.input_name], names, feed, classifiers
+            )
+            continue
+        feed = {n: a.detach().numpy() for n, a in zip(part.input_names, part.args, strict=True)}
+        subjects[stem] = RangeSubject(
+            part.module, part.input_names, part.output_names, feed, part.classifier_outputs
+        )
+    return subjects
+
+
+def check_declared_ranges(
+    art: Artifact,
+    subjects: dict[str, RangeSubject],
+    gate_outputs: frozenset[str],
+    threads: int | None,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Each graph run at every point of the ranges its manifest declares, against its
+    reference (design.md §5): {stem: the check}, plus the failures naming dim and size."""
+    checks: dict[str, Any] = {}
+    failures: list[str] = []
+    tolerance = Tolerance.for_precision(art.precision)
+    for stem, subject in subjects.items():
+        path = art.stage(stem)
+        ranges, fixed = art.ranges(stem)
+        if path is None or not ranges:
+            continue
+        feed = dict(subject.feed)
+        for f in fixed:
+            if f.input in feed:
+                feed[f.input] = resize(feed[f.input], f.axis, f.size)
+        with (
+            TorchRunner(subject.module, subject.input_names, subject.output_names) as ref,
+            art.runner(path, threads=threads) as cand,
+            progress.phase(
+                f"{path.name} over its declared ranges", total=len(probes(ranges))
+            ) as step,
+        ):
+            check = check_ranges(
+                ref,
+                cand,
+                ranges,
+                feed,
+                tolerance,
+                classifier_outputs=subject.classifier_outputs,
+                gate_outputs=gate_outputs & set(subject.output_names),
+                cast=feed_caster(cand),
+                on_probe=lambda done, total: step(done),
+            )
+        checks[stem] = check.to_dict()
+        failures += check.failures(path.name)
+    return {"checks": checks, "failures": failures}
+
+
+def feed_caster(runner: Runner):
+    """A feed cast to ``runner``'s input dtypes (an fp16 export's halves; ids stay ints)."""
+    dtypes = {spec.name: spec.dtype for spec in runner.input_specs()}
+    return lambda feed: {n: as_dtype(a, dtypes.get(n)) for n, a in feed.items()}
+
+
+def with_ranges(parity: dict[str, Any], ranges: dict[str, Any]) -> dict[str, Any]:
+    """The parity verdict with the range checks' failures added: a graph wrong at a declared
+    size fails validation, whatever it does at the traced one."""
+    failures = [*parity["failures"], *ranges["failures"]]
+    return {**parity, "passed": not failures, "failures": failures, "ranges": ranges["checks"]}
 
 
 def localization(

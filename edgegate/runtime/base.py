@@ -29,6 +29,9 @@ class Runner(ABC):
     def __init__(self) -> None:
         self.last_latency_ms = float("nan")
         self._active = False
+        # The largest batch the model declares (its manifest's range, or a batch fixed in the
+        # file): a feed with more rows runs in slices of that many, and the outputs are joined
+        self.batch_limit: int | None = None
 
     def __enter__(self) -> Runner:
         self.activate()
@@ -55,8 +58,18 @@ class Runner(ABC):
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run once and record the wall time of the call in ``last_latency_ms``."""
+        """Run once (in slices of ``batch_limit`` rows, when the feed has more) and record the
+        wall time of the call in ``last_latency_ms``."""
         start = time.perf_counter()
-        out = self._infer(feed)
+        rows = len(next(iter(feed.values()))) if feed else 0
+        limit = self.batch_limit
+        if limit is None or rows <= limit:
+            out = self._infer(feed)
+        else:
+            pieces = [
+                self._infer({name: value[i : i + limit] for name, value in feed.items()})
+                for i in range(0, rows, limit)
+            ]
+            out = {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0]}
         self.last_latency_ms = (time.perf_counter() - start) * 1e3
         return out

@@ -174,7 +174,7 @@ class TrtexecBackend:
         record = bundle["tensorrt"]
         self.trtexec = found
         self.engine = root / record["engine"]
-        self.plugin = root / record["plugin"]
+        self.plugin = root / record["plugin"] if record.get("plugin") else None
         if not self.engine.is_file():
             raise NoRuntime(f"{self.engine} is missing: run {root / record['build']} first")
         self.bundle, self.root = bundle, root
@@ -190,7 +190,7 @@ class TrtexecBackend:
             for s in self.bundle["inputs"]
         )
         command = [self.trtexec, f"--loadEngine={self.engine}", f"--shapes={shapes}"]
-        if self.plugin.is_file():
+        if self.plugin is not None and self.plugin.is_file():
             command.append(f"--dynamicPlugins={self.plugin}")
         return [*command, f"--loadInputs={loads}", *extra]
 

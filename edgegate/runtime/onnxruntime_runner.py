@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,15 @@ _ORT_TYPES = {
     "tensor(int8)": "int8",
     "tensor(bool)": "bool",
 }
+
+
+def ort_message(exc: BaseException) -> str:
+    """ORT's error without its boilerplate: the node and what went wrong there."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    text = re.sub(r"^Non-zero status code returned while running ", "", text)
+    text = re.sub(r"/onnxruntime_src/\S+ ", "", text)
+    return re.sub(r"(?:virtual \S+ )?\w+(?:::\w+)+\([^()]*\) ", "", text)
 
 
 def _import_ort():
@@ -64,7 +74,7 @@ class OnnxRuntimeRunner(Runner):
         if self.threads is not None:
             options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # its errors come back as exceptions, said once
         if self.idle_between_runs:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if not self.fuse_qdq:
@@ -141,6 +151,5 @@ class OnnxRuntimeRunner(Runner):
         try:
             outputs = self.session.run(names, feed)
         except Exception as exc:  # e.g. a dynamic dim the graph cannot actually take
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            raise BadInput(f"'{self.path.name}' rejected the inputs: {message}") from None
+            raise BadInput(f"'{self.path.name}' rejected the inputs: {ort_message(exc)}") from None
         return dict(zip(names, outputs, strict=True))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgegate.dims import DimRange
 from edgegate.errors import BackendUnavailable
 from edgegate.manifest import InputSpec, Manifest
 
@@ -42,6 +43,15 @@ class ExportPart:
     classifier_outputs: frozenset[str] = frozenset()  # outputs whose argmax is the decision
     precision: str = "fp32"  # "fp16": the file computes in half (module and float inputs are
     # already half, unless the target converts precision itself)
+    # the declared sizes of the dynamic dims (``edgegate.pipeline.ranges``), which exporters that
+    # bound their dims (shape profiles, memory plans, flexible shapes) take as their bounds;
+    # empty: the exporter's own defaults
+    ranges: tuple[DimRange, ...] = ()
+
+    def bounds(self, index: int, axis: int) -> tuple[int, int] | None:
+        """(low, high) of dim ``axis`` of input ``index`` when the part declares it."""
+        found = next((r for r in self.ranges if r.index == index and r.axis == axis), None)
+        return None if found is None else (found.low, found.high)
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,8 @@ class ExportedFile:
     inputs: list[InputSpec]
     custom_ops: list[str] = field(default_factory=list)
     record: dict[str, Any] = field(default_factory=dict)  # what ``package`` adds to the manifest
+    # why the exporter kept a dim static that the part asked to vary ("tokens.batch": reason)
+    static_reasons: dict[str, str] = field(default_factory=dict)
 
 
 class Target(ABC):
@@ -76,6 +88,11 @@ class Target(ABC):
     # inputs as raw little-endian files (trtexec's --loadInputs) besides inputs.npz
     device_runtime: str = ""
     raw_device_inputs: bool = False
+    # Declared ranges (``edgegate.pipeline.ranges``): the largest batch an export promises, and
+    # whether its files are planned for the export's own sizes, so no dim grows past them
+    max_batch: int = 8
+    bounded_by_export: bool = False
+    sequences_bounded_by_export: bool = False  # token sequences only (loop-free scan forms)
 
     def file_name(self, stem: str) -> str:
         return f"{stem}{self.suffix}"

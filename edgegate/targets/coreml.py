@@ -20,9 +20,8 @@ from edgegate.runtime import CoreMLRunner, Runner
 from edgegate.targets.base import ExportedFile, ExportPart, Target
 
 INPUT_DOCS = {
-    "image": "RGB image, float32, normalised as in training; batch 1-64, side 32-512",
-    "x": "RGB image, float32, normalised as in training",
-    "tokens": "token ids (bytes 0-255), int32; batch 1-64, length 1 to the exported length",
+    "images": "images, float32, normalised as in training (sizes: the manifest's ranges)",
+    "tokens": "token ids (bytes 0-255), int32 (lengths: the manifest's ranges)",
     "features": "stage-1 features of a gated-compression model",
 }
 
@@ -38,6 +37,8 @@ class CoreMLTarget(Target):
     precisions = ("fp16", "fp32")  # the first is the default
     converts_precision = True  # gets the fp32 module and converts to fp16 itself
     device_runtime = "coreml"
+    # the loop-free scan forms are built for the export's length; images may grow
+    sequences_bounded_by_export = True
 
     def __init__(self) -> None:
         self._programs: dict[int, object] = {}  # check_part's exported programs, for export
@@ -69,8 +70,13 @@ class CoreMLTarget(Target):
         from edgegate.quant.qdq import dequantized_weights
 
         module = dequantized_weights(part.module) if _int8(part) else part.module
+        bounds = {(r.index, r.axis): (r.low, r.high) for r in part.ranges}
         return prepare_program(
-            module, part.args, part.dynamic_dims, sequence=part.metadata.get("task") == "lm"
+            module,
+            part.args,
+            part.dynamic_dims,
+            sequence=part.metadata.get("task") == "lm",
+            bounds=bounds,
         )
 
     def export(self, part: ExportPart, directory: Path) -> ExportedFile:

@@ -42,6 +42,7 @@ class ExecuTorchTarget(Target):
     int8_toolchain = "pt2e"
     int8_reference = "model.int8.pt2"
     device_runtime = "executorch"
+    bounded_by_export = True  # memory is planned for each dim's upper bound
 
     def check_part(self, part: ExportPart) -> None:
         """One forward pass: every op must have a kernel or a decomposition here, and every
@@ -72,6 +73,7 @@ class ExecuTorchTarget(Target):
             output_names=part.output_names,
             dynamic_dims=part.dynamic_dims,
             metadata=part.metadata,
+            ranges=part.ranges,
         )
         record = {
             "dynamic_ranges": written.ranges,
@@ -79,7 +81,7 @@ class ExecuTorchTarget(Target):
             "xnnpack_delegates": written.delegated_nodes,
             "portable_ops": written.portable_ops,
         }
-        return ExportedFile(written.path, written.inputs, [], record)
+        return ExportedFile(written.path, written.inputs, [], record, written.static_reasons)
 
     def package(
         self,

@@ -29,8 +29,6 @@ from edgegate.ops import observe_scans
 from edgegate.runtime import OnnxRuntimeRunner, Runner
 from edgegate.targets.base import ExportedFile, ExportPart, Target
 
-MAX_BATCH = 8  # the engines' largest batch
-
 
 class TensorRTTarget(Target):
     name = "tensorrt"
@@ -90,12 +88,19 @@ class TensorRTTarget(Target):
                 part.args,
                 part.input_names,
                 part.output_names,
-                shape_ranges(part.input_names, part.args, part.dynamic_dims, MAX_BATCH),
+                shape_ranges(
+                    part.input_names,
+                    part.args,
+                    part.dynamic_dims,
+                    self.max_batch,
+                    {(r.index, r.axis): (r.low, r.high) for r in part.ranges},
+                ),
                 part.classifier_outputs,
             )
             for part, written in zip(parts, files, strict=True)
         ]
-        return write_kit(directory, model, precision, kit_parts)
+        plugins = any(written.custom_ops for written in files)
+        return write_kit(directory, model, precision, kit_parts, plugins)
 
     def runner(self, path: str | os.PathLike[str], threads: int | None = None) -> Runner:
         """The engine beside the ONNX file when TensorRT can run it; otherwise the ONNX itself in
@@ -124,7 +129,7 @@ class TensorRTTarget(Target):
         return {
             "tensorrt": {
                 "engine": str(Path(model_file).with_suffix(".engine")),
-                "plugin": PLUGIN_LIBRARY,
+                "plugin": PLUGIN_LIBRARY if manifest.custom_ops else None,
                 "build": "build.sh",
             }
         }
@@ -146,7 +151,8 @@ class TensorRTTarget(Target):
         from edgegate.exporters.tensorrt.engine import build_engine, build_plugin, check_toolchain
 
         self.check_build()
-        library = build_plugin(directory, check_toolchain())
+        headers = check_toolchain()
+        library = build_plugin(directory, headers) if manifest.custom_ops else None
         precision = manifest.precision
         written = []
         for stem, ranges in manifest.extra["shapes"].items():

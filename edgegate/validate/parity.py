@@ -127,7 +127,10 @@ def compare_outputs(
             report.failures.append(
                 f"output '{name}': max abs {metrics.max_abs:.3g} > {allowed:.3g}"
             )
-        if metrics.cosine < tolerance.min_cosine:
+        # cosine says something only about a signal above the error the tolerance accepts
+        # anyway: a sigmoid's far tail (1e-6) carries float rounding of a few percent
+        signal = float(np.sqrt(np.mean(np.square(ref.astype(np.float64))))) if ref.size else 0.0
+        if metrics.cosine < tolerance.min_cosine and signal > allowed:
             report.failures.append(
                 f"output '{name}': cosine {metrics.cosine:.6f} < {tolerance.min_cosine}"
             )

@@ -43,10 +43,12 @@ def prepare_program(
     dynamic_dims: Sequence[Sequence[int]],
     *,
     sequence: bool,
+    bounds: dict[tuple[int, int], tuple[int, int]] | None = None,
 ) -> torch.export.ExportedProgram:
     """The exported, decomposed, checked program (BadInput for what Core ML cannot take):
-    seconds, where the conversion that follows takes up to a minute."""
-    ranges = dim_ranges(args, dynamic_dims, sequence=sequence)
+    seconds, where the conversion that follows takes up to a minute. ``bounds`` are the
+    declared ranges of dims, (input index, dim) -> (low, high)."""
+    ranges = dim_ranges(args, dynamic_dims, sequence=sequence, bounds=bounds)
     max_len = max((r.high for r in ranges if sequence and r.dim == 1), default=1)
     with warnings.catch_warnings():  # torch's own deprecations while copying the program
         warnings.simplefilter("ignore", FutureWarning)

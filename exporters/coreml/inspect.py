@@ -10,6 +10,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from edgegate.dims import dim_name
 from edgegate.manifest import InputSpec
 
 CONSTEXPR_INT8 = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
@@ -42,21 +43,41 @@ def op_counts(model) -> Counter[str]:
 
 
 def package_inputs(path: str | os.PathLike[str]) -> list[InputSpec]:
-    """Inputs as the manifest records them: a flexible dim becomes "low..high"."""
-    spec = load(path).get_spec()
+    """Inputs as the manifest records them: a flexible dim gets edgegate's dim name (its range
+    is in ``package_ranges``)."""
     specs = []
+    for name, shape, dtype, ranges in _inputs(path):
+        floating = dtype.startswith("float")
+        specs.append(
+            InputSpec(
+                name,
+                [
+                    dim_name(name, len(shape), floating, axis) if axis in ranges else size
+                    for axis, size in enumerate(shape)
+                ],
+                dtype,
+            )
+        )
+    return specs
+
+
+def package_ranges(path: str | os.PathLike[str]) -> dict[str, dict[int, tuple[int, int | None]]]:
+    """Each input's flexible dims: axis -> (low, high), high None when unbounded."""
+    return {name: ranges for name, _, _, ranges in _inputs(path)}
+
+
+def _inputs(path: str | os.PathLike[str]):
+    spec = load(path).get_spec()
     for feature in spec.description.input:
         array = feature.type.multiArrayType
-        ranges = list(array.shapeRange.sizeRanges)
-        shape: list[int | str] = []
-        for i, size in enumerate(array.shape):
-            if i < len(ranges) and ranges[i].lowerBound != ranges[i].upperBound:
-                high = ranges[i].upperBound
-                shape.append(f"{ranges[i].lowerBound}..{high if high > 0 else 'inf'}")
-            else:
-                shape.append(int(size))
-        specs.append(InputSpec(feature.name, shape, _DTYPES.get(array.dataType, "unknown")))
-    return specs
+        bounds = list(array.shapeRange.sizeRanges)
+        ranges: dict[int, tuple[int, int | None]] = {}
+        for i, bound in enumerate(bounds[: len(array.shape)]):
+            if bound.lowerBound != bound.upperBound:
+                high = int(bound.upperBound)
+                ranges[i] = (int(bound.lowerBound), high if high > 0 else None)
+        shape = [int(size) for size in array.shape]
+        yield feature.name, shape, _DTYPES.get(array.dataType, "unknown"), ranges
 
 
 def int8_weight_ops(model) -> list[str]:

@@ -35,15 +35,22 @@ class DimRange:
 
 
 def dim_ranges(
-    args: Sequence[torch.Tensor], dynamic_dims: Sequence[Sequence[int]], *, sequence: bool
+    args: Sequence[torch.Tensor],
+    dynamic_dims: Sequence[Sequence[int]],
+    *,
+    sequence: bool,
+    bounds: dict[tuple[int, int], tuple[int, int]] | None = None,
 ) -> list[DimRange]:
-    """Batch 1..64; a sequence dim 1..its example length (the decomposition's max_len); other
-    dims (image sides, feature maps) from the example size up to 16x it."""
+    """The declared ``bounds`` of a dim (input index, dim) where given; else batch 1..64, a
+    sequence dim 1..its example length (the decomposition's max_len), and other dims (image
+    sides, feature maps) from the example size up to 16x it."""
     ranges = []
     for index, (arg, dims) in enumerate(zip(args, dynamic_dims, strict=True)):
         for dim in dims:
             size = int(arg.shape[dim])
-            if dim == 0:
+            if bounds and (index, dim) in bounds:
+                ranges.append(DimRange(index, dim, *bounds[(index, dim)]))
+            elif dim == 0:
                 ranges.append(DimRange(index, dim, 1, max(MAX_BATCH, size)))
             elif sequence:
                 ranges.append(DimRange(index, dim, 1, size))

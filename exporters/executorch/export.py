@@ -34,6 +34,8 @@ from torch import nn
 
 from edgegate import __version__
 from edgegate.atomic import atomic_write
+from edgegate.dims import DimRange
+from edgegate.dims import dim_name as shared_dim_name
 from edgegate.errors import BackendUnavailable, BadInput
 from edgegate.libs import captured_stderr, import_optional, quiet_imports
 from edgegate.manifest import InputSpec
@@ -57,6 +59,7 @@ class PteExport:
     static_dims: list[str] = field(default_factory=list)
     delegated_nodes: int = 0
     portable_ops: dict[str, int] = field(default_factory=dict)
+    static_reasons: dict[str, str] = field(default_factory=dict)  # "input.dim" -> why
 
 
 @dataclass(frozen=True)
@@ -69,13 +72,7 @@ class _Plan:
 
 def dim_name(input_name: str, tensor: torch.Tensor, dim: int) -> str:
     """The symbolic name a dynamic dim gets in the manifest and the I/O record."""
-    if dim == 0:
-        return "batch"
-    if not tensor.is_floating_point() and tensor.dim() == 2 and dim == 1:
-        return "seq_len"
-    if tensor.dim() == 4 and dim in (2, 3):
-        return ("height", "width")[dim - 2]
-    return f"{input_name}_dim{dim}"
+    return shared_dim_name(input_name, tensor.dim(), tensor.is_floating_point(), dim)
 
 
 def _plans(dynamic_dims: Sequence[Sequence[int]]) -> list[_Plan]:
@@ -99,11 +96,21 @@ def _trace_args(args: tuple[torch.Tensor, ...], plan: _Plan) -> tuple[torch.Tens
     return tuple(out)
 
 
-def _dynamic_shapes(module: nn.Module, args: tuple[torch.Tensor, ...], plan: _Plan) -> Any:
+Bounds = dict[tuple[int, int], tuple[int, int]]  # (input, dim) -> declared (low, high)
+
+
+def _bound(bounds: Bounds, a: torch.Tensor, index: int, d: int) -> tuple[int, int]:
+    """A dim's declared range, else batch 1..MAX_BATCH and 1..the example's size."""
+    return bounds.get((index, d), (1, MAX_BATCH if d == 0 else int(a.shape[d])))
+
+
+def _dynamic_shapes(
+    module: nn.Module, args: tuple[torch.Tensor, ...], plan: _Plan, bounds: Bounds
+) -> Any:
     auto = torch.export.Dim.AUTO
     shapes = tuple(
-        {d: auto(min=1, max=MAX_BATCH if d == 0 else int(a.shape[d])) for d in dims}
-        for a, dims in zip(args, plan.dynamic, strict=True)
+        {d: auto(min=_bound(bounds, a, i, d)[0], max=_bound(bounds, a, i, d)[1]) for d in dims}
+        for i, (a, dims) in enumerate(zip(args, plan.dynamic, strict=True))
     )
     params = list(inspect.signature(module.forward).parameters.values())
     for index, param in enumerate(params):  # torch.export wants a *args tail as one tuple
@@ -161,7 +168,7 @@ def _is_quantized(module: nn.Module) -> bool:
     )
 
 
-def _export(module: nn.Module, args: tuple[torch.Tensor, ...], plan: _Plan):
+def _export(module: nn.Module, args: tuple[torch.Tensor, ...], plan: _Plan, bounds: Bounds):
     """torch.export under ``plan``; returns the program and the dims that really vary.
 
     A dim counts as varying when the program is symbolic in it *and* accepts an input that
@@ -173,24 +180,26 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], plan: _Plan):
     trace = _trace_args(args, plan)
     with _size_oblivious(), quiet_imports():
         program = torch.export.export(
-            module, trace, dynamic_shapes=_dynamic_shapes(module, trace, plan)
+            module, trace, dynamic_shapes=_dynamic_shapes(module, trace, plan, bounds)
         )
     dynamic = _dynamic_in(program, len(args))
-    accepted = _probe(program, args, dynamic)
+    accepted = _probe(program, args, dynamic, bounds)
     if accepted == dynamic:
         return program, dynamic
-    return _export(module, args, _Plan(plan.name, tuple(accepted)))
+    return _export(module, args, _Plan(plan.name, tuple(accepted)), bounds)
 
 
-def _probe(program, args: tuple[torch.Tensor, ...], dynamic: list[tuple[int, ...]]):
-    """The dims of ``dynamic`` in which the exported program takes another size."""
+def _probe(program, args: tuple[torch.Tensor, ...], dynamic: list[tuple[int, ...]], bounds: Bounds):
+    """The dims of ``dynamic`` in which the exported program takes another size (within
+    their bounds)."""
     runnable = program.module()
     accepted = []
     for i, dims in enumerate(dynamic):
         kept = []
         for d in dims:
             feed = [a[:1] for a in args]
-            size = 3 if d == 0 else int(args[i].shape[d]) // 2 + 1
+            low, high = _bound(bounds, args[i], i, d)
+            size = min(3, high) if d == 0 else max(low, int(args[i].shape[d]) // 2 + 1)
             shape = list(feed[i].shape)
             if size == shape[d]:
                 size = max(1, size - 1)
@@ -331,9 +340,12 @@ def export_pte(
     output_names: list[str],
     dynamic_dims: Sequence[Sequence[int]],
     metadata: dict[str, str] | None = None,
+    ranges: Sequence[DimRange] = (),
 ) -> PteExport:
     """Lower ``module`` to an XNNPACK-delegated .pte at ``path`` (written atomically), trying
-    the asked dynamic dims first and falling back to static ones (module docstring)."""
+    the asked dynamic dims first and falling back to static ones (module docstring).
+    ``ranges`` bound the dims they name (else batch 1..MAX_BATCH, others 1..example size)."""
+    bounds: Bounds = {(r.index, r.axis): (r.low, r.high) for r in ranges}
     import_optional("executorch.exir")  # exit 3 before any work when ExecuTorch is missing
     module = module.eval()
     path = Path(path)
@@ -344,27 +356,29 @@ def export_pte(
             return _io_record(args, input_names, output_names, dynamic, metadata)
 
         try:
-            exported, dynamic = _export(module, args, plan)
+            exported, dynamic = _export(module, args, plan, bounds)
             program, edge = _lower(exported, args, dynamic, record_for)
         except (BadInput, BackendUnavailable):
             raise
         except Exception as exc:
             failures.append(f"{plan.name}: lowering failed ({_summary(exc)})")
             continue
-        problem, bounds = _smoke(program.buffer, module, args, dynamic)
+        problem, planned = _smoke(program.buffer, module, args, dynamic)
         if problem:
             failures.append(f"{plan.name}: {problem}")
             continue
         with atomic_write(path) as fh:
             program.write_to_file(fh)
         delegated, portable = _count_nodes(edge)
+        given_up = _given_up(args, input_names, dynamic_dims, plan, dynamic, failures)
         return PteExport(
             path,
             _input_specs(args, input_names, dynamic),
-            _ranges(args, input_names, dynamic, bounds),
-            _given_up(args, input_names, dynamic_dims, plan, dynamic, failures),
+            _ranges(args, input_names, dynamic, planned, bounds),
+            [f"{label} fixed at {size}: {why}" for label, size, why in given_up],
             delegated,
             portable,
+            {label: why for label, _, why in given_up},
         )
     raise BadInput(
         f"ExecuTorch export of {type(module).__name__} failed: {'; '.join(failures[-1:])}"
@@ -400,16 +414,18 @@ def _input_specs(args, input_names, dynamic) -> list[InputSpec]:
     ]
 
 
-def _ranges(args, input_names, dynamic, bounds) -> dict[str, dict[str, list[int]]]:
+def _ranges(args, input_names, dynamic, planned, bounds) -> dict[str, dict[str, list[int]]]:
     """[min, max] of every dynamic dim; the max is what the program planned memory for."""
     return {
-        name: {dim_name(name, a, d): [1, int(bound[d])] for d in dims}
-        for name, a, dims, bound in zip(input_names, args, dynamic, bounds, strict=True)
+        name: {dim_name(name, a, d): [_bound(bounds, a, i, d)[0], int(plan[d])] for d in dims}
+        for i, (name, a, dims, plan) in enumerate(
+            zip(input_names, args, dynamic, planned, strict=True)
+        )
     }
 
 
-def _given_up(args, input_names, asked, plan: _Plan, got, failures) -> list[str]:
-    """One line per dim that was asked to vary but is static in the program, saying why:
+def _given_up(args, input_names, asked, plan: _Plan, got, failures) -> list[tuple[str, int, str]]:
+    """(input.dim, size, why) of each dim that was asked to vary but is static in the program:
     the model admits one size there, or an earlier plan failed to lower or to run."""
     notes = []
     for i, (name, a) in enumerate(zip(input_names, args, strict=True)):
@@ -419,7 +435,7 @@ def _given_up(args, input_names, asked, plan: _Plan, got, failures) -> list[str]
             else:
                 why = failures[-1] if failures else "not asked"
             size = int(a.shape[d]) if d else 1
-            notes.append(f"{name}.{dim_name(name, a, d)} fixed at {size}: {why}")
+            notes.append((f"{name}.{dim_name(name, a, d)}", size, why))
     return notes
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from edgegate import __version__
 from edgegate.atomic import atomic_write
+from edgegate.dims import dim_name
 from edgegate.errors import BadInput
 from edgegate.exporters.onnx.functions import attach_functions, iter_nodes
 from edgegate.exporters.onnx.lowering import lower_to_ort_linear_attention
@@ -94,6 +95,7 @@ def export_onnx(
     except Exception as exc:
         raise BadInput(f"ONNX export of {type(module).__name__} failed: {_summary(exc)}") from None
     model = attach_functions(program.model_proto)
+    name_dims(model, _flat_tensors(tuple(args)))
     if lower == "onnxruntime":
         shapes = [list(a.shape) for a in _flat_tensors(args)]
         model = lower_to_ort_linear_attention(model, example_shapes=shapes)
@@ -107,6 +109,25 @@ def export_onnx(
     with atomic_write(path) as fh:
         fh.write(model.SerializeToString())
     return path
+
+
+def name_dims(model: onnx.ModelProto, args: Sequence[torch.Tensor]) -> None:
+    """Rename the exporter's symbols (``s52``) to edgegate's dim names (``batch``, ``seq_len``,
+    ``height``...), in place, wherever the graph's inputs, outputs and value infos use them:
+    every target names a dim alike."""
+    renames: dict[str, str] = {}
+    for value, arg in zip(model.graph.input, args, strict=False):
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.dim_param and dim.dim_param not in renames:
+                name = dim_name(value.name, arg.dim(), arg.is_floating_point(), axis)
+                renames[dim.dim_param] = name
+    if not renames:
+        return
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, renames)) + r")\b")
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = pattern.sub(lambda m: renames[m.group(0)], dim.dim_param)
 
 
 def _flat_tensors(args: tuple[Any, ...]) -> list[torch.Tensor]:

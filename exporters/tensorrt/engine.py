@@ -57,14 +57,16 @@ def build_plugin(kit: Path, headers: Path, archs: str = "native") -> Path:
 
 
 def build_engine(
-    onnx_file: Path, engine_file: Path, plugin_library: Path, ranges: list[ShapeRange],
+    onnx_file: Path, engine_file: Path, plugin_library: Path | None, ranges: list[ShapeRange],
     precision: str,
 ) -> Path:  # fmt: skip
-    """Parse ``onnx_file`` with the plugins registered and serialise its engine."""
+    """Parse ``onnx_file`` with the plugins registered (a graph without edgegate's custom ops
+    has no library) and serialise its engine."""
     import tensorrt as trt  # the caller has checked that it imports
 
     logger = trt.Logger(trt.Logger.WARNING)
-    trt.get_plugin_registry().load_library(os.fspath(plugin_library))
+    if plugin_library is not None:
+        trt.get_plugin_registry().load_library(os.fspath(plugin_library))
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)

@@ -65,20 +65,26 @@ class KitPart:
 
 
 def shape_ranges(
-    names: list[str], args: tuple[torch.Tensor, ...], dynamic: list[tuple[int, ...]], max_batch: int
+    names: list[str],
+    args: tuple[torch.Tensor, ...],
+    dynamic: list[tuple[int, ...]],
+    max_batch: int,
+    bounds: dict[tuple[int, int], tuple[int, int]] | None = None,
 ) -> list[ShapeRange]:
-    """Engine profiles: batch 1..max_batch; token sequences 1..the export's length; every other
-    dim (image side, channels) as exported."""
+    """Engine profiles: each dynamic dim from its declared ``bounds`` (input index, dim) ->
+    (low, high), optimised for the export's own size; without them, batch 1..max_batch and
+    token sequences 1..the export's length. Every other dim (channels) as exported."""
     ranges = []
-    for name, arg, dims in zip(names, args, dynamic, strict=True):
+    for index, (name, arg, dims) in enumerate(zip(names, args, dynamic, strict=True)):
         shape = tuple(int(d) for d in arg.shape)
         low, high = list(shape), list(shape)
-        if 0 in dims:
-            low[0], high[0] = 1, max(max_batch, shape[0])
-        if not arg.is_floating_point():
-            for d in dims:
-                if d != 0:
-                    low[d] = 1  # a shorter sequence, down to one token
+        for d in dims:
+            if bounds and (index, d) in bounds:
+                low[d], high[d] = bounds[(index, d)]
+            elif d == 0:
+                low[0], high[0] = 1, max(max_batch, shape[0])
+            elif not arg.is_floating_point():
+                low[d] = 1  # a shorter sequence, down to one token
         ranges.append(ShapeRange(name, tuple(low), shape, tuple(high)))
     return ranges
 
@@ -88,8 +94,12 @@ def _bash_array(name: str, command: list[str]) -> str:
     return f"  {name}=({' '.join(words)})"
 
 
-def render_build_script(model: str, precision: str, parts: list[KitPart]) -> str:
-    """build.sh: both TensorRT majors' command lines, chosen by the version found on the device."""
+def render_build_script(
+    model: str, precision: str, parts: list[KitPart], plugins: bool = True
+) -> str:
+    """build.sh: both TensorRT majors' command lines, chosen by the version found on the device.
+    Without ``plugins`` (no edgegate custom op in the graphs) there is no library to build."""
+    library = PLUGIN_LIBRARY if plugins else None
     branches = []
     for major in SUPPORTED_MAJORS:
         lines = []
@@ -102,13 +112,13 @@ def render_build_script(model: str, precision: str, parts: list[KitPart]) -> str
             key = part.stem.replace(".", "_")
             lines += [
                 _bash_array(f"BUILD_{key}", build_command(
-                    major, part.onnx_file, part.engine_file, PLUGIN_LIBRARY, part.ranges,
+                    major, part.onnx_file, part.engine_file, library, part.ranges,
                     precision)),
                 _bash_array(f"GOLDEN_{key}", golden_command(
-                    major, part.engine_file, PLUGIN_LIBRARY, golden_inputs,
+                    major, part.engine_file, library, golden_inputs,
                     f"{GOLDEN_DIR}/{part.stem}.trt.json")),
                 _bash_array(f"TIMING_{key}", timing_command(
-                    major, part.engine_file, PLUGIN_LIBRARY, shapes,
+                    major, part.engine_file, library, shapes,
                     f"{GOLDEN_DIR}/{part.stem}.times.json")),
             ]  # fmt: skip
         branches.append((major, "\n".join(lines)))
@@ -119,7 +129,8 @@ def render_build_script(model: str, precision: str, parts: list[KitPart]) -> str
         f'run "${{TIMING_{p.stem.replace(".", "_")}[@]}}" || fail "timing of {p.engine_file}"'
         for p in parts
     )
-    return BUILD_SCRIPT.format(
+    plugin_step = PLUGIN_STEP if plugins else NO_PLUGIN_STEP
+    return BUILD_SCRIPT.replace("{plugin_step}", plugin_step).format(
         model=model, precision=precision, major_10=major_10, lines_10=lines_10,
         major_11=major_11, lines_11=lines_11, steps=steps, library=PLUGIN_LIBRARY,
     )  # fmt: skip
@@ -167,18 +178,7 @@ case "$TRT_MAJOR" in
 esac
 echo "TensorRT $TRT_MAJOR.x: headers in $TRT_INCLUDE, $TRTEXEC"
 
-# 2. the plugin library (only TensorRT's headers are needed: its symbols resolve at load time)
-if [ -z "${{CUDA_ARCHS:-}}" ]; then
-  CUDA_ARCHS=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null \\
-    | head -1 | tr -d '.' || true)
-  if [ -z "$CUDA_ARCHS" ] && [ -f /etc/nv_tegra_release ]; then CUDA_ARCHS=87; fi  # Orin
-  CUDA_ARCHS=${{CUDA_ARCHS:-native}}
-fi
-run cmake -S {plugin_dir} -B {plugin_dir}/build -DCMAKE_BUILD_TYPE=Release \\
-  -DTENSORRT_INCLUDE_DIR="$TRT_INCLUDE" -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCHS" \\
-  || fail "CMake could not configure the plugin"
-run cmake --build {plugin_dir}/build -j || fail "the plugin library did not build"
-
+{plugin_step}
 # 3-5. each engine: build, golden run, timing (command lines for the version found)
 if [ "$TRT_MAJOR" -ge {major_11} ]; then
 {lines_11}
@@ -191,6 +191,21 @@ fi
 if [ "$DRY_RUN" = 1 ]; then echo "DRY RUN: nothing was run"; exit 0; fi
 python3 compare.py . || fail "the engine does not match PyTorch (see results.json)"
 """.replace("{plugin_dir}", PLUGIN_DIR)
+
+
+PLUGIN_STEP = """# 2. the plugin library (TensorRT headers only: symbols resolve at load time)
+if [ -z "${{CUDA_ARCHS:-}}" ]; then
+  CUDA_ARCHS=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null \\
+    | head -1 | tr -d '.' || true)
+  if [ -z "$CUDA_ARCHS" ] && [ -f /etc/nv_tegra_release ]; then CUDA_ARCHS=87; fi  # Orin
+  CUDA_ARCHS=${{CUDA_ARCHS:-native}}
+fi
+run cmake -S {plugin_dir} -B {plugin_dir}/build -DCMAKE_BUILD_TYPE=Release \\
+  -DTENSORRT_INCLUDE_DIR="$TRT_INCLUDE" -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCHS" \\
+  || fail "CMake could not configure the plugin"
+run cmake --build {plugin_dir}/build -j || fail "the plugin library did not build"
+""".replace("{plugin_dir}", PLUGIN_DIR)
+NO_PLUGIN_STEP = "# 2. no plugin library: the graphs hold no edgegate custom op"
 
 
 def _copy_plugin_sources(directory: Path) -> list[Path]:
@@ -251,13 +266,16 @@ def plugin_records() -> dict[str, dict[str, Any]]:
     }
 
 
-def write_kit(directory: Path, model: str, precision: str, parts: list[KitPart]) -> dict[str, Any]:
-    """Everything of the kit but its ONNX files (written by the exporter) and manifest.
+def write_kit(
+    directory: Path, model: str, precision: str, parts: list[KitPart], plugins: bool = True
+) -> dict[str, Any]:
+    """Everything of the kit but its ONNX files (written by the exporter) and manifest; the
+    plugin sources only with ``plugins`` (a graph with edgegate's custom ops).
 
     Returns the written files (relative to ``directory``) and what the manifest records.
     """
     directory = Path(directory)
-    written = _copy_plugin_sources(directory)
+    written = _copy_plugin_sources(directory) if plugins else []
     written += _write_golden(directory, parts, precision)
     compare = directory / "compare.py"
     with importlib.resources.as_file(
@@ -266,15 +284,15 @@ def write_kit(directory: Path, model: str, precision: str, parts: list[KitPart])
         shutil.copyfile(source, compare)
     script = directory / "build.sh"
     with atomic_write(script, "w") as fh:
-        fh.write(render_build_script(model, precision, parts))
+        fh.write(render_build_script(model, precision, parts, plugins))
     script.chmod(0o755)
     written += [compare, script]
     return {
         "files": sorted(str(p.relative_to(directory)) for p in written),
         "record": {
             "tensorrt_versions": [f"{major}.x" for major in SUPPORTED_MAJORS],
-            "plugin_library": PLUGIN_LIBRARY,
-            "plugins": plugin_records(),
+            "plugin_library": PLUGIN_LIBRARY if plugins else None,
+            "plugins": plugin_records() if plugins else {},
             "shapes": {p.stem: {r.name: r.to_dict() for r in p.ranges} for p in parts},
             "golden_tolerance": TOLERANCES[precision],
         },

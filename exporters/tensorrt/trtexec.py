@@ -45,6 +45,10 @@ def _check(major: int, precision: str) -> None:
         raise BadInput(f"unknown precision '{precision}': expected one of {', '.join(PRECISIONS)}")
 
 
+def _plugin_flag(plugin_library: str | None) -> list[str]:
+    return [f"--dynamicPlugins={plugin_library}"] if plugin_library else []
+
+
 def precision_flags(major: int, precision: str) -> list[str]:
     """10.x: the builder flags that allow the precision; 11.x: none (strongly typed)."""
     _check(major, precision)
@@ -57,17 +61,18 @@ def build_command(
     major: int,
     onnx_file: str,
     engine_file: str,
-    plugin_library: str,
+    plugin_library: str | None,
     ranges: list[ShapeRange],
     precision: str,
     trtexec: str = "trtexec",
 ) -> list[str]:
-    """Build an engine from ``onnx_file`` with the plugin library loaded."""
+    """Build an engine from ``onnx_file`` with the plugin library loaded (when there is one:
+    a graph without edgegate's custom ops needs none)."""
     command = [
         trtexec,
         f"--onnx={onnx_file}",
         f"--saveEngine={engine_file}",
-        f"--dynamicPlugins={plugin_library}",
+        *_plugin_flag(plugin_library),
     ]
     if ranges:
         command += [
@@ -81,7 +86,7 @@ def build_command(
 def golden_command(
     major: int,
     engine_file: str,
-    plugin_library: str,
+    plugin_library: str | None,
     inputs: list[tuple[str, str, tuple[int, ...]]],
     output_json: str,
     trtexec: str = "trtexec",
@@ -91,7 +96,7 @@ def golden_command(
     return [
         trtexec,
         f"--loadEngine={engine_file}",
-        f"--dynamicPlugins={plugin_library}",
+        *_plugin_flag(plugin_library),
         _shapes_flag("shapes", [(name, shape) for name, _, shape in inputs]),
         "--loadInputs=" + ",".join(f"{name}:{file}" for name, file, _ in inputs),
         f"--exportOutput={output_json}",
@@ -104,7 +109,7 @@ def golden_command(
 def timing_command(
     major: int,
     engine_file: str,
-    plugin_library: str,
+    plugin_library: str | None,
     shapes: list[tuple[str, tuple[int, ...]]],
     times_json: str,
     iterations: int = 200,
@@ -115,7 +120,7 @@ def timing_command(
     return [
         trtexec,
         f"--loadEngine={engine_file}",
-        f"--dynamicPlugins={plugin_library}",
+        *_plugin_flag(plugin_library),
         _shapes_flag("shapes", shapes),
         "--warmUp=500",
         f"--iterations={iterations}",

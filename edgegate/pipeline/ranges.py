@@ -1,0 +1,259 @@
+"""Which sizes an export declares for each dynamic dim, and the export that keeps its word.
+
+``declared_ranges`` is the policy: batch 1 to the target's largest batch; a token sequence
+from 1 token to twice the traced length; an image side (or feature map) from half the traced
+size (a zoo CNN: its smallest side) to twice it. A target whose files are planned for their
+export size (ExecuTorch) stops every dim at the traced size; a zoo model with learned
+positions takes no longer sequence, nor another image side.
+
+``export_checked`` exports a part, runs it at every point of those ranges against PyTorch
+(``edgegate.validate.ranges``), and where it is refused or wrong, narrows the ranges or fixes
+the dim and exports again: the manifest then records what was checked, and each fixed dim
+with its reason. A graph wrong at its own traced shape is the exporter's failure (exit 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgegate.dims import BATCH, DimRange, FixedDim, dim_name
+from edgegate.errors import ValidationFailed
+from edgegate.models import LoadedModel
+from edgegate.progress import SILENT, Progress
+from edgegate.runtime import TorchRunner
+from edgegate.targets import ExportedFile, ExportPart, Target
+from edgegate.validate.parity import Tolerance
+from edgegate.validate.ranges import RangeCheck, check_ranges, narrow, probes, resize
+
+MAX_ATTEMPTS = 4  # export, then at most three narrowings (batch; then the other dims; recheck)
+
+
+@dataclass(frozen=True)
+class RangePolicy:
+    """What the model allows: its smallest image side, and whether its inputs are fixed in
+    size (learned positions: no longer sequence, no other image side)."""
+
+    min_side: int | None = None
+    fixed_input: bool = False
+
+    @classmethod
+    def of(cls, loaded: LoadedModel) -> RangePolicy:
+        info = loaded.info
+        if info is None:
+            return cls()
+        return cls(info.min_input if info.min_input > 1 else None, info.fixed_input)
+
+
+def declared_ranges(
+    part: ExportPart, target: Target, policy: RangePolicy
+) -> tuple[list[DimRange], list[FixedDim]]:
+    """The ranges a part's dynamic dims are exported with, and the asked dims that cannot
+    vary at all (with the reason)."""
+    ranges: list[DimRange] = []
+    fixed: list[FixedDim] = []
+    for index, (name, arg, dims) in enumerate(
+        zip(part.input_names, part.args, part.dynamic_dims, strict=True)
+    ):
+        for axis in sorted(dims):
+            label = dim_name(name, arg.dim(), arg.is_floating_point(), axis)
+            traced = int(arg.shape[axis])
+            low, high, why = _bounds(label, arg, traced, target, policy, name)
+            if low == high:
+                fixed.append(FixedDim(name, axis, label, traced, why))
+            else:
+                ranges.append(DimRange(name, index, axis, label, low, traced, high))
+    return ranges, fixed
+
+
+def _bounds(
+    label: str, arg: torch.Tensor, traced: int, target: Target, policy: RangePolicy, name: str
+) -> tuple[int, int, str]:
+    if label == BATCH:
+        return 1, max(target.max_batch, traced), ""
+    tokens = not arg.is_floating_point()
+    bounded = target.bounded_by_export or (tokens and target.sequences_bounded_by_export)
+    high = traced if bounded or policy.fixed_input else 2 * traced
+    capped = (
+        f"{target.name} plans its files for the export's own size"
+        if bounded
+        else "the model takes no larger input (learned positions)"
+    )
+    if tokens:  # a token sequence: down to one token
+        return 1, high, capped
+    if policy.fixed_input and name == "images":
+        return traced, traced, "the model takes one image size (learned position embeddings)"
+    smallest = max(1, traced // 2) if policy.min_side is None else min(policy.min_side, traced)
+    why = f"no smaller side fits the model (its total stride is {policy.min_side})"
+    return smallest, high, f"{why}, and {capped}" if high == traced else why
+
+
+@dataclass
+class CheckedExport:
+    """An exported part, the ranges it was checked over, and what had to be given up."""
+
+    file: ExportedFile
+    part: ExportPart
+    ranges: list[DimRange]
+    fixed: list[FixedDim] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    check: RangeCheck | None = None
+
+    def warnings(self) -> list[str]:
+        name = self.file.path.name
+        return [f"{name}: {f.line()}" for f in self.fixed] + [f"{name}: {n}" for n in self.notes]
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "ranges": [r.to_dict() for r in self.ranges],
+            "fixed": [f.to_dict() for f in self.fixed],
+        }
+
+
+def declare(
+    part: ExportPart, target: Target, policy: RangePolicy
+) -> tuple[ExportPart, list[FixedDim]]:
+    """``part`` with its declared ranges (what ``check_part`` and ``export_checked`` take),
+    and the asked dims that cannot vary at all."""
+    ranges, fixed = declared_ranges(part, target, policy)
+    return with_ranges(part, ranges), fixed
+
+
+def export_checked(
+    target: Target,
+    part: ExportPart,
+    stage: Path,
+    reference: nn.Module,
+    base: tuple[torch.Tensor, ...],
+    fixed: list[FixedDim],
+    *,
+    precision: str,
+    gate_outputs: frozenset[str] = frozenset(),
+    progress: Progress = SILENT,
+) -> CheckedExport:
+    """Export ``part`` (from ``declare``) into ``stage``, check every point of its ranges
+    against ``reference`` (fed ``base`` resized, in float32), and narrow and re-export until
+    the file is right everywhere it says it runs."""
+    ranges = list(part.ranges)
+    notes: list[str] = []
+    feed = {n: a.detach().float().numpy() if a.is_floating_point() else a.numpy()
+            for n, a in zip(part.input_names, base, strict=True)}  # fmt: skip
+    tolerance = Tolerance.for_precision(precision)
+    for _ in range(MAX_ATTEMPTS):
+        current = with_ranges(part, ranges)
+        written = target.export(current, stage)
+        ranges, exporter_fixed = _kept_dynamic(ranges, written)
+        fixed = [*fixed, *exporter_fixed]
+        base_feed = _at_traced(feed, written, current, ranges)
+        check = _check(
+            target, written, current, reference, ranges, base_feed, tolerance, gate_outputs,
+            progress,
+        )  # fmt: skip
+        if check.passed:
+            return CheckedExport(written, current, ranges, fixed, notes, check)
+        narrowed = narrow(check)
+        if narrowed is None:
+            raise ValidationFailed(
+                f"{written.path.name} disagrees with PyTorch at its traced shape: "
+                + "; ".join(check.failures(written.path.name))
+            )
+        ranges, fixed, notes = narrowed.ranges, [*fixed, *narrowed.fixed], [*notes, *narrowed.notes]
+    raise ValidationFailed(
+        f"{part.stem}: still wrong after {MAX_ATTEMPTS} exports with narrower ranges: "
+        + "; ".join(check.failures(written.path.name))
+    )
+
+
+def with_ranges(part: ExportPart, ranges: list[DimRange]) -> ExportPart:
+    """``part`` asked to vary exactly the dims of ``ranges``, within them (the same part when
+    nothing changes, so a target's checks of it stay valid)."""
+    dims = [tuple(r.axis for r in ranges if r.index == index) for index in range(len(part.args))]
+    if dims == [tuple(d) for d in part.dynamic_dims] and tuple(ranges) == part.ranges:
+        return part
+    return dataclasses.replace(part, dynamic_dims=dims, ranges=tuple(ranges))
+
+
+def _at_traced(
+    feed: dict[str, np.ndarray], written: ExportedFile, part: ExportPart, ranges: list[DimRange]
+) -> dict[str, np.ndarray]:
+    """The check's base inputs: every dim at its size in the file (a fixed dim) or its traced
+    size, except a varying batch, which keeps every row given."""
+    batch_varies = any(r.name == BATCH for r in ranges)
+    out = {}
+    for index, name in enumerate(part.input_names):
+        array = feed[name]
+        for axis, size in enumerate(written.inputs[index].shape):
+            if axis == 0 and batch_varies:
+                continue
+            want = size if isinstance(size, int) else int(part.args[index].shape[axis])
+            array = resize(array, axis, want)
+        out[name] = array
+    return out
+
+
+def _kept_dynamic(
+    ranges: list[DimRange], written: ExportedFile
+) -> tuple[list[DimRange], list[FixedDim]]:
+    """The ranges whose dim the exporter kept symbolic; the others, fixed, with its reason."""
+    kept, fixed = [], []
+    reasons = written.static_reasons
+    for r in ranges:
+        shape = written.inputs[r.index].shape
+        if isinstance(shape[r.axis], str):
+            kept.append(r)
+            continue
+        why = reasons.get(r.label, "the exporter specialised it: the model takes this size only")
+        fixed.append(FixedDim(r.input, r.axis, r.name, int(shape[r.axis]), why))
+    return kept, fixed
+
+
+def _check(
+    target: Target,
+    written: ExportedFile,
+    part: ExportPart,
+    reference: nn.Module,
+    ranges: list[DimRange],
+    feed: dict[str, np.ndarray],
+    tolerance: Tolerance,
+    gate_outputs: frozenset[str],
+    progress: Progress,
+) -> RangeCheck:
+    dtypes = {spec.name: spec.dtype for spec in written.inputs}
+    with (
+        TorchRunner(reference, part.input_names, part.output_names) as ref,
+        target.runner(written.path, threads=2) as cand,
+        progress.phase(
+            f"check {written.path.name} over its ranges", total=len(probes(ranges))
+        ) as step,
+    ):
+        return check_ranges(
+            ref,
+            cand,
+            ranges,
+            feed,
+            tolerance,
+            classifier_outputs=part.classifier_outputs,
+            gate_outputs=gate_outputs & set(part.output_names),
+            cast=_caster(dtypes),
+            on_probe=lambda done, total: step(done),
+        )
+
+
+def _caster(dtypes: dict[str, str]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    def cast(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {}
+        for name, array in feed.items():
+            dtype = dtypes.get(name)
+            if dtype and array.dtype.name != dtype:
+                array = array.astype(dtype)
+            out[name] = np.ascontiguousarray(array)
+        return out
+
+    return cast
