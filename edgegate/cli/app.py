@@ -75,6 +75,16 @@ def _progress() -> Iterator[ConsoleProgress]:
         progress.close()
 
 
+def describe_ranges(record: dict[str, Any]) -> str:
+    """'batch 1..8, seq_len 1..256 (checked at 1, 128, 129, 256)'; fixed dims with their size."""
+    spans = [
+        f"{r['name']} {r['min']}..{r['max']} (checked at {', '.join(map(str, r['checked']))})"
+        for r in record["ranges"]
+    ]
+    spans += [f"{f['name']} fixed at {f['size']}" for f in record["fixed"]]
+    return "; ".join(spans) or "every dim fixed"
+
+
 def _fail(result: dict[str, Any], what: str) -> None:
     """Exit 1 with one line naming what broke."""
     reasons = "; ".join(result.get("failures", [])) or "a tolerance was broken"
@@ -525,10 +535,13 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
                 task=task,
                 progress=progress,
             )
+        _warn(result)
         if json_out:
             _emit_json(result)
             return
         out.print(f"[bold green]exported[/] {result['model']} -> {result['output_dir']}")
+        for stem, record in result["ranges"].items():
+            out.print(f"{stem}: {describe_ranges(record)}", highlight=False)
         out.print(
             f"files: {', '.join(result['files'])}; custom ops: {result['custom_ops'] or 'none'}"
         )

@@ -66,6 +66,12 @@ def bench(
         check_output_file(plot, "--plot file", (".png",))
     art = open_artifact(artifact)
     art.target.check_available()
+    declared = art.max_batch(art.stem_of(art.model_path))
+    if declared is not None and batch > declared:
+        raise BadInput(
+            f"--batch {batch} is beyond what '{art.model_path.name}' declares (batch up to "
+            f"{declared}; its manifest's ranges)"
+        )
     feed = bench_feed(art, batch)
     with art.runner(threads=threads) as runner:
         runner.input_specs()  # a corrupt file fails here, before any timing
@@ -74,6 +80,7 @@ def bench(
         result: dict[str, Any] = {
             "artifact": os.fspath(artifact),
             "target": art.target.name,
+            "input_shapes": {name: list(value.shape) for name, value in feed.items()},
             **benchmark.as_dict(full),
             "warnings": art.target.host_warnings(art.manifest, art.model_path.name),
         }

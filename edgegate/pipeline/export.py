@@ -66,6 +66,22 @@ def build_engines(target: Target, output_dir: Path, progress: Progress) -> list[
     return built
 
 
+def _size_hint(
+    loaded, task: str, example: tuple, input_size: int | None, seq_len: int | None
+) -> list[str]:
+    """A user model exported at edgegate's default size, which may not be the deployment's:
+    the declared ranges (and a kit's shape profile) are built around the traced size."""
+    if loaded.info is not None or input_size is not None or seq_len is not None:
+        return []
+    shape = "x".join(str(int(d)) for d in example[0].shape[1:])
+    option = "--seq-len" if task == "lm" else "--input-size"
+    return [
+        f"traced at {shape}, edgegate's default for a model outside the zoo: pass {option} "
+        "with your deployment size (the declared ranges, a TensorRT kit's shape profile among "
+        "them, go up to twice the traced size)"
+    ]
+
+
 def export(
     model: str,
     output_dir: Path,
@@ -174,5 +190,8 @@ def export(
         "inputs": [dataclasses.asdict(spec) for spec in manifest.inputs],
         "ranges": manifest.ranges,
         "engines": built,
-        "warnings": [line for c in checked for line in c.warnings()],
+        "warnings": [
+            *_size_hint(loaded, kind.name, example, input_size, seq_len),
+            *(line for c in checked for line in c.warnings()),
+        ],
     }

@@ -25,6 +25,7 @@ from edgegate.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_fil
 from edgegate.models import load_model
 from edgegate.outputs import check_output_dir
 from edgegate.pipeline.export import build_engines, package_and_manifest
+from edgegate.pipeline.ranges import RangePolicy, declare, export_checked
 from edgegate.pipeline.streaming import REPORT_PIECES, Streaming
 from edgegate.pipeline.tasks import (
     Recorder,
@@ -352,12 +353,28 @@ def quantize(
             "sha256": tensor_hash(calib),
         },
     }
-    part = make_part(INT8_STEM, qdq, args, *names, dims, metadata)
+    part, fixed = declare(
+        make_part(INT8_STEM, qdq, args, *names, dims, metadata), target, RangePolicy.of(loaded)
+    )
     target.check_part(part)
+    rows = test_inputs[: target.max_batch]  # the range checks' base: real rows
+    base = (rows,) if stream is None else stream.example(rows)
     with staged_directory(output_dir) as stage:
         with progress.phase(f"export {target.file_name(INT8_STEM)}"):
             started = time.perf_counter()
-            written = target.export(part, stage)
+            checked = export_checked(
+                target,
+                part,
+                stage,
+                qmodel,
+                base,
+                fixed,
+                precision="int8",
+                gate_outputs=kind.gate_outputs,
+                keep_failed=True,
+                progress=progress,
+            )
+            written, part = checked.file, checked.part
             seconds["export"] = round(time.perf_counter() - started, 2)
         int8.save(stage, loaded.spec, quant_record)
         summary, shipped = _judge(
@@ -373,15 +390,19 @@ def quantize(
             progress,
             stream,
         )
+        if not checked.passed:  # wrong at its traced shape: judged, kept for inspection
+            summary["failures"] = [*summary["failures"], *checked.failures()]
+            summary["passed"] = False
         summary = {
             "model": loaded.spec,
             "task": kind.name,
             "target": target.name,
             "quant": quant_record,
             **summary,
+            "ranges": {part.stem: checked.record()},
             **int8.activation_summary(qdq),
             "weights": weights.label,
-            "warnings": warnings,
+            "warnings": [*warnings, *checked.warnings()],
             "seconds": seconds,
         }
         if "qat" in metrics:
@@ -440,6 +461,7 @@ def quantize(
             task=kind.name,
             files=files,
             custom_ops=written.custom_ops,
+            ranges={part.stem: checked.record()},
             quant=quant_record,
             extra={
                 "model_file": written.path.name,

@@ -106,6 +106,13 @@ class CheckedExport:
     notes: list[str] = field(default_factory=list)
     check: RangeCheck | None = None
 
+    @property
+    def passed(self) -> bool:
+        return self.check is None or self.check.passed
+
+    def failures(self) -> list[str]:
+        return [] if self.check is None else self.check.failures(self.file.path.name)
+
     def warnings(self) -> list[str]:
         name = self.file.path.name
         return [f"{name}: {f.line()}" for f in self.fixed] + [f"{name}: {n}" for n in self.notes]
@@ -136,11 +143,16 @@ def export_checked(
     *,
     precision: str,
     gate_outputs: frozenset[str] = frozenset(),
+    keep_failed: bool = False,
     progress: Progress = SILENT,
 ) -> CheckedExport:
     """Export ``part`` (from ``declare``) into ``stage``, check every point of its ranges
     against ``reference`` (fed ``base`` resized, in float32), and narrow and re-export until
-    the file is right everywhere it says it runs."""
+    the file is right everywhere it says it runs.
+
+    A file wrong at its traced shape is the export's failure: ValidationFailed, unless
+    ``keep_failed`` (an INT8 export, judged and kept for inspection by its caller), where the
+    failed check is returned."""
     ranges = list(part.ranges)
     notes: list[str] = []
     feed = {n: a.detach().float().numpy() if a.is_floating_point() else a.numpy()
@@ -159,6 +171,8 @@ def export_checked(
         if check.passed:
             return CheckedExport(written, current, ranges, fixed, notes, check)
         narrowed = narrow(check)
+        if narrowed is None and keep_failed:
+            return CheckedExport(written, current, ranges, fixed, notes, check)
         if narrowed is None:
             raise ValidationFailed(
                 f"{written.path.name} disagrees with PyTorch at its traced shape: "

@@ -36,6 +36,7 @@ def validation_rows(val: dict[str, Any]) -> Rows:
         rows.append(("  where not a near-tie", f"{val['decisive_top1_agreement']:.2f} %"))
     if val.get("kernel_agreement") is not None:
         rows.append(("fused kernels vs dequantized", f"{val['kernel_agreement']:.2f} % top-1"))
+    rows += range_rows(val.get("ranges") or {})
     rows += localization_rows(val.get("localization"))
     if val.get("accuracy"):
         ref, cand = val["accuracy"]["reference"], val["accuracy"]["candidate"]
@@ -49,6 +50,23 @@ def validation_rows(val: dict[str, Any]) -> Rows:
             ("two-stage: passes positives", f"{ts['pass_rate_positives']:.1f} %"),
             ("two-stage: accuracy", f"{ts['system_accuracy']:.2f} %"),
         ]
+    return rows
+
+
+def range_rows(checks: dict[str, Any]) -> Rows:
+    """One row per graph checked over its declared ranges: each range, and how many of the
+    points run there matched."""
+    rows = []
+    for stem, check in checks.items():
+        probes = check["probes"]
+        passed = sum(1 for p in probes if p["passed"])
+        spans = ", ".join(
+            f"{r['name']} {r['min']}..{r['max']}"
+            if r["min"] != r["max"]
+            else f"{r['name']} {r['min']}"
+            for r in check["ranges"]
+        )
+        rows.append((f"{stem} over its ranges", f"{passed}/{len(probes)} points match ({spans})"))
     return rows
 
 
@@ -83,7 +101,9 @@ def localization_rows(loc: dict[str, Any] | None) -> Rows:
 
 def bench_rows(timed: dict[str, Any]) -> Rows:
     lat = timed["latency_ms"]
+    shapes = timed.get("input_shapes", {})
     rows = [
+        *((f"input {name}", "x".join(map(str, shape))) for name, shape in shapes.items()),
         ("latency p50 / p90 / p99", f"{lat['p50']:.3f} / {lat['p90']:.3f} / {lat['p99']:.3f} ms"),
         ("throughput", f"{timed['throughput_per_s']:.1f} /s"),
         ("peak RSS", f"{timed['peak_rss_mb']:.0f} MB"),

@@ -17,7 +17,7 @@ from edgegate.errors import BackendUnavailable, BadInput
 from edgegate.runtime.base import Runner, TensorSpec
 
 INSTALL_HINT = "pip install 'edgegate-nn[coreml]'"
-MAX_BATCH = 64  # the batch range edgegate's packages declare
+MAX_BATCH = 64  # a package whose batch is unbounded still runs in slices of this many
 
 
 def import_coremltools():
@@ -56,10 +56,20 @@ class CoreMLRunner(Runner):
         self._model = None
         self._specs: list[TensorSpec] | None = None
         self._outputs: list[str] | None = None
+        self._max_batch = MAX_BATCH
 
     def activate(self) -> None:
-        from edgegate.exporters.coreml.inspect import load, output_names, package_inputs
+        from edgegate.exporters.coreml.inspect import (
+            load,
+            output_names,
+            package_inputs,
+            package_ranges,
+        )
 
+        first = package_inputs(self.path)[0]
+        batch = package_ranges(self.path)[first.name].get(0)
+        size = first.shape[0] if isinstance(first.shape[0], int) else None
+        self._max_batch = (batch[1] if batch else size) or MAX_BATCH
         self._specs = [
             TensorSpec(s.name, tuple(d if isinstance(d, int) else None for d in s.shape), s.dtype)
             for s in package_inputs(self.path)
@@ -94,8 +104,9 @@ class CoreMLRunner(Runner):
                 for name, value in feed.items()}  # fmt: skip
         batch = len(next(iter(cast.values())))
         pieces = []
-        for start in range(0, max(batch, 1), MAX_BATCH):  # packages take batches up to 64
-            chunk = {name: value[start : start + MAX_BATCH] for name, value in cast.items()}
+        step = self._max_batch  # the package's own largest batch
+        for start in range(0, max(batch, 1), step):
+            chunk = {name: value[start : start + step] for name, value in cast.items()}
             out = self._model.run(chunk) if self.emulated else self._model.predict(chunk)
             pieces.append({n: np.asarray(out[n], dtype=np.float32) for n in self.output_names()})
         return {n: np.concatenate([p[n] for p in pieces]) for n in self.output_names()}

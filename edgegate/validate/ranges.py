@@ -222,8 +222,9 @@ def narrow(check: RangeCheck) -> Narrowed | None:
     """Cut each failing range to the part of it that passed, around the traced size; None when
     nothing can be cut: the graph fails at its traced shape itself.
 
-    A failing base point (every dim traced, the batch at 2) can only be the batch's fault:
-    then the batch alone is fixed, and the other dims wait for the next check. Otherwise a dim
+    A failing base point (every dim traced, the batch at 2) is the batch's fault when the
+    traced batch passes: then the batch alone is fixed, and the other dims wait for the next
+    check. Otherwise a dim
     whose failures lie above its traced size keeps ``[low, traced]``, below it
     ``[traced, high]``; one that fails on both sides is fixed at its traced size."""
     base = next(x for x in check.results if x.probe.varied is None)
@@ -231,6 +232,12 @@ def narrow(check: RangeCheck) -> Narrowed | None:
         batch = next((r for r in check.ranges if r.name == BATCH), None)
         if batch is None or BATCH not in base.probe.sizes:
             return None
+        traced = [
+            x for x in check.results
+            if x.probe.varied == BATCH and x.probe.sizes[BATCH] == batch.traced
+        ]  # fmt: skip
+        if not all(x.ok for x in traced):
+            return None  # wrong at the traced batch too: not the batch's fault
         others = [r for r in check.ranges if r is not batch]
         fixed = FixedDim(batch.input, batch.axis, batch.name, batch.traced, _reason([base]))
         return Narrowed(others, [fixed], [])

@@ -127,10 +127,13 @@ def _dims_that_vary(
 def _export(
     module: nn.Module, args: tuple[torch.Tensor, ...], ranges: Sequence[DimRange]
 ) -> torch.export.ExportedProgram:
+    # Dim.AUTO within the range: a dim the model's code fixes (a Python loop over chunks of
+    # the traced length) is specialised to its example size instead of failing the export; the
+    # package's inputs then show it static, and the manifest says why
     shapes: list[dict[int, object] | None] = [None] * len(args)
     for r in ranges:
         dims = shapes[r.input_index] or {}
-        dims[r.dim] = torch.export.Dim(f"in{r.input_index}_d{r.dim}", min=r.low, max=r.high)
+        dims[r.dim] = torch.export.Dim.AUTO(min=r.low, max=r.high)
         shapes[r.input_index] = dims
     with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
         return torch.export.export(module.eval(), args, dynamic_shapes=tuple(shapes))

@@ -47,7 +47,12 @@ def _cases():
 
 
 def check_package(folder: Path, model: str, int8: bool) -> None:
-    from edgegate.exporters.coreml.inspect import int8_weight_ops, load, op_counts
+    from edgegate.exporters.coreml.inspect import (
+        int8_weight_ops,
+        load,
+        op_counts,
+        package_ranges,
+    )
 
     manifest = read_manifest(folder)  # every file (the package: a folder hash) as recorded
     assert manifest.target == "coreml" and manifest.custom_ops == []
@@ -59,13 +64,19 @@ def check_package(folder: Path, model: str, int8: bool) -> None:
         if int8:
             assert int8_weight_ops(package), f"{name} holds no int8 weights"
     (tokens_or_image, *_) = manifest.inputs
+    ((stem, record),) = [(s, r) for s, r in manifest.ranges.items() if s.startswith("model")]
+    declared = {r["name"]: r for r in record["ranges"]}
+    bounds = package_ranges(folder / f"{stem}.mlpackage")[tokens_or_image.name]
+    for r in record["ranges"]:  # the package takes exactly what the manifest declares
+        assert bounds[r["axis"]] == (r["min"], r["max"]), (r, bounds)
     if MODELS[model] == LM:
-        low, high = tokens_or_image.shape[1].split("..")
-        assert int(low) <= 2 and int(high) == 32, tokens_or_image.shape  # a flexible length
+        assert tokens_or_image.shape[1] == "seq_len"
+        assert declared["seq_len"]["min"] <= 2 and declared["seq_len"]["max"] == 32  # flexible
     elif model.startswith("qvit"):  # its learned position table fixes the image side
         assert tokens_or_image.shape[2:] == [16, 16], tokens_or_image.shape
-    else:  # flexible image sizes
-        assert tokens_or_image.shape[2:] == ["32..512", "32..512"], tokens_or_image.shape
+    else:  # flexible image sizes, up to twice the export's
+        assert tokens_or_image.shape[2:] == ["height", "width"], tokens_or_image.shape
+        assert declared["height"]["max"] == declared["width"]["max"] == 64
 
 
 @pytest.mark.parametrize("model, precision", list(_cases()))

@@ -72,8 +72,19 @@ def check_kit(kit: Path, int8: bool) -> None:
             assert sorted(record["fields"]) == sorted(PLUGIN_FIELDS[node.op_type])
         if int8:
             _check_symmetric_int8(model)
-    for source in ("CMakeLists.txt", "src/plugins.cpp", "src/scan_kernels.cu"):
-        assert (kit / "plugin" / source).is_file()
+    script = (kit / "build.sh").read_text()
+    if manifest.custom_ops:  # the plugin's sources, and build.sh builds the library
+        for source in ("CMakeLists.txt", "src/plugins.cpp", "src/scan_kernels.cu"):
+            assert (kit / "plugin" / source).is_file()
+        assert "--dynamicPlugins=" in script and "cmake -S plugin" in script
+    else:  # a graph without edgegate's ops needs no plugin at all
+        assert not (kit / "plugin").exists() and not manifest.extra["plugins"]
+        assert "--dynamicPlugins" not in script and "cmake" not in script
+    for stem, shapes in manifest.extra["shapes"].items():  # profiles = the declared ranges
+        for r in manifest.ranges[stem]["ranges"]:
+            profile = shapes[r["input"]]
+            assert (profile["min"][r["axis"]], profile["max"][r["axis"]]) == (r["min"], r["max"])
+            assert profile["opt"][r["axis"]] == r["traced"]
     subprocess.run(["bash", "-n", str(kit / "build.sh")], check=True)
     golden = json.loads((kit / "golden" / "golden.json").read_text())
     assert {p["stem"] for p in golden["parts"]} == {Path(g).stem for g in graphs}
@@ -113,6 +124,22 @@ def test_kit_is_complete_and_validates_against_pytorch(run_cli, tmp_path, text, 
     check_kit(kit, int8=precision == "int8")
     verdict = run_cli("validate", kit, "--parity-samples", "32", *data)
     assert verdict.code == 0, (verdict.stdout, verdict.stderr)
+
+
+def test_a_user_cnn_kit_profile_follows_input_size_and_says_so(run_cli, tmp_path):
+    kit = tmp_path / "kit"
+    spec = "tests.pipeline.shape_traps:plain_cnn"
+    plain = run_cli("export", spec, "--trust-code", "--task", "image", "--target", "tensorrt",
+                    "-o", kit)  # fmt: skip
+    assert plain.code == 0, plain.stderr
+    assert "pass --input-size" in plain.stderr  # traced at edgegate's default 32x32
+    sized = run_cli("export", spec, "--trust-code", "--task", "image", "--target", "tensorrt",
+                    "--input-size", "96", "-o", tmp_path / "kit96")  # fmt: skip
+    assert sized.code == 0 and "--input-size" not in sized.stderr, sized.stderr
+    profile = read_manifest(tmp_path / "kit96").extra["shapes"]["model"]["images"]
+    assert profile == {"min": [1, 3, 48, 48], "opt": [1, 3, 96, 96], "max": [8, 3, 192, 192]}
+    assert "height 48..192" in sized.stdout
+    check_kit(tmp_path / "kit96", int8=False)
 
 
 def test_fp16_kit_hands_the_plugin_fp32_state(run_cli, tmp_path, text):
