@@ -15,7 +15,6 @@ with its reason. A graph wrong at its own traced shape is the exporter's failure
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from edgegate.dims import BATCH, DimRange, FixedDim, dim_name
 from edgegate.errors import ValidationFailed
 from edgegate.models import LoadedModel
 from edgegate.progress import SILENT, Progress
-from edgegate.runtime import TorchRunner
+from edgegate.runtime import Runner, TorchRunner
 from edgegate.targets import ExportedFile, ExportPart, Target
 from edgegate.validate.parity import Tolerance
 from edgegate.validate.ranges import RangeCheck, check_ranges, narrow, probes, resize
@@ -239,35 +238,62 @@ def _check(
     gate_outputs: frozenset[str],
     progress: Progress,
 ) -> RangeCheck:
-    dtypes = {spec.name: spec.dtype for spec in written.inputs}
-    with (
-        TorchRunner(reference, part.input_names, part.output_names) as ref,
-        target.runner(written.path, threads=2) as cand,
-        progress.phase(
-            f"check {written.path.name} over its ranges", total=len(probes(ranges))
-        ) as step,
-    ):
-        return check_ranges(
-            ref,
-            cand,
+    with target.runner(written.path, threads=2) as candidate:
+        return run_check(
+            reference,
+            part.input_names,
+            part.output_names,
+            candidate,
             ranges,
             feed,
             tolerance,
             classifier_outputs=part.classifier_outputs,
             gate_outputs=gate_outputs & set(part.output_names),
-            cast=_caster(dtypes),
-            on_probe=lambda done, total: step(done),
+            title=f"check {written.path.name} over its ranges",
+            progress=progress,
         )
 
 
-def _caster(dtypes: dict[str, str]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
-    def cast(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = {}
-        for name, array in feed.items():
-            dtype = dtypes.get(name)
-            if dtype and array.dtype.name != dtype:
-                array = array.astype(dtype)
-            out[name] = np.ascontiguousarray(array)
-        return out
+def run_check(
+    reference: nn.Module,
+    input_names: list[str],
+    output_names: list[str],
+    candidate: Runner,
+    ranges: list[DimRange],
+    feed: dict[str, np.ndarray],
+    tolerance: Tolerance,
+    *,
+    classifier_outputs: frozenset[str],
+    gate_outputs: frozenset[str],
+    title: str,
+    progress: Progress = SILENT,
+) -> RangeCheck:
+    """``check_ranges`` of a torch reference against an active runner, the feeds cast to the
+    runner's input dtypes (an fp16 file's halves), with progress per probe."""
+    dtypes = {spec.name: spec.dtype for spec in candidate.input_specs()}
 
-    return cast
+    def cast(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {
+            name: np.ascontiguousarray(
+                array.astype(dtypes[name])
+                if dtypes.get(name) and array.dtype.kind == "f"
+                else array
+            )
+            for name, array in batch.items()
+        }
+
+    with (
+        TorchRunner(reference, input_names, output_names) as ref,
+        progress.phase(title, total=len(probes(ranges))) as step,
+    ):
+        return check_ranges(
+            ref,
+            candidate,
+            ranges,
+            feed,
+            tolerance,
+            classifier_outputs=classifier_outputs,
+            gate_outputs=gate_outputs,
+            cast=cast,
+            on_probe=lambda done, total: step(done),
+        )

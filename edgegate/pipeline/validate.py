@@ -20,6 +20,7 @@ from edgegate.errors import BadInput, EdgegateError
 from edgegate.models import LoadedModel, load_model
 from edgegate.outputs import check_output_file, make_parents
 from edgegate.pipeline.artifacts import Artifact, open_artifact
+from edgegate.pipeline.ranges import run_check
 from edgegate.pipeline.streaming import REPORT_PIECES, Streaming
 from edgegate.pipeline.tasks import GatedCompressionTask, Predict, Task, TaskData, resolve_task
 from edgegate.pipeline.weights import checkpoint_for
@@ -29,7 +30,7 @@ from edgegate.validate import report as reports
 from edgegate.validate.localize import NotLocalizable
 from edgegate.validate.localize import localize as locate
 from edgegate.validate.parity import Tolerance, compare_outputs
-from edgegate.validate.ranges import check_ranges, probes, resize
+from edgegate.validate.ranges import resize
 
 INT8_STATE = "model.int8.pt"  # the fake-quant state an INT8 export carries
 
@@ -352,33 +353,23 @@ def check_declared_ranges(
         for f in fixed:
             if f.input in feed:
                 feed[f.input] = resize(feed[f.input], f.axis, f.size)
-        with (
-            TorchRunner(subject.module, subject.input_names, subject.output_names) as ref,
-            art.runner(path, threads=threads) as cand,
-            progress.phase(
-                f"{path.name} over its declared ranges", total=len(probes(ranges))
-            ) as step,
-        ):
-            check = check_ranges(
-                ref,
-                cand,
+        with art.runner(path, threads=threads) as candidate:
+            check = run_check(
+                subject.module,
+                subject.input_names,
+                subject.output_names,
+                candidate,
                 ranges,
                 feed,
                 tolerance,
                 classifier_outputs=subject.classifier_outputs,
                 gate_outputs=gate_outputs & set(subject.output_names),
-                cast=feed_caster(cand),
-                on_probe=lambda done, total: step(done),
+                title=f"{path.name} over its declared ranges",
+                progress=progress,
             )
         checks[stem] = check.to_dict()
         failures += check.failures(path.name)
     return {"checks": checks, "failures": failures}
-
-
-def feed_caster(runner: Runner):
-    """A feed cast to ``runner``'s input dtypes (an fp16 export's halves; ids stay ints)."""
-    dtypes = {spec.name: spec.dtype for spec in runner.input_specs()}
-    return lambda feed: {n: as_dtype(a, dtypes.get(n)) for n, a in feed.items()}
 
 
 def with_ranges(parity: dict[str, Any], ranges: dict[str, Any]) -> dict[str, Any]:
