@@ -259,6 +259,9 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
     def models(json_out: JsonOpt = False) -> None:
         """List the model zoo with parameter counts and MACs at each model's default input.
 
+        Commands also take `timm:NAME` and `torchvision:NAME` image classifiers (the `[vision]`
+        extra), a `module:factory` (with --trust-code), a `.pt2` or a checkpoint.
+
         Example: `edgegate models --json`
         """
         from edgegate.pipeline.zoo import model_table
@@ -268,7 +271,11 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
             _emit_json(rows)
             return
         table = Table(
-            title="edgegate model zoo", caption="MACs at the default input; --json for more"
+            title="edgegate model zoo",
+            caption=escape(
+                "MACs at the default input; --json for more. MODEL may also be timm:NAME or "
+                "torchvision:NAME ([vision] extra), module:factory, a .pt2 or a .pt"
+            ),
         )
         for col in ("model", "task", "params", "MACs", "input"):
             table.add_column(col, no_wrap=True)

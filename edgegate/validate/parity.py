@@ -118,8 +118,8 @@ def fp16_underflow(ref: np.ndarray, cand: np.ndarray) -> str | None:
     if peak < FP16_SMALLEST_NORMAL:
         return (
             f"the reference's values (max |ref| {peak:.2g}) lie below float16's smallest "
-            f"normal {FP16_SMALLEST_NORMAL:.2g}, so fp16 flushes them to zero: "
-            "export with --precision fp32"
+            f"normal {FP16_SMALLEST_NORMAL:.2g}, where fp16 keeps no precision (they flush to "
+            "zero or to a few subnormal steps): export with --precision fp32"
         )
     if not np.any(cand):
         return (
