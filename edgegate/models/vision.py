@@ -228,10 +228,13 @@ def _library(spec: VisionSpec) -> ModuleType:
     return importlib.import_module(spec.library)
 
 
+_LISTS = {"timm": "timm.list_models()", "torchvision": "torchvision.models.list_models()"}
+
+
 def _unknown(spec: VisionSpec, known: list[str], what: str = "model") -> BadInput:
     close = difflib.get_close_matches(spec.name, known, n=4, cutoff=0.6)
-    hint = f" (close: {', '.join(close)})" if close else ""
-    return BadInput(f"unknown {spec.library} {what} '{spec.name}'{hint}")
+    hint = f"close: {', '.join(close)}" if close else f"{_LISTS[spec.library]} lists them"
+    return BadInput(f"unknown {spec.library} {what} '{spec.name}' ({hint})")
 
 
 def check_name(spec: VisionSpec) -> None:
@@ -240,6 +243,12 @@ def check_name(spec: VisionSpec) -> None:
     if spec.library == "timm":
         if not lib.is_model(spec.name):
             raise _unknown(spec, lib.list_models())
+        if "." in spec.name:  # a weight tag: `resnet18.a1_in1k`
+            try:
+                lib.models.get_pretrained_cfg(spec.name)
+            except RuntimeError:
+                arch = spec.name.partition(".")[0]
+                raise _unknown(spec, lib.list_pretrained(f"{arch}.*"), "weight tag") from None
         return
     classifiers = lib.models.list_models(module=lib.models)
     if spec.name not in classifiers:
@@ -296,7 +305,9 @@ def _pretrained(spec: VisionSpec, kwargs: dict[str, Any]) -> nn.Module:
         raise BadInput(f"{label} has no pretrained weights in torchvision: pass -c")
     if _hub_file(weights.url) is None:
         _require_network(label, urlparse(weights.url).hostname)
-    state = _download(label, lambda: weights.get_state_dict(progress=False))
+    state = _download(  # torch.hub would unpickle in full by default
+        label, lambda: weights.get_state_dict(progress=False, map_location="cpu", weights_only=True)
+    )
     module = _construct(spec, kwargs)
     _load_matching(module, state)
     return module

@@ -237,7 +237,9 @@ def test_unknown_names_are_bad_input_with_close_matches():
     _needs("timm")
     message = _bad(load_model, "timm:efficientnet_b00")
     assert "unknown timm model 'efficientnet_b00'" in message and "efficientnet_b0" in message
-    assert "unknown timm model" in _bad(load_model, "timm:no_such_net")
+    assert "timm.list_models() lists them" in _bad(load_model, "timm:no_such_net")
+    tag = _bad(load_model, "timm:resnet18.a1_in1kk")
+    assert "unknown timm weight tag" in tag and "resnet18.a1_in1k" in tag
 
 
 def test_timm_classifier_builds_with_its_head_resized():
