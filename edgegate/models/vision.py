@@ -162,7 +162,8 @@ def with_vision_options(
 
 # --- the libraries --------------------------------------------------------------------------
 
-_import_failures: dict[str, str] = {}
+_import_failures: dict[str, str] = {}  # library -> "" (imports), _NOT_INSTALLED, or why not
+_NOT_INSTALLED = "not installed"
 
 
 def _first_line(err: BaseException) -> str:
@@ -199,9 +200,6 @@ def import_failure(library: str) -> str | None:
     if library == "timm" and "torchvision" in failures:
         why = f"timm imports torchvision; {why}"
     return why
-
-
-_NOT_INSTALLED = "not installed"
 
 
 def _try_import(name: str) -> str:
