@@ -32,8 +32,8 @@ HELP = (
     "Add --debug anywhere to see tracebacks."
 )
 
-out = Console()
-err = Console(stderr=True)
+out = Console(emoji=False)  # a spec like `timm:x:num_classes=10` is not an emoji code
+err = Console(stderr=True, emoji=False)
 _invocation: list[str] = []  # the arguments main() was given, recorded in checkpoints
 
 
@@ -85,6 +85,13 @@ def describe_ranges(record: dict[str, Any]) -> str:
     return "; ".join(spans) or "every dim fixed"
 
 
+def _model_spec(model: str, num_classes: int | None, pretrained: bool) -> str:
+    """The MODEL argument with --num-classes / --pretrained folded in (timm:/torchvision:)."""
+    from edgegate.models import with_vision_options
+
+    return with_vision_options(model, num_classes=num_classes, pretrained=pretrained)
+
+
 def _fail(result: dict[str, Any], what: str) -> None:
     """Exit 1 with one line naming what broke."""
     reasons = "; ".join(result.get("failures", [])) or "a tolerance was broken"
@@ -129,10 +136,28 @@ class Choice:
 def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
     """Define every command on ``app``."""
     model_arg = typer.Argument(
-        help="Zoo name with options (`qvit:attention=gated`), `module:factory` (with "
-        "--trust-code), or a `.pt2` file."
+        help="Zoo name with options (`qvit:attention=gated`), `timm:NAME` or "
+        "`torchvision:NAME` (an image classifier; needs the `[vision]` extra), "
+        "`module:factory` (with --trust-code), a `.pt2` file, or a checkpoint (.pt) that "
+        "records its model."
     )
     ModelArg = Annotated[str, model_arg]
+    NumClassesOpt = Annotated[
+        int | None,
+        typer.Option(
+            "--num-classes",
+            help="timm:/torchvision: models: classes of the head (default: the library's, "
+            "1000); recorded with the model, so a checkpoint reloads without it.",
+        ),
+    ]
+    PretrainedOpt = Annotated[
+        bool,
+        typer.Option(
+            "--pretrained",
+            help="timm:/torchvision: models: start from the library's pretrained weights "
+            "(its local cache, else a download); a head resized by --num-classes starts fresh.",
+        ),
+    ]
     CheckpointOpt = Annotated[
         Path | None, typer.Option("--checkpoint", "-c", help="Checkpoint (.pt) to load.")
     ]
@@ -244,6 +269,9 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
     def models(json_out: JsonOpt = False) -> None:
         """List the model zoo with parameter counts and MACs at each model's default input.
 
+        Commands also take `timm:NAME` and `torchvision:NAME` image classifiers (the `[vision]`
+        extra), a `module:factory` (with --trust-code), a `.pt2` or a checkpoint.
+
         Example: `edgegate models --json`
         """
         from edgegate.pipeline.zoo import model_table
@@ -253,7 +281,11 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
             _emit_json(rows)
             return
         table = Table(
-            title="edgegate model zoo", caption="MACs at the default input; --json for more"
+            title="edgegate model zoo",
+            caption=escape(
+                "MACs at the default input; --json for more. MODEL may also be timm:NAME or "
+                "torchvision:NAME ([vision] extra), module:factory, a .pt2 or a .pt"
+            ),
         )
         for col in ("model", "task", "params", "MACs", "input"):
             table.add_column(col, no_wrap=True)
@@ -318,6 +350,8 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         input_size: InputSizeOpt = None,
         seq_len: SeqLenOpt = None,
         checkpoint: CheckpointOpt = None,
+        num_classes: NumClassesOpt = None,
+        pretrained: PretrainedOpt = False,
         trust_code: TrustOpt = False,
         task: TaskOpt = None,
         half: Annotated[
@@ -338,7 +372,9 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         - `edgegate train gc-mobilenet --epochs 1 -o gc.pt`
         - `edgegate train gla-lm --data stdlib --epochs 2 -o gla.pt`
         - `edgegate train mobilenet-v3-large-se --epochs 20 --half -o large.pt`
+        - `edgegate train timm:efficientnet_b0 --num-classes 10 --epochs 1 -o effb0.pt`
         """
+        model = _model_spec(model, num_classes, pretrained)
         from edgegate.pipeline.zoo import train as run_train
         from edgegate.train import TrainConfig
 
@@ -370,6 +406,8 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
     def evaluate(
         model: ModelArg,
         checkpoint: CheckpointOpt = None,
+        num_classes: NumClassesOpt = None,
+        pretrained: PretrainedOpt = False,
         data: DataOpt = None,
         split: Annotated[str, typer.Option(help="Built-in split: train, calib or test.")] = "test",
         input_size: InputSizeOpt = None,
@@ -385,7 +423,9 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         - `edgegate evaluate gc-mobilenet`
         - `edgegate evaluate qvit:attention=clipped --json`
         - `edgegate evaluate mobilenet-v3-se -c mnv3.pt --data my_images/`
+        - `edgegate evaluate effb0.pt` (the checkpoint records timm:efficientnet_b0, 10 classes)
         """
+        model = _model_spec(model, num_classes, pretrained)
         from edgegate.pipeline.zoo import evaluate as run_evaluate
 
         with _progress() as progress:
@@ -435,6 +475,8 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
             ),
         ] = False,
         checkpoint: CheckpointOpt = None,
+        num_classes: NumClassesOpt = None,
+        pretrained: PretrainedOpt = False,
         input_size: InputSizeOpt = None,
         seq_len: SeqLenOpt = None,
         calib_data: CalibDataOpt = None,
@@ -472,7 +514,9 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         - `edgegate export gla-lm --target coreml -o out/gla` (fp16, scans fp32; flexible length)
         - `edgegate export mobilenet-v3-se --target coreml --int8 -o out/m8` (int8 weights)
         - `edgegate export mypkg.models:build -c mine.pt --trust-code --task image -o out/mine`
+        - `edgegate export torchvision:mobilenet_v3_small --num-classes 10 -o out/tv`
         """
+        model = _model_spec(model, num_classes, pretrained)
         from edgegate.errors import BadInput
 
         if w8a8 and not int8:
@@ -553,6 +597,8 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         profile: ProfileOpt = "onnxruntime",
         output: OutputDirOpt = Path("edgegate-int8"),
         checkpoint: CheckpointOpt = None,
+        num_classes: NumClassesOpt = None,
+        pretrained: PretrainedOpt = False,
         calib_data: CalibDataOpt = None,
         calib_samples: CalibSamplesOpt = None,
         method: MethodOpt = "minmax",
@@ -611,7 +657,9 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         - `edgegate quantize gc-mobilenet --profile tensorrt --method percentile --report`
         - `edgegate quantize qvit:attention=clipped --qat-epochs 2 --calib-data imgs/ -o out/q`
         - `edgegate quantize gla-lm --streaming --seq-len 512 --timestep-report -o out/gla8`
+        - `edgegate quantize timm:mobilenetv3_large_100 -c mnv3.pt -o out/t8`
         """
+        model = _model_spec(model, num_classes, pretrained)
         from edgegate.pipeline.quantize import quantize as run_quantize
         from edgegate.pipeline.summary import int8_rows
 
@@ -654,7 +702,10 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         reference: Annotated[
             str | None,
             typer.Option(
-                "--reference", "-r", help="Reference model spec (default: the manifest's)."
+                "--reference",
+                "-r",
+                help="Reference model spec (default: the manifest's), e.g. "
+                "`timm:efficientnet_b0:num_classes=10`.",
             ),
         ] = None,
         checkpoint: CheckpointOpt = None,
@@ -857,11 +908,16 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
     @app.command()
     def deploy(
         model: Annotated[
-            str, typer.Argument(help="Model spec (default: gc-mobilenet with shipped weights).")
+            str,
+            typer.Argument(
+                help="Any MODEL form `export` takes (default: gc-mobilenet with shipped weights)."
+            ),
         ] = "gc-mobilenet",
         target: TargetOpt = "onnxruntime",
         output: OutputDirOpt = Path("edgegate-out"),
         checkpoint: CheckpointOpt = None,
+        num_classes: NumClassesOpt = None,
+        pretrained: PretrainedOpt = False,
         data: DataOpt = None,
         runs: Annotated[int, typer.Option(min=1)] = 50,
         threads: ThreadsOpt = 2,
@@ -882,7 +938,9 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         - `edgegate deploy`
         - `edgegate deploy qvit:attention=gated -o out/qvit`
         - `edgegate deploy mobilenet-v3-se --int8 --profile tensorrt -o out/mnv3`
+        - `edgegate deploy torchvision:resnet18 --pretrained -o out/r18` (where it can download)
         """
+        model = _model_spec(model, num_classes, pretrained)
         from edgegate.pipeline.deploy import deploy as run_deploy
         from edgegate.pipeline.summary import summary_sections
 

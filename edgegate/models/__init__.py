@@ -14,6 +14,7 @@ from edgegate.models.registry import (
     example_inputs,
     get_info,
     is_factory_spec,
+    is_vision_spec,
     list_models,
     load_checkpoint,
     load_model,
@@ -22,6 +23,7 @@ from edgegate.models.registry import (
     save_checkpoint,
     shipped_weights,
     weights_file,
+    with_vision_options,
 )
 
 __all__ = [
@@ -46,4 +48,6 @@ __all__ = [
     "display_command",
     "shipped_weights",
     "weights_file",
+    "is_vision_spec",
+    "with_vision_options",
 ]

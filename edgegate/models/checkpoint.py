@@ -1,4 +1,5 @@
-"""Checkpoints and model loading: zoo spec, user factory (`pkg.module:fn`) or `.pt2`.
+"""Checkpoints and model loading: zoo spec, user factory (`pkg.module:fn`), `.pt2`, or a
+library's model (`timm:NAME`, `torchvision:NAME`, built in `vision.py`).
 
 Loading is safe by default (design.md §7): checkpoints go through
 `torch.load(weights_only=True)`; importing a user's factory or unpickling a full pickle
@@ -15,7 +16,7 @@ import pickle
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,13 @@ from edgegate.models.spec import (
     is_zoo_name,
     parse_spec,
 )
+from edgegate.models.vision import TASK as VISION_TASK
+from edgegate.models.vision import (
+    build_vision_model,
+    head_mismatch,
+    is_vision_spec,
+    parse_vision_spec,
+)
 
 CHECKPOINT_FORMAT = "edgegate-ckpt-1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -41,24 +49,31 @@ _FACTORY_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 @dataclass
 class LoadedModel:
-    """A model ready to run: `module` in eval mode, `spec` its identity string."""
+    """A model ready to run: `module` in eval mode, `spec` its identity string. `task` is
+    known for zoo models (in `info`) and library classifiers (timm, torchvision); None for a
+    user's model, whose task the user names. `origin` says where weights that no file holds
+    came from (a library's random init or its pretrained weights), for reports."""
 
     module: nn.Module
     spec: str
     info: ModelInfo | None
     metrics: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None
+    origin: str | None = None
 
 
 def is_factory_spec(spec: str) -> bool:
     """'module:factory' or 'pkg.module:factory'; a zoo name before the colon makes it a zoo
     spec instead (``qvit:attention`` is a malformed zoo spec, not a module called qvit)."""
     spec = spec.strip()
-    if not _FACTORY_SPEC.match(spec):
+    if not _FACTORY_SPEC.match(spec) or is_vision_spec(spec):
         return False
     return not is_zoo_name(spec.partition(":")[0])
 
 
 def _record_spec(spec: str) -> str:
+    if is_vision_spec(spec):
+        return parse_vision_spec(spec).identity
     return spec.strip() if is_factory_spec(spec) else canonical_spec(spec)
 
 
@@ -215,7 +230,7 @@ def display_command(command: str) -> str:
 
 def shipped_weights(spec: str) -> Path | None:
     """The shipped weights file of a zoo spec, if there is one."""
-    if is_factory_spec(spec):
+    if is_factory_spec(spec) or is_vision_spec(spec):
         return None
     path = weights_file(spec)
     return path if path.is_file() else None
@@ -295,6 +310,54 @@ def _load_factory(
     return LoadedModel(module.eval(), spec, None, dict(ckpt["metrics"]) if ckpt else {})
 
 
+def _load_vision(
+    spec: str, recorded: str | None, ckpt: dict[str, Any] | None, path: Path | None
+) -> LoadedModel:
+    """A timm/torchvision classifier; a checkpoint's recorded spec supplies ``num_classes``
+    when the given spec leaves it out, so ``-c`` alone reloads what `train` saved."""
+
+    def mismatch() -> BadInput:
+        return BadInput(
+            f"checkpoint '{path}' was saved for model '{recorded}', not '{spec}'; "
+            "drop the spec or match it"
+        )
+
+    if not is_vision_spec(spec):
+        raise mismatch()
+    wanted = parse_vision_spec(spec)
+    if recorded is not None:
+        if not is_vision_spec(recorded):
+            raise mismatch()
+        saved = parse_vision_spec(recorded)
+        same_classes = None in (wanted.num_classes, saved.num_classes) or (
+            wanted.num_classes == saved.num_classes
+        )
+        if (saved.library, saved.name) != (wanted.library, wanted.name) or not same_classes:
+            raise mismatch()
+        wanted = replace(wanted, num_classes=wanted.num_classes or saved.num_classes)
+    if wanted.pretrained and ckpt is not None:
+        raise BadInput(
+            f"--pretrained and checkpoint '{path}' both give the weights of "
+            f"{wanted.identity}: pass one"
+        )
+    module = build_vision_model(wanted)
+    if ckpt is not None and path is not None:
+        classes = head_mismatch(module, ckpt["state_dict"])
+        if classes is not None:
+            raise BadInput(
+                f"checkpoint '{path}' holds a {classes}-class head, but {wanted.identity} "
+                f"is built with another count: pass --num-classes {classes}"
+            )
+        _load_state(module, ckpt["state_dict"], path, wanted.identity)
+    metrics = dict(ckpt.get("metrics", {})) if ckpt else {}
+    origin = (
+        f"{wanted.library} pretrained" if wanted.pretrained else f"{wanted.library} random init"
+    )
+    return LoadedModel(
+        module.eval(), wanted.identity, None, metrics, task=VISION_TASK, origin=origin
+    )
+
+
 def load_model(
     spec: str | None,
     checkpoint: str | os.PathLike[str] | None = None,
@@ -302,7 +365,8 @@ def load_model(
     trust_code: bool = False,
     pretrained: bool = True,
 ) -> LoadedModel:
-    """Resolve a model: zoo spec (+ checkpoint or shipped weights), 'pkg.mod:fn', or '.pt2'.
+    """Resolve a model: zoo spec (+ checkpoint or shipped weights), 'pkg.mod:fn', '.pt2', or
+    'timm:NAME' / 'torchvision:NAME' (+ checkpoint, or ``:pretrained=true`` in the spec).
 
     With spec None the checkpoint's recorded spec is used. A bare path to a .pt/.pth file
     given as the spec is taken as the checkpoint.
@@ -311,7 +375,8 @@ def load_model(
         spec = None
     if spec is None and checkpoint is None:
         raise BadInput(
-            "no model given: pass a zoo spec, 'pkg.module:factory', a .pt2 file or a checkpoint"
+            "no model given: pass a zoo spec, 'pkg.module:factory', 'timm:NAME', "
+            "'torchvision:NAME', a .pt2 file or a checkpoint"
         )
     if spec is not None and spec.strip().endswith(".pt2"):
         if checkpoint is not None:
@@ -331,6 +396,8 @@ def load_model(
         if recorded is None:
             raise BadInput(f"checkpoint '{path}' records no model spec; pass one")
         spec = recorded
+    if is_vision_spec(spec) or is_vision_spec(recorded):
+        return _load_vision(spec, recorded, ckpt, path)
     if is_factory_spec(spec):
         return _load_factory(spec, ckpt, path, trust_code)
 

@@ -1,7 +1,8 @@
 """The model registry API used by the CLI, training and the pipeline (one import point).
 
 Specs: a zoo spec `name[:key=value,...]`, a user factory `pkg.module:factory` (needs
-trust_code), or a `.pt2` exported program. See `spec.py`, `measure.py`, `checkpoint.py`.
+trust_code), a `.pt2` exported program, or a library's classifier `timm:NAME` /
+`torchvision:NAME`. See `spec.py`, `measure.py`, `checkpoint.py`, `vision.py`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from edgegate.models.spec import (
     list_models,
     parse_spec,
 )
+from edgegate.models.vision import is_vision_spec, with_vision_options
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -51,4 +53,6 @@ __all__ = [
     "display_command",
     "shipped_weights",
     "weights_file",
+    "is_vision_spec",
+    "with_vision_options",
 ]

@@ -74,14 +74,16 @@ def flip_rate(reference: list[np.ndarray], candidate: list[np.ndarray], threshol
     )
 
 
-def agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict[str, float]:
+def agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict[str, float | None]:
     """Top-1 agreement of the first output, overall and on decisions that are not near-ties
-    (reference top two further apart than the INT8 tolerance), as `validate` judges it."""
+    (reference top two further apart than the INT8 tolerance), as `validate` judges it; the
+    latter is None when no row is decisive."""
     ref, cand = reference[0], candidate[0]
     near_tie = Tolerance.for_precision("int8").allowed_abs(ref)
+    overall, decisive = top1_agreement(ref, cand), top1_agreement(ref, cand, near_tie)
     return {
-        "top1_agreement": round(top1_agreement(ref, cand), 4),
-        "decisive_top1_agreement": round(top1_agreement(ref, cand, near_tie), 4),
+        "top1_agreement": None if overall is None else round(overall, 4),
+        "decisive_top1_agreement": None if decisive is None else round(decisive, 4),
         "near_tie_margin": round(near_tie, 6),
     }
 

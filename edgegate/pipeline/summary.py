@@ -34,6 +34,10 @@ def validation_rows(val: dict[str, Any]) -> Rows:
         rows.append(("top-1 agreement", f"{val['top1_agreement']:.2f} %"))
     if val.get("decisive_top1_agreement") is not None:
         rows.append(("  where not a near-tie", f"{val['decisive_top1_agreement']:.2f} %"))
+    elif val.get("top1_agreement") is not None and val.get("tolerance", {}).get(
+        "agreement_suffices"
+    ):
+        rows.append(("  where not a near-tie", "no row is decisive"))
     if val.get("kernel_agreement") is not None:
         rows.append(("fused kernels vs dequantized", f"{val['kernel_agreement']:.2f} % top-1"))
     rows += range_rows(val.get("ranges") or {})
@@ -137,7 +141,9 @@ def int8_rows(result: dict[str, Any]) -> Rows:
     rows += [(f"{stage} {key}", f"{acc[stage][key]:.4g}") for stage in acc]
     agreement = result["onnx_vs_fake_quant"]
     rows.append(("onnx vs fake-quant top-1", f"{agreement['top1_agreement']:.2f} %"))
-    rows.append(("  where not a near-tie", f"{agreement['decisive_top1_agreement']:.2f} %"))
+    decisive = agreement["decisive_top1_agreement"]
+    decisive_text = "no row is decisive" if decisive is None else f"{decisive:.2f} %"
+    rows.append(("  where not a near-tie", decisive_text))
     if result.get("kernel_agreement") is not None:
         rows.append(("fused kernels vs dequantized", f"{result['kernel_agreement']:.2f} % top-1"))
     if "gate_flip_rate" in result:

@@ -407,9 +407,14 @@ assert set(TASKS) == set(TASK_NAMES), "every zoo task needs a Task object"
 
 
 def resolve_task(loaded: LoadedModel, name: str | None = None) -> Task:
-    """The model's task: the zoo's record, else the ``--task`` a user model was given."""
+    """The model's task: the zoo's record, the source's (timm and torchvision build image
+    classifiers), else the ``--task`` a user model was given."""
     if loaded.info is not None:
         return TASKS[loaded.info.task]
+    if loaded.task is not None:
+        if name not in (None, loaded.task):
+            raise BadInput(f"model '{loaded.spec}' is an {loaded.task} model: drop --task {name}")
+        return TASKS[loaded.task]
     if name is None:
         raise BadInput(
             f"model '{loaded.spec}' is not from the zoo: pass --task ({', '.join(TASKS)})"

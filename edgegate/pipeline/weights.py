@@ -45,7 +45,7 @@ def record_weights(loaded: LoadedModel, checkpoint: Path | None) -> WeightsRecor
             PROGRAM, f"exported program {loaded.spec}", os.fspath(path), _hash(path)
         )
     if loaded.info is None:
-        return WeightsRecord(STORED, f"user model (stored in {WEIGHTS_FILE})")
+        return WeightsRecord(STORED, f"{loaded.origin or 'user model'} (stored in {WEIGHTS_FILE})")
     shipped = shipped_weights(loaded.spec)
     if shipped is None:
         return WeightsRecord(STORED, f"random init (no shipped weights; stored in {WEIGHTS_FILE})")

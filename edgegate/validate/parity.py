@@ -85,20 +85,48 @@ def output_parity(ref: np.ndarray, cand: np.ndarray) -> OutputParity:
     )
 
 
-def top1_agreement(ref: np.ndarray, cand: np.ndarray, near_tie: float = 0.0) -> float:
-    """Percent of rows (last axis = classes) whose argmax agrees.
+def top1_agreement(ref: np.ndarray, cand: np.ndarray, near_tie: float = 0.0) -> float | None:
+    """Percent of rows (last axis = classes) whose argmax agrees; None when no row is compared.
 
     Rows whose reference top two lie within ``near_tie`` of each other are left out: there an
     error the tolerance allows may flip the decision, so a flip says nothing about a mismatch.
     A byte LM has many such near-ties (a one-step logit difference decides them), which is
-    why INT8 checks also report this "decisive" agreement.
+    why INT8 checks also report this "decisive" agreement. When every row is a near-tie there
+    is nothing to agree on, which is not 100 % agreement: the answer is None.
     """
     ref2, cand2 = ref.reshape(-1, ref.shape[-1]), cand.reshape(-1, cand.shape[-1])
     agree = ref2.argmax(-1) == cand2.argmax(-1)
     if near_tie > 0 and ref2.shape[-1] > 1:
         top2 = np.sort(ref2, axis=-1)[:, -2:]
         agree = agree[(top2[:, 1] - top2[:, 0]) > near_tie]
-    return 100.0 * float(agree.mean()) if agree.size else 100.0
+    return 100.0 * float(agree.mean()) if agree.size else None
+
+
+FP16_SMALLEST_NORMAL = float(np.finfo(np.float16).tiny)  # 6.1e-05
+
+
+def fp16_underflow(ref: np.ndarray, cand: np.ndarray) -> str | None:
+    """Why an fp16 candidate may have lost an output to underflow, or None.
+
+    A randomly initialised network can give logits of 1e-11: float16 flushes them to zero
+    (or keeps a few subnormal steps), so the cosine reads 0 although nothing is wrong with
+    the export, only with the precision.
+    """
+    peak = float(np.abs(ref).max()) if ref.size else 0.0
+    if peak == 0.0:
+        return None
+    if peak < FP16_SMALLEST_NORMAL:
+        return (
+            f"the reference's values (max |ref| {peak:.2g}) lie below float16's smallest "
+            f"normal {FP16_SMALLEST_NORMAL:.2g}, where fp16 keeps no precision (they flush to "
+            "zero or to a few subnormal steps): export with --precision fp32"
+        )
+    if not np.any(cand):
+        return (
+            "the candidate is all zeros where the reference is not (float16 underflow "
+            "inside the network?): export with --precision fp32"
+        )
+    return None
 
 
 def compare_outputs(
@@ -135,19 +163,43 @@ def compare_outputs(
                 f"output '{name}': cosine {metrics.cosine:.6f} < {tolerance.min_cosine}"
             )
         if name in classifier_outputs:
-            agree = top1_agreement(ref, cand)
-            report.top1_agreement = agree
-            judged = agree
-            if tolerance.agreement_suffices:
-                judged = top1_agreement(ref, cand, near_tie=allowed)
-                report.decisive_top1_agreement = judged
-            if agree < tolerance.min_top1_agreement and judged < tolerance.min_top1_agreement:
-                detail = "" if judged == agree else f"; {judged:.2f} % where not a near-tie"
-                report.failures.append(f"output '{name}': top-1 agreement {agree:.2f} %{detail}")
+            _judge_top1(report, name, ref, cand, allowed)
         if name in gate_outputs:
             agree = 100.0 * float(((ref >= gate_threshold) == (cand >= gate_threshold)).mean())
             report.gate_agreement = agree
             if agree < tolerance.min_gate_agreement:
                 report.failures.append(f"output '{name}': gate decisions agree on {agree:.2f} %")
+        failed_here = any(f.startswith(f"output '{name}':") for f in report.failures)
+        hint = fp16_underflow(ref, cand) if tolerance.precision == "fp16" else None
+        if failed_here and hint:
+            report.failures.append(f"output '{name}': {hint}")
     report.passed = not report.failures
     return report
+
+
+def _judge_top1(
+    report: ParityReport, name: str, ref: np.ndarray, cand: np.ndarray, near_tie: float
+) -> None:
+    """Top-1 agreement of a classifier output; where agreement suffices, the decisive rows'
+    agreement may pass it too, but only if there are decisive rows."""
+    tolerance = report.tolerance
+    agree = top1_agreement(ref, cand)
+    report.top1_agreement = agree
+    if agree is None:  # no rows at all
+        return
+    if not tolerance.agreement_suffices:
+        if agree < tolerance.min_top1_agreement:
+            report.failures.append(f"output '{name}': top-1 agreement {agree:.2f} %")
+        return
+    decisive = top1_agreement(ref, cand, near_tie=near_tie)
+    report.decisive_top1_agreement = decisive
+    best = agree if decisive is None else max(agree, decisive)
+    if best >= tolerance.min_top1_agreement:
+        return
+    if decisive is None:
+        detail = f"; no row is decisive (every reference top two within {near_tie:.3g})"
+    elif decisive == agree:
+        detail = ""
+    else:
+        detail = f"; {decisive:.2f} % where not a near-tie"
+    report.failures.append(f"output '{name}': top-1 agreement {agree:.2f} %{detail}")
