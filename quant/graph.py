@@ -21,21 +21,19 @@ import torch
 import torch.nn.functional as F
 from brevitas.nn import QuantConv1d, QuantConv2d, QuantIdentity, QuantLinear
 from torch import fx, nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from edgegate.errors import BadInput
 from edgegate.models.blocks.attention import ClippedSoftmax
 from edgegate.models.blocks.gate import Gate
-from edgegate.models.blocks.scans import DeltaRuleScan, GLAScan, LinearScan
 from edgegate.models.lm import StreamingLM
-from edgegate.quant.fx_inputs import depends_on_input
+from edgegate.quant.batch_norm import fold_batch_norm
 from edgegate.quant.gates import gate_output_quant
 from edgegate.quant.profiles import QuantProfile
 from edgegate.quant.quantizers import act_quantizer, bias_quantizer, weight_quantizer
+from edgegate.recognise import Recognition, recognise
+from edgegate.recognise.graph import SCAN_TYPES, depends_on_input, plain_layer
 
-SCAN_TYPES = (LinearScan, GLAScan, DeltaRuleScan)
-GATE_OUTPUT_TYPES = (Gate, ClippedSoftmax, nn.Softmax)
-LEAF_TYPES = (*GATE_OUTPUT_TYPES, *SCAN_TYPES)
+LEAF_TYPES = (Gate, ClippedSoftmax, nn.Softmax, *SCAN_TYPES)
 COMPUTE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
@@ -59,9 +57,20 @@ class KeepFloat(nn.Module):
         return self.layer(*args)
 
 
+def plain_norm_or_layer(module: nn.Module) -> bool:
+    """A conv, linear or batch norm of any class that runs torch's own forward: traced as one
+    leaf, so it quantizes and folds like the torch class (timm and torchvision subclass them)."""
+    if plain_layer(module) is not None:
+        return True
+    norm = nn.modules.batchnorm._BatchNorm
+    return isinstance(module, norm) and type(module).forward is norm.forward
+
+
 class _GatedTracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (*LEAF_TYPES, KeepFloat)) or super().is_leaf_module(m, qualname)
+        if isinstance(m, (*LEAF_TYPES, KeepFloat)) or plain_norm_or_layer(m):
+            return True
+        return super().is_leaf_module(m, qualname)
 
 
 STATE_INPUT = "state{}"  # the streaming graph's state inputs: state0, state1, ... (one per layer)
@@ -123,7 +132,7 @@ def scan_feeders(graph_module: fx.GraphModule) -> set[str]:
             seen.add(producer)
             if producer.op == "call_module":
                 module = modules[producer.target]
-                if isinstance(module, COMPUTE_TYPES):
+                if plain_layer(module) is not None:
                     feeders.add(producer.target)
                     continue
                 if isinstance(module, SCAN_TYPES):
@@ -286,7 +295,7 @@ def _place_quantizers(graph_module: fx.GraphModule, config: QuantConfig) -> None
         module = modules.get(node.target) if node.op == "call_module" else None
         if isinstance(module, QuantIdentity):
             quantized[node] = (module.act_quant, True)
-        elif module is not None and type(module) in COMPUTE_TYPES:
+        elif module is not None and plain_layer(module) is not None:
             source = node.args[0]
             known = quantized.get(source) if share else None
             layer = _quant_layer(module, config, known[0] if known else None)
@@ -319,75 +328,32 @@ def _place_quantizers(graph_module: fx.GraphModule, config: QuantConfig) -> None
     graph_module.recompile()
 
 
-def conv_bn_pairs(graph_module: fx.GraphModule) -> list[tuple[fx.Node, fx.Node]]:
-    """(conv, BN) node pairs that fold: a BatchNorm right after a conv that feeds nothing else."""
-    modules = dict(graph_module.named_modules())
-    pairs = []
-    for node in graph_module.graph.nodes:
-        if node.op != "call_module" or not isinstance(
-            modules[node.target], (nn.BatchNorm1d, nn.BatchNorm2d)
-        ):
-            continue
-        producer = node.args[0]
-        if (
-            isinstance(producer, fx.Node)
-            and producer.op == "call_module"
-            and type(modules[producer.target]) in (nn.Conv1d, nn.Conv2d)
-            and len(producer.users) == 1
-        ):
-            pairs.append((producer, node))
-    return pairs
-
-
-def fold_batch_norm(graph_module: fx.GraphModule) -> int:
-    """Fold every BatchNorm that directly follows a conv (and feeds nothing else) into it.
-
-    Folding first makes the fake-quant model match the fused inference graph: the int8 weights
-    are the folded ones, as every runtime executes them.
-    """
-    pairs = conv_bn_pairs(graph_module)
-    for conv, bn in pairs:
-        fused = fuse_conv_bn_eval(
-            graph_module.get_submodule(conv.target), graph_module.get_submodule(bn.target)
-        )
-        replace_module(graph_module, conv.target, fused)
-        bn.replace_all_uses_with(conv)
-        graph_module.graph.erase_node(bn)
-    graph_module.graph.lint()
-    graph_module.delete_all_unused_submodules()
-    graph_module.recompile()
-    return len(pairs)
-
-
 def _not(excluded: fx.Node):
     return lambda user: user is not excluded
 
 
-def _insert_gate_quant(graph_module: fx.GraphModule, profile: QuantProfile) -> int:
-    """A fixed-range [0, 1] quantizer after every gate output; returns how many."""
-    modules = dict(graph_module.named_modules())
-    count = 0
-    for node in list(graph_module.graph.nodes):
-        if node.op != "call_module":
-            continue
-        module = modules[node.target]
-        if not isinstance(module, GATE_OUTPUT_TYPES):
-            continue
-        if isinstance(module, Gate) and module.role != "gate":
-            continue  # a scan's beta: stays float with the scan
-        if not depends_on_input(node):
-            # an input-independent gate (the GC channel gate) is a constant, i.e. a weight:
-            # L1 drives its open values to ~0.005, which a 1/255 grid would move by 20-50 %
-            continue
-        name = f"{node.target.replace('.', '_')}_gate_quant"
+def _insert_gate_quant(
+    graph_module: fx.GraphModule, profile: QuantProfile, recognition: Recognition
+) -> list[dict[str, str]]:
+    """A fixed-range [0, 1] quantizer after every recognised gate output; returns each gate's
+    record with the name of its quantizer module."""
+    names = set(dict(graph_module.named_modules()))
+    records = []
+    for found in recognition.found:
+        node = found.node
+        base = node.target if node.op == "call_module" else f"{found.path}.{node.name}"
+        name = f"{str(base).strip('.').replace('.', '_')}_gate_quant"
+        while name in names:
+            name = f"{name}_"
+        names.add(name)
         graph_module.add_module(name, gate_output_quant(profile))
         with graph_module.graph.inserting_after(node):
             quant_node = graph_module.graph.call_module(name, (node,))
         node.replace_all_uses_with(quant_node, delete_user_cb=_not(quant_node))
-        count += 1
+        records.append({**found.to_dict(), "node": node.name, "quantizer": name})
     graph_module.graph.lint()
     graph_module.recompile()
-    return count
+    return records
 
 
 def _insert_state_quant(graph_module: fx.GraphModule, config: QuantConfig) -> int:
@@ -415,6 +381,16 @@ def state_quantizers(model: nn.Module) -> dict[str, nn.Module]:
     return dict(sorted(found.items(), key=lambda item: int(item[0][5:].split("_")[0])))
 
 
+def gate_record(gates: list[dict], recognition: Recognition) -> dict[str, list[dict]]:
+    """What report.json and the manifest say about gates: each recognised one (with its
+    quantizer), the gate-like ops left unrecognised (warned), those left float by design."""
+    return {
+        "recognised": gates,
+        "unrecognised": [item.to_dict() for item in recognition.leftovers if item.warn],
+        "left_float": [item.to_dict() for item in recognition.leftovers if not item.warn],
+    }
+
+
 def check_config(config: QuantConfig) -> None:
     """BadInput for a configuration graph-mode PTQ cannot apply (before any work is done)."""
     weight_quantizer(config.profile, config.method)
@@ -430,10 +406,17 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> fx.GraphModule:
         _keep_float(model, scan_feeders(trace(model)))
     graph_module = trace(model)
     fold_batch_norm(graph_module)
+    recognition = recognise(graph_module)
     # gates first, so matmul inputs that are gate outputs are not re-quantized by a calibrated
     # quantizer on top of the fixed [0, 1] one
     if config.profile.act_bits is not None:  # weight-only profiles leave activations float
-        _insert_gate_quant(graph_module, config.profile)
+        gates = _insert_gate_quant(graph_module, config.profile, recognition)
+    else:
+        gates = [
+            {**found.to_dict(), "node": found.node.name, "quantizer": None}
+            for found in recognition.found
+        ]
+    graph_module.gate_record = gate_record(gates, recognition)
     if state_count(model):
         _insert_state_quant(graph_module, config)
     _place_quantizers(graph_module, config)

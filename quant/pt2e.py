@@ -40,7 +40,7 @@ from edgegate.atomic import atomic_write
 from edgegate.errors import BadInput
 from edgegate.libs import import_optional, quiet_imports
 from edgegate.ops.decompose import SCAN_OP_NAMES
-from edgegate.quant.fx_inputs import depends_on_input
+from edgegate.recognise.graph import depends_on_input
 
 # 0 -> -128 and 1 -> 127, both exact; the grid of design.md's "u8 scale 1/255" in int8
 GATE_SCALE = 1.0 / 255.0

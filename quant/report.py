@@ -20,7 +20,8 @@ from torch import nn
 from edgegate.atomic import atomic_write, save_png
 from edgegate.errors import BadInput
 from edgegate.jsonio import write_json
-from edgegate.quant.graph import conv_bn_pairs, trace
+from edgegate.quant.batch_norm import fold_sites
+from edgegate.quant.graph import trace
 from edgegate.quant.outliers import LayerStats, activation_stats
 
 Batch = tuple[torch.Tensor, ...]
@@ -63,17 +64,22 @@ def _as_tensor(out: Any) -> torch.Tensor:
     return getattr(out, "value", out)
 
 
-def _folded_into(float_model: nn.Module) -> dict[str, str]:
+def _folded_into(float_model: nn.Module) -> dict[str, str | None]:
     """Conv name -> name of the BatchNorm that ``quantize_model`` folds into it.
 
-    The quantized conv computes conv + BN, so its float reference is the BN's output.
-    Uses the rule ``graph.fold_batch_norm`` folds by; an untraceable model folds nothing.
+    The quantized conv computes conv + BN, so its float reference is the BN's output; a BN
+    run as a function inside a larger block (norm + activation) has no module of its own
+    whose output is that reference (None). Uses the rule ``batch_norm.fold_batch_norm``
+    folds by; an untraceable model folds nothing.
     """
     try:
         graph_module = trace(float_model)
     except BadInput:
         return {}
-    return {conv.target: bn.target for conv, bn in conv_bn_pairs(graph_module)}
+    return {
+        str(site.conv.target): str(site.bn.target) if site.bn.op == "call_module" else None
+        for site in fold_sites(graph_module)
+    }
 
 
 def _reference_modules(float_model: nn.Module, quant_model: nn.Module) -> dict[str, nn.Module]:
@@ -83,7 +89,9 @@ def _reference_modules(float_model: nn.Module, quant_model: nn.Module) -> dict[s
     references = {}
     for name, module in quant_model.named_modules():
         if isinstance(module, QUANT_LAYER_TYPES) and name in float_modules:
-            references[name] = float_modules[folded.get(name, name)]
+            reference = folded.get(name, name)
+            if reference is not None:  # no float module computes conv + functional BN alone
+                references[name] = float_modules[reference]
     return references
 
 
@@ -209,10 +217,39 @@ def _layer_line(row: Row) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def render_markdown(rows: Sequence[Row], summary: dict[str, Any]) -> str:
-    """The report as Markdown: summary key/value table, then one table row per layer."""
+def _gate_lines(gates: dict[str, Any]) -> list[str]:
+    """The recognised gates (path, family, how matched, flips) and what was left out."""
+    lines = ["", "## Gates", "", "| block | family | kind | matched by | flip % | quantizer |"]
+    lines.append("|---|---|---|---|---:|---|")
+    for gate in gates["recognised"]:
+        flip = gate.get("flip_rate")
+        cells = [
+            f"`{_cell(gate['path'] or '<root>')}`",
+            gate["family"],
+            gate["kind"],
+            _cell(gate["matched_by"]),
+            "-" if flip is None else f"{flip:.2f}",
+            "fixed [0, 1]" if gate.get("quantizer") else "none (weight-only)",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    for title, key in (("Unrecognised (warned)", "unrecognised"), ("Left float", "left_float")):
+        if gates.get(key):
+            lines += ["", f"{title}:", ""]
+            lines += [
+                f"- `{item['path'] or '<root>'}` ({item['what']}): {item['reason']}"
+                for item in gates[key]
+            ]
+    return lines
+
+
+def render_markdown(
+    rows: Sequence[Row], summary: dict[str, Any], gates: dict[str, Any] | None = None
+) -> str:
+    """The report as Markdown: summary key/value table, the gates, one table row per layer."""
     lines = ["# Quantization report", "", "## Summary", "", "| | |", "|---|---|"]
     lines += [f"| {_cell(str(k))} | {_cell(str(v))} |" for k, v in summary.items()]
+    if gates is not None:
+        lines += _gate_lines(gates)
     lines += ["", f"## Layers (SQNR limit {SQNR_LIMIT_DB:g} dB)", ""]
     lines += [
         "| layer | kind | max abs | kurtosis | weight range | SQNR dB | flag |",
@@ -250,14 +287,20 @@ def plot_sqnr(rows: Sequence[Row], path: str | Path) -> Path:
 
 
 def write_quant_report(
-    rows: Sequence[Row], directory: str | Path, summary: dict[str, Any]
+    rows: Sequence[Row],
+    directory: str | Path,
+    summary: dict[str, Any],
+    gates: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write quant_report.{json,md,png} into ``directory`` (each atomically); return their paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    json_path = write_json(directory / "quant_report.json", {"summary": summary, "layers": rows})
+    content: dict[str, Any] = {"summary": summary, "layers": rows}
+    if gates is not None:
+        content["gates"] = gates
+    json_path = write_json(directory / "quant_report.json", content)
     md_path = directory / "quant_report.md"
     with atomic_write(md_path, "w") as fh:
-        fh.write(render_markdown(rows, summary))
+        fh.write(render_markdown(rows, summary, gates))
     png_path = plot_sqnr(rows, directory / "quant_report.png")
     return [json_path, md_path, png_path]

@@ -39,12 +39,14 @@ from edgegate.pipeline.validate import INT8_STATE, runner_predict
 from edgegate.pipeline.weights import record_weights, store_weights
 from edgegate.progress import SILENT, Progress
 from edgegate.quant.calibrate import calibrate, calibrate_streaming
-from edgegate.quant.graph import QuantConfig, check_config, quantize_model
+from edgegate.quant.gate_check import gate_summary, gate_warnings
+from edgegate.quant.graph import QuantConfig, check_config, gate_record, quantize_model, trace
 from edgegate.quant.profiles import get_profile
 from edgegate.quant.qat import QATConfig, train_qat
 from edgegate.quant.qdq import activation_quants, to_qdq
 from edgegate.quant.quantizers import check_method
 from edgegate.quant.state import save_state, tensor_hash
+from edgegate.recognise import recognise
 from edgegate.targets import Target, for_profile, get_target
 from edgegate.validate.parity import Tolerance, compare_outputs, top1_agreement
 from edgegate.validate.timestep import plot_timestep, timestep_errors
@@ -153,6 +155,13 @@ class _BrevitasInt8:
     def save(self, stage: Path, spec: str, record: dict[str, Any]) -> None:
         save_state(stage / INT8_STATE, self.module, spec, record)
 
+    def gates(
+        self, float_module: nn.Module, batches: list[tuple[torch.Tensor, ...]] | None
+    ) -> dict[str, Any] | None:
+        """The recognised gates, each with its flip figures when ``batches`` are given."""
+        float_graph = trace(float_module) if batches is not None else None
+        return gate_summary(float_graph, self.module, batches)
+
     def activation_summary(self, exported: nn.Module) -> dict[str, Any]:
         quants = activation_quants(exported)
         return {
@@ -177,6 +186,19 @@ class _NativeInt8:
         self.target.save_int8_reference(
             self.module, self.args, self.dynamic_dims, stage / self.state_name
         )
+
+    def gates(
+        self, float_module: nn.Module, batches: list[tuple[torch.Tensor, ...]] | None
+    ) -> dict[str, Any] | None:
+        """The gates edgegate recognises; PT2E gives each sigmoid, hard-sigmoid and softmax
+        the model input reaches its own fixed [0, 1] quantization (no flip check here)."""
+        try:
+            recognition = recognise(trace(float_module))
+        except BadInput:
+            return None
+        fixed = f"{self.target.int8_toolchain} fixed [0, 1]"
+        gates = [{**found.to_dict(), "quantizer": fixed} for found in recognition.found]
+        return {**gate_record(gates, recognition), "max_flip_rate": None}
 
     def activation_summary(self, exported: nn.Module) -> dict[str, Any]:
         from edgegate.quant.pt2e import quantize_nodes
@@ -338,6 +360,8 @@ def quantize(
         fake_run = Recorder(torch_predict(qmodel))  # the trained model is the one that ships
         metrics["qat"] = kind.score(fake_run, test, float_module)
 
+    with progress.phase("gate-flip check"):
+        gates = int8.gates(quant_source, batches if stream is None else None)
     qdq = int8.exportable()
     quant_record = {
         "profile": config.profile.name,
@@ -354,6 +378,11 @@ def quantize(
             "requested": asked,
             "sha256": tensor_hash(calib),
         },
+        "gates": None
+        if gates is None
+        else [
+            {key: gate[key] for key in ("path", "family", "kind")} for gate in gates["recognised"]
+        ],
     }
     part, fixed = declare(
         make_part(INT8_STEM, qdq, args, *names, dims, metadata), target, RangePolicy.of(loaded)
@@ -404,7 +433,8 @@ def quantize(
             "ranges": {part.stem: checked.record()},
             **int8.activation_summary(qdq),
             "weights": weights.label,
-            "warnings": [*warnings, *checked.warnings()],
+            "gates": gates,
+            "warnings": [*warnings, *gate_warnings(gates), *checked.warnings()],
             "seconds": seconds,
         }
         if "qat" in metrics:
@@ -446,8 +476,9 @@ def quantize(
 
             with progress.phase("quantizability report"):
                 rows = quantizability_report(float_module, qmodel, batches)
+                meta = {k: v for k, v in quant_record.items() if k != "gates"}
                 written_reports = write_quant_report(
-                    rows, stage, {"model": loaded.spec, **quant_record}
+                    rows, stage, {"model": loaded.spec, **meta}, gates
                 )
             for path in written_reports:
                 files[path.name] = sha256_file(path)

@@ -128,6 +128,25 @@ def bench_rows(timed: dict[str, Any]) -> Rows:
     return rows
 
 
+def gate_rows(gates: dict[str, Any] | None) -> Rows:
+    """Recognised gates by family, the worst flip rate, and what was left unrecognised."""
+    if gates is None:
+        return []
+    families: dict[str, int] = {}
+    for gate in gates["recognised"]:
+        families[gate["family"]] = families.get(gate["family"], 0) + 1
+    text = f"{len(gates['recognised'])} recognised"
+    if families:
+        text += " (" + ", ".join(f"{name} {n}" for name, n in families.items()) + ")"
+    rows = [("gates", text)]
+    if gates.get("max_flip_rate") is not None:
+        rows.append(("  flips (fake-quant vs float)", f"at most {gates['max_flip_rate']:.2f} %"))
+    unrecognised = [f"{i['path'] or '<root>'} ({i['what']})" for i in gates["unrecognised"]]
+    if unrecognised:
+        rows.append(("  unrecognised", ", ".join(unrecognised)))
+    return rows
+
+
 def int8_rows(result: dict[str, Any]) -> Rows:
     """Human summary of a quantize run (the CLI table and deploy's report share it)."""
     acc = result["accuracy"]
@@ -150,6 +169,7 @@ def int8_rows(result: dict[str, Any]) -> Rows:
         rows.append(
             ("gate flips (onnx vs float)", f"{result['gate_flip_rate']['onnx_vs_float']} %")
         )
+    rows += gate_rows(result.get("gates"))
     recovery = result.get("qat_recovery")
     if recovery is not None and recovery["recovered_fraction"] is not None:
         rows.append(("QAT recovered", f"{100 * recovery['recovered_fraction']:.0f} % of PTQ loss"))

@@ -10,8 +10,9 @@ from torch import nn
 from edgegate.errors import BadInput
 from edgegate.models import build_model
 from edgegate.models.blocks.scans import DeltaRuleScan, GLAScan
+from edgegate.quant.batch_norm import fold_batch_norm
 from edgegate.quant.calibrate import calibrate
-from edgegate.quant.graph import KeepFloat, QuantConfig, fold_batch_norm, quantize_model, trace
+from edgegate.quant.graph import KeepFloat, QuantConfig, quantize_model, trace
 from edgegate.quant.graph import scan_feeders as find_scan_feeders
 from edgegate.quant.profiles import get_profile
 from edgegate.quant.qdq import tensor_quant, to_qdq
