@@ -571,6 +571,7 @@ def _judge(
     with progress.phase("fused kernels vs dequantized graph"):
         check = target.kernel_check(path, feed, kind.classifier_output, threads=2)
     summary["kernel_agreement"] = check["top1_agreement"] if check else None
+    summary["kernel_decisive_agreement"] = check.get("decisive_top1_agreement") if check else None
     if kind.gate_outputs:
         threshold = float(float_module.threshold)
         summary["gate_flip_rate"] = {

@@ -38,8 +38,7 @@ def validation_rows(val: dict[str, Any]) -> Rows:
         "agreement_suffices"
     ):
         rows.append(("  where not a near-tie", "no row is decisive"))
-    if val.get("kernel_agreement") is not None:
-        rows.append(("fused kernels vs dequantized", f"{val['kernel_agreement']:.2f} % top-1"))
+    rows += kernel_rows(val)
     rows += range_rows(val.get("ranges") or {})
     rows += localization_rows(val.get("localization"))
     if val.get("accuracy"):
@@ -128,6 +127,18 @@ def bench_rows(timed: dict[str, Any]) -> Rows:
     return rows
 
 
+def kernel_rows(result: dict[str, Any]) -> Rows:
+    """Fused integer kernels vs the dequantized graph, and where that is not a near-tie."""
+    overall = result.get("kernel_agreement")
+    if overall is None:
+        return []
+    rows = [("fused kernels vs dequantized", f"{overall:.2f} % top-1")]
+    decisive = result.get("kernel_decisive_agreement")
+    if decisive is not None and decisive != overall:
+        rows.append(("  where not a near-tie", f"{decisive:.2f} %"))
+    return rows
+
+
 def gate_rows(gates: dict[str, Any] | None) -> Rows:
     """Recognised gates by family, the worst flip rate, and what was left unrecognised."""
     if gates is None:
@@ -163,8 +174,7 @@ def int8_rows(result: dict[str, Any]) -> Rows:
     decisive = agreement["decisive_top1_agreement"]
     decisive_text = "no row is decisive" if decisive is None else f"{decisive:.2f} %"
     rows.append(("  where not a near-tie", decisive_text))
-    if result.get("kernel_agreement") is not None:
-        rows.append(("fused kernels vs dequantized", f"{result['kernel_agreement']:.2f} % top-1"))
+    rows += kernel_rows(result)
     if "gate_flip_rate" in result:
         rows.append(
             ("gate flips (onnx vs float)", f"{result['gate_flip_rate']['onnx_vs_float']} %")

@@ -437,6 +437,7 @@ def _host_checks(
             check = art.target.kernel_check(art.model_path, feed, kind.classifier_output, threads)
         if check is not None:
             checks["kernel_agreement"] = check["top1_agreement"]
+            checks["kernel_decisive_agreement"] = check.get("decisive_top1_agreement")
     checks["warnings"] = art.target.host_warnings(art.manifest, art.model_path.name)
     return checks
 

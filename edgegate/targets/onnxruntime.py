@@ -18,7 +18,7 @@ from edgegate.manifest import Manifest
 from edgegate.quant.profiles import PROFILES
 from edgegate.runtime import OnnxRuntimeRunner
 from edgegate.targets.onnx import OnnxTarget
-from edgegate.validate.parity import top1_agreement
+from edgegate.validate.parity import Tolerance, top1_agreement
 
 AVX2_PROFILE = f"onnxruntime:{X86_AVX2}"
 
@@ -46,14 +46,19 @@ class OnnxRuntimeTarget(OnnxTarget):
         self, path: Path, feed: dict[str, np.ndarray], output: str, threads: int | None
     ) -> dict[str, Any] | None:
         """Top-1 agreement (percent) of the fused integer kernels with the same graph run as
-        written (dequantize, then float): 100 unless the kernels round or saturate otherwise."""
+        written (dequantize, then float): 100 unless the kernels round or saturate otherwise.
+        Also over the rows that are not near-ties (the written graph's top two further apart
+        than the INT8 tolerance), where a one-step rounding difference cannot decide."""
         with (
             OnnxRuntimeRunner(path, threads=threads, fuse_qdq=True) as fused,
             OnnxRuntimeRunner(path, threads=threads, fuse_qdq=False) as written,
         ):
             fused_out, written_out = fused.run(feed)[output], written.run(feed)[output]
+        near_tie = Tolerance.for_precision("int8").allowed_abs(written_out)
+        decisive = top1_agreement(written_out, fused_out, near_tie)
         return {
             "top1_agreement": round(top1_agreement(written_out, fused_out), 4),
+            "decisive_top1_agreement": None if decisive is None else round(decisive, 4),
             "max_abs": float(np.abs(fused_out - written_out).max()) if fused_out.size else 0.0,
             "samples": int(len(next(iter(feed.values())))),
         }

@@ -181,7 +181,8 @@ def _judge_top1(
     report: ParityReport, name: str, ref: np.ndarray, cand: np.ndarray, near_tie: float
 ) -> None:
     """Top-1 agreement of a classifier output; where agreement suffices, the decisive rows'
-    agreement may pass it too, but only if there are decisive rows."""
+    agreement may pass it too. With no decisive row, agreement cannot judge: the output passes
+    if its error is within the tolerance relative to the output's own scale."""
     tolerance = report.tolerance
     agree = top1_agreement(ref, cand)
     report.top1_agreement = agree
@@ -196,8 +197,17 @@ def _judge_top1(
     best = agree if decisive is None else max(agree, decisive)
     if best >= tolerance.min_top1_agreement:
         return
+    max_abs = report.outputs[name].max_abs
+    # nothing to decide between: the error judges, relative to the output's own scale (the
+    # absolute floor that protects small outputs would pass a flushed-to-zero one)
+    own_scale = tolerance.max_abs_rel * (float(np.abs(ref).max()) if ref.size else 0.0)
+    if decisive is None and max_abs <= own_scale:
+        return
     if decisive is None:
-        detail = f"; no row is decisive (every reference top two within {near_tie:.3g})"
+        detail = (
+            f"; no row is decisive (every reference top two within {near_tie:.3g}) and max abs "
+            f"{max_abs:.3g} > {own_scale:.3g}, {tolerance.max_abs_rel:.3g} of the output's scale"
+        )
     elif decisive == agree:
         detail = ""
     else:

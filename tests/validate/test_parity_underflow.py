@@ -94,3 +94,20 @@ def test_the_threshold_is_float16s_smallest_normal():
     assert fp16_underflow(below, below) is not None
     assert fp16_underflow(above, above) is None
     assert fp16_underflow(np.zeros((2, 3)), np.zeros((2, 3))) is None
+
+
+def test_with_no_decisive_row_the_error_relative_to_the_output_scale_judges():
+    ref = _tiny_logits(scale=1e-3)  # int8's absolute floor (4/127) makes every row a near-tie
+    int8 = Tolerance.for_precision("int8")
+    rows = np.arange(len(ref))
+    best, second = ref.argmax(1), np.argsort(ref, 1)[:, -2]
+    ref[rows, second] = ref[rows, best] - np.float32(1e-7)  # top two 1e-7 apart
+    close = ref.copy()
+    close[rows, best], close[rows, second] = ref[rows, second], ref[rows, best]  # swapped
+    near = compare_outputs({"logits": ref}, {"logits": close}, int8, classifier_outputs={"logits"})
+    assert near.decisive_top1_agreement is None and near.top1_agreement < 100.0
+    assert near.passed, near.failures
+    far = ref[:, ::-1].copy()  # every decision moved, by the whole output scale
+    report = compare_outputs({"logits": ref}, {"logits": far}, int8, classifier_outputs={"logits"})
+    assert not report.passed
+    assert "of the output's scale" in report.failures[0]
