@@ -94,8 +94,22 @@ def inference_stats(graph_module: fx.GraphModule, node: fx.Node) -> BatchNormSta
     return BatchNormStats(mean, var, weight, bias, float(kwargs.get("eps", 1e-5)))
 
 
+_METADATA_ATTRS = {"ndim", "shape", "dtype", "device"}
+_METADATA_METHODS = {"dim", "size"}
+
+
+def _reads_only_metadata(user: fx.Node) -> bool:
+    """``x.ndim``, ``x.shape``, ``x.size()``: a shape check (timm asserts ``x.ndim == 4``
+    before its norm) that folding leaves true, since the fused conv's output has x's shape."""
+    if user.op == "call_function" and user.target is getattr:
+        return user.args[1] in _METADATA_ATTRS
+    return user.op == "call_method" and user.target in _METADATA_METHODS
+
+
 def _plain_conv(graph_module: fx.GraphModule, node: object) -> nn.Module | None:
-    if not isinstance(node, fx.Node) or node.op != "call_module" or len(node.users) != 1:
+    if not isinstance(node, fx.Node) or node.op != "call_module":
+        return None
+    if sum(not _reads_only_metadata(user) for user in node.users) != 1:
         return None
     module = graph_module.get_submodule(str(node.target))
     for base in _CONV_BASES:

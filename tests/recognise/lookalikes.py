@@ -11,7 +11,8 @@ Loaded as ``tests.recognise.lookalikes:<factory>`` with --trust-code.
 - ``TimmLikeSE``: ``x.mean((2, 3), keepdim=True)`` -> conv_reduce -> act -> conv_expand ->
   gate, then ``x * gate``; ``TimmLikeEffectiveSE``: one conv, hard-sigmoid gate.
 - ``BatchNormAct``: a BatchNorm2d subclass that runs ``F.batch_norm`` and its activation in
-  its own forward, as timm's ``BatchNormAct2d`` does, so the norm is a function in the graph.
+  its own forward after a shape check, as timm's ``BatchNormAct2d`` does, so the norm is a
+  function in the graph and the conv before it has a second (metadata-only) user.
 - ``PlainConv``: a Conv2d subclass that keeps torch's forward (timm's ``create_conv2d``).
 - ``HandWrittenSE``: an SE block whose gate is ``relu6(x + 3) / 6`` written out: no
   recogniser can read it, so it must be named in a warning.
@@ -34,6 +35,7 @@ class BatchNormAct(nn.BatchNorm2d):
         self.act = nn.Hardswish() if act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch._assert(x.ndim == 4, "expected a 4D input")  # a shape check, as timm's has
         x = F.batch_norm(
             x,
             self.running_mean,
