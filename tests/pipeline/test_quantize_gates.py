@@ -62,6 +62,7 @@ def test_report_and_manifest_list_each_gate_and_the_unrecognised_block(quantized
     assert any("HandWrittenSE at blocks.4.se" in w for w in report["warnings"])
     assert report["onnx_vs_fake_quant"]["decisive_top1_agreement"] in (100.0, None)
     assert report["kernel_agreement"] >= 99.0
+    assert report["kernel_decisive_agreement"] in (100.0, None)  # None: every row a near-tie
     manifest = read_manifest(quantized)
     assert [g["path"] for g in manifest.quant["gates"]] == [*SE_PATHS, ""]
     markdown = (quantized / "quant_report.md").read_text()
