@@ -28,6 +28,7 @@ from edgegate.models.blocks.attention import ClippedSoftmax
 from edgegate.models.blocks.gate import Gate
 from edgegate.models.blocks.scans import DeltaRuleScan, GLAScan, LinearScan
 from edgegate.models.lm import StreamingLM
+from edgegate.quant.exported import is_exported, plain_graph_module
 from edgegate.quant.fx_inputs import depends_on_input
 from edgegate.quant.gates import gate_output_quant
 from edgegate.quant.profiles import QuantProfile
@@ -93,6 +94,8 @@ def state_count(model: nn.Module) -> int:
 def trace(model: nn.Module) -> fx.GraphModule:
     """FX graph of ``model`` with gates, softmaxes and scans as leaf modules (a streaming LM's
     states as explicit inputs)."""
+    if is_exported(model):  # a .pt2: FX cannot trace its program again; rewrite it instead
+        return plain_graph_module(model)
     states = state_count(model)
     tracer = _StreamingTracer(states) if states else _GatedTracer()
     try:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import logging
 import os
 import pickle
 import re
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -236,19 +238,64 @@ def shipped_weights(spec: str) -> Path | None:
     return path if path.is_file() else None
 
 
-class ExportedModule(nn.Module):
-    """An exported program's module as a plain nn.Module (train/eval are no-ops on it)."""
+class _ProgramForward:
+    """``ExportedModule.forward`` with the program's own signature (``forward(x)``, not
+    ``forward(*args)``): torch.export binds example inputs and dynamic shapes to the signature
+    of ``forward``, and a ``*args`` one would take one nested tuple where every exporter gives
+    one entry per input. A descriptor, so that each access calls the instance's own program
+    (a deep copy's included)."""
 
-    def __init__(self, inner: nn.Module) -> None:
+    def __get__(self, instance: ExportedModule | None, owner: type) -> Any:
+        if instance is None:
+            return self
+        inner = instance.inner
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            return inner(*args, **kwargs)
+
+        forward.__signature__ = inspect.signature(inner.forward)  # type: ignore[attr-defined]
+        return forward
+
+
+class ExportedModule(nn.Module):
+    """An exported program's module as a plain nn.Module (train/eval are no-ops on it).
+
+    ``max_batch`` is the largest batch the program accepts (its range for the inputs' first
+    dim), None when unbounded: edgegate's own batched runs (scoring 256 rows at a time) stay
+    within it."""
+
+    forward = _ProgramForward()
+
+    def __init__(self, inner: nn.Module, max_batch: int | None = None) -> None:
         super().__init__()
         self.inner = inner
+        self.max_batch = max_batch
 
     def train(self, mode: bool = True) -> ExportedModule:
         self.training = mode  # exported graphs fix their mode at export time
         return self
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.inner(*args, **kwargs)
+
+def program_max_batch(program: torch.export.ExportedProgram) -> int | None:
+    """The largest first dim every user input of ``program`` accepts: its static size, or the
+    upper end of its symbol's range; None when no input bounds it."""
+    users = set(program.graph_signature.user_inputs)
+    limits = []
+    for node in program.graph.nodes:
+        value = node.meta.get("val")
+        if node.op != "placeholder" or node.name not in users:
+            continue
+        if not isinstance(value, torch.Tensor) or value.dim() == 0:
+            continue
+        size = value.shape[0]
+        if isinstance(size, int):
+            limits.append(size)
+            continue
+        bound = program.range_constraints.get(size.node.expr)
+        upper = None if bound is None else bound.upper
+        if upper is not None and upper.is_finite:
+            limits.append(int(upper))
+    return min(limits) if limits else None
 
 
 def _load_exported(path: Path) -> LoadedModel:
@@ -258,7 +305,9 @@ def _load_exported(path: Path) -> LoadedModel:
     level = export_log.level
     export_log.setLevel(logging.CRITICAL)  # torch logs a traceback before raising
     try:
-        program = torch.export.load(path)
+        with warnings.catch_warnings():  # torch's own deprecations while unpickling specs
+            warnings.simplefilter("ignore", FutureWarning)
+            program = torch.export.load(path)
     except Exception as err:
         raise BadInput(
             f"exported program '{path}' is corrupt or not a torch.export file "
@@ -266,7 +315,8 @@ def _load_exported(path: Path) -> LoadedModel:
         ) from err
     finally:
         export_log.setLevel(level)
-    return LoadedModel(ExportedModule(program.module()).eval(), str(path), None, {})
+    module = ExportedModule(program.module(), program_max_batch(program))
+    return LoadedModel(module.eval(), str(path), None, {})
 
 
 @contextlib.contextmanager
