@@ -9,7 +9,8 @@ rewrites the graph into those terms and leaves every other aten op as it is:
 - conv1d/conv2d/convolution, linear, and addmm/mm/matmul with a constant weight become
   ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Linear`` submodules holding a copy of the weights;
 - inference batch norm with constant statistics becomes an ``nn.BatchNorm1d/2d/3d``;
-- sigmoid and hard-sigmoid become ``nn.Sigmoid`` / ``nn.Hardsigmoid``;
+- sigmoid and hard-sigmoid (also in its core-aten form, ``clamp(x + 3, 0, 6) / 6``) become
+  ``nn.Sigmoid`` / ``nn.Hardsigmoid``;
 - relu, a plain add, matmul and bmm become the torch functions the placement rules match.
 
 A program's guards (``_guards_fn``: the sizes it was exported for) stay in the graph, so the
@@ -138,6 +139,11 @@ class _Rewriter:
         self._constants: dict[fx.Node, torch.Tensor | None] = {}
 
     def run(self) -> None:
+        for node in list(self.graph.nodes):  # first, before its add becomes operator.add
+            if node.op == "call_function" and node.target == aten.div.Tensor:
+                source = _hardsigmoid_input(node)
+                if source is not None:
+                    self._replace(node, nn.Hardsigmoid(), self._scope(node), (source,))
         for node in list(self.graph.nodes):
             if node.op != "call_function":
                 continue
@@ -342,6 +348,26 @@ class _Rewriter:
         graph_module.graph.lint()
         graph_module.recompile()
         return graph_module.eval()
+
+
+def _hardsigmoid_input(div: fx.Node) -> fx.Node | None:
+    """``x`` when ``div`` ends ``clamp(clamp(x + 3, 0), None, 6) / 6``, the core-aten form of
+    a hard sigmoid (a program saved after ``run_decompositions()``); else None."""
+    steps = (
+        (aten.clamp.default, (None, 6)),
+        (aten.clamp.default, (0,)),
+        (aten.add.Tensor, (3,)),
+    )
+    if tuple(div.args[1:]) != (6,) or div.kwargs:
+        return None
+    node = div.args[0]
+    for target, rest in steps:
+        if not isinstance(node, fx.Node) or node.target != target or len(node.users) != 1:
+            return None
+        if tuple(node.args[1:]) != rest or node.kwargs:
+            return None
+        node = node.args[0]
+    return node if isinstance(node, fx.Node) else None
 
 
 def _bind(node: fx.Node) -> dict[str, Any]:

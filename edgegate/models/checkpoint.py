@@ -9,6 +9,7 @@ needs `trust_code=True` (the CLI's `--trust-code`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import inspect
 import logging
@@ -274,6 +275,33 @@ class ExportedModule(nn.Module):
     def train(self, mode: bool = True) -> ExportedModule:
         self.training = mode  # exported graphs fix their mode at export time
         return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ExportedModule:
+        """A plain deep copy, without the FutureWarning torch prints for copying the program's
+        input spec (its own deprecated leaf class), which every quantize run would show."""
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return clone
+
+
+class ReexportFailed(RuntimeError):
+    """edgegate's own torch.export of a `.pt2` program failed. torch.export produced that
+    program once already, so the input is not at fault: the CLI reports an internal error
+    (a bug to report), never exit 2."""
+
+
+def export_failure(module: nn.Module, message: str) -> Exception:
+    """The error for a failed torch.export of ``module``: BadInput for a user's own code
+    (data-dependent branches, an op torch.export lacks), ReexportFailed for a loaded program."""
+    if isinstance(module, ExportedModule):
+        return ReexportFailed(
+            f"{message} (edgegate's re-export of an exported program: a bug in edgegate, not "
+            "in the input; --debug shows where)"
+        )
+    return BadInput(message)
 
 
 def program_max_batch(program: torch.export.ExportedProgram) -> int | None:
