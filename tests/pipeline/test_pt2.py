@@ -67,7 +67,7 @@ def _program_outputs(path: Path, images: np.ndarray) -> np.ndarray:
 def test_quantize_pt2_onnxruntime_passes_without_batch_norm(run_cli, tmp_path, cnn_pt2):
     out = tmp_path / "int8"
     result = run_cli("quantize", cnn_pt2, "--task", "image", "-p", "onnxruntime", *CALIB,
-                     "-o", out, "--json")  # fmt: skip
+                     "--report", "-o", out, "--json")  # fmt: skip
     assert result.code == 0, result.stderr
     report = result.json()
     assert report["passed"] and report["failures"] == []
@@ -78,6 +78,14 @@ def test_quantize_pt2_onnxruntime_passes_without_batch_norm(run_cli, tmp_path, c
     assert "BatchNormalization" not in ops  # folded into the convs before quantization
     assert ops.count("Conv") == 4 and ops.count("QuantizeLinear") >= 5
     assert read_manifest(out).precision == "int8"
+    # the per-layer report names the program's layers after the modules that held the weights
+    assert report["report_layers"] == 5
+    assert "`se_expand` | Conv2d" in (out / "quant_report.md").read_text()
+    # validate rebuilds the fake-quant model from the program and the saved state, and feeds
+    # it within the program's batch bound (256 parity rows, batch at most 64)
+    verdict = run_cli("validate", out, "--json")
+    assert verdict.code == 0, verdict.stderr
+    assert verdict.json()["top1_agreement"] >= 99.5
 
 
 @pytest.mark.parametrize("target", TARGETS)
