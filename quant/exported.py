@@ -10,7 +10,10 @@ rewrites the graph into those terms and leaves every other aten op as it is:
   ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Linear`` submodules holding a copy of the weights;
 - inference batch norm with constant statistics becomes an ``nn.BatchNorm1d/2d/3d``;
 - sigmoid and hard-sigmoid (also in its core-aten form, ``clamp(x + 3, 0, 6) / 6``) become
-  ``nn.Sigmoid`` / ``nn.Hardsigmoid``;
+  ``nn.Sigmoid`` / ``nn.Hardsigmoid``, softmax ``nn.Softmax`` and edgegate's clipped softmax
+  ``ClippedSoftmax``: the gate outputs that get fixed [0, 1] ranges;
+- edgegate's scan ops become the scan modules (`edgegate.models.blocks.scans`), so the
+  projections feeding them stay float as in the eager model;
 - relu, a plain add, matmul and bmm become the torch functions the placement rules match.
 
 A program's guards (``_guards_fn``: the sizes it was exported for) stay in the graph, so the
@@ -19,6 +22,7 @@ plain module refuses the inputs the program refuses.
 
 from __future__ import annotations
 
+import copy
 import operator
 import re
 from collections.abc import Callable
@@ -29,6 +33,8 @@ from torch import fx, nn
 from torch.utils import _pytree as pytree
 
 from edgegate.errors import BadInput
+from edgegate.models.blocks.attention import ClippedSoftmax
+from edgegate.models.blocks.scans import DeltaRuleScan, GLAScan, LinearScan
 from edgegate.models.checkpoint import ExportedModule
 
 aten = torch.ops.aten
@@ -70,14 +76,83 @@ _FUNCTIONS: dict[Any, Callable[..., Any]] = {
 _BATCH_NORM_TYPES = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
 
 
+class _ProgramLinearScan(LinearScan):
+    """A program's ``gated_linear_scan`` call as the scan module the quantizer keeps float."""
+
+    def forward(self, x, g, h0=None):  # noqa: ANN001, ANN201 - the op's own signature
+        return torch.ops.edgegate.gated_linear_scan(x, g, h0)
+
+
+class _ProgramGLAScan(GLAScan):
+    """A program's ``gated_linear_attention`` call, with the scale it was exported with."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = float(scale)
+
+    def forward(self, q, k, v, g, h0=None):  # noqa: ANN001, ANN201
+        return torch.ops.edgegate.gated_linear_attention(q, k, v, g, h0, self.scale)
+
+
+class _ProgramDeltaRuleScan(DeltaRuleScan):
+    """A program's ``gated_delta_rule`` call, with the scale it was exported with."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = float(scale)
+
+    def forward(self, q, k, v, g, beta, h0=None):  # noqa: ANN001, ANN201
+        return torch.ops.edgegate.gated_delta_rule(q, k, v, g, beta, h0, self.scale)
+
+
+def _edgegate_op(name: str) -> Any:
+    """``torch.ops.edgegate.<name>.default``, None where the op is not registered."""
+    return getattr(getattr(torch.ops.edgegate, name, None), "default", None)
+
+
+# edgegate op -> (module builder from the bound arguments, names of the tensor arguments)
+_EDGEGATE_MODULES: dict[Any, tuple[Callable[[dict[str, Any]], nn.Module], tuple[str, ...]]] = {
+    _edgegate_op("gated_linear_scan"): (lambda a: _ProgramLinearScan(), ("x", "g", "h0")),
+    _edgegate_op("gated_linear_attention"): (
+        lambda a: _ProgramGLAScan(a["scale"]),
+        ("q", "k", "v", "g", "h0"),
+    ),
+    _edgegate_op("gated_delta_rule"): (
+        lambda a: _ProgramDeltaRuleScan(a["scale"]),
+        ("q", "k", "v", "g", "beta", "h0"),
+    ),
+    _edgegate_op("clipped_softmax"): (
+        lambda a: ClippedSoftmax(a["gamma"], a["zeta"], int(a["dim"])),
+        ("x",),
+    ),
+}
+_EDGEGATE_MODULES.pop(None, None)
+
+
+PLAIN = "edgegate_plain_program"  # GraphModule.meta key of the graphs made here
+# the GraphModule.meta entry whose attributes fx sets again on a deep copy
+_PRESERVED = getattr(
+    fx.graph_module, "_USER_PRESERVED_ATTRIBUTES_KEY", "_user_preserved_attributes"
+)
+
+
 def is_exported(model: nn.Module) -> bool:
-    """Whether ``model`` is a loaded `.pt2` program (which FX cannot trace again)."""
+    """Whether ``model`` is a loaded `.pt2` program (which FX cannot trace again) or the plain
+    graph made of one (which needs no tracing)."""
+    if isinstance(model, fx.GraphModule):
+        return bool(model.meta.get(PLAIN))
     return isinstance(model, ExportedModule)
 
 
-def plain_graph_module(model: ExportedModule) -> fx.GraphModule:
+def plain_graph_module(model: nn.Module) -> fx.GraphModule:
     """The program inside ``model`` as a plain FX GraphModule that computes the same: layers
-    as modules (weights copied), everything else as the program's aten calls."""
+    as modules (weights copied), everything else as the program's aten calls. Given such a
+    graph module already (whose layers a pass may have swapped), a new graph over its modules,
+    as tracing it would give."""
+    if isinstance(model, fx.GraphModule) and model.meta.get(PLAIN):
+        return _marked(fx.GraphModule(model, copy.deepcopy(model.graph), "ExportedModule"), model)
+    if not isinstance(model, ExportedModule):
+        raise TypeError(f"{type(model).__name__} is not a loaded .pt2 program")
     inner = model.inner
     if not isinstance(inner, fx.GraphModule):
         raise BadInput(f"{type(inner).__name__} is not an exported program's graph module")
@@ -87,8 +162,16 @@ def plain_graph_module(model: ExportedModule) -> fx.GraphModule:
     graph.output(_unflatten_output(inner, flat_out))
     rewriter = _Rewriter(inner, graph)
     rewriter.run()
-    graph_module = rewriter.module()
-    graph_module.max_batch = model.max_batch  # the program's guards still bound the batch
+    return _marked(rewriter.module(), model)
+
+
+def _marked(graph_module: fx.GraphModule, source: nn.Module) -> fx.GraphModule:
+    """``graph_module`` marked as a program's plain graph, with the batch bound of ``source``
+    (the program's guards still hold it)."""
+    graph_module.meta[PLAIN] = True
+    graph_module.max_batch = getattr(source, "max_batch", None)
+    # kept by deep copies too (GraphModule copies rebuild from the graph and drop attributes)
+    graph_module.meta.setdefault(_PRESERVED, {})["max_batch"] = graph_module.max_batch
     return graph_module
 
 
@@ -143,7 +226,7 @@ class _Rewriter:
             if node.op == "call_function" and node.target == aten.div.Tensor:
                 source = _hardsigmoid_input(node)
                 if source is not None:
-                    self._replace(node, nn.Hardsigmoid(), self._scope(node), (source,))
+                    self._replace(node, nn.Hardsigmoid(), (source,))
         for node in list(self.graph.nodes):
             if node.op != "call_function":
                 continue
@@ -156,7 +239,14 @@ class _Rewriter:
             elif node.target in _BATCH_NORMS:
                 self._batch_norm(node)
             elif node.target in _GATES:
-                self._replace(node, _GATES[node.target](), self._scope(node), (node.args[0],))
+                self._replace(node, _GATES[node.target](), (node.args[0],))
+            elif node.target in (aten._softmax.default, aten.softmax.int):
+                self._softmax(node)
+            elif node.target in _EDGEGATE_MODULES:
+                build, inputs = _EDGEGATE_MODULES[node.target]
+                bound = _bind(node)
+                args = tuple(bound[name] for name in inputs)
+                self._replace(node, build(bound), args)
             elif node.target == aten.add.Tensor and node.kwargs.get("alpha", 1) == 1:
                 node.target, node.kwargs = operator.add, {}
             elif node.target in _FUNCTIONS:
@@ -225,7 +315,7 @@ class _Rewriter:
         except (ValueError, RuntimeError):  # e.g. padding="same" with a stride nn refuses
             return
         _load(module, weight, bias_value)
-        self._replace(node, module, _owner(bound["weight"], node), (bound["input"],))
+        self._replace(node, module, (bound["input"],), _owner(bound["weight"], node))
 
     def _linear(self, node: fx.Node) -> bool:
         """linear(x, W, b); addmm(b, x, W^T); mm(x, W^T); matmul(x, W^T) with a constant W."""
@@ -251,7 +341,7 @@ class _Rewriter:
             return False
         module = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
         _load(module, weight, bias_value)
-        self._replace(node, module, _owner(weight_arg, node), (source,))
+        self._replace(node, module, (source,), _owner(weight_arg, node))
         return True
 
     def _batch_norm(self, node: fx.Node) -> None:
@@ -285,25 +375,35 @@ class _Rewriter:
         module.to(mean.dtype).eval()
         name = _owner(bound["running_mean"], node)
         if not tuple_out:
-            self._replace(node, module, name, (bound["input"],))
+            self._replace(node, module, (bound["input"],), name)
             return
-        call = self._replace(node, module, name, (bound["input"],), keep=True)
+        call = self._replace(node, module, (bound["input"],), name, keep=True)
         for user in users:
             user.replace_all_uses_with(call)
             self.graph.erase_node(user)
         self.graph.erase_node(node)
 
+    def _softmax(self, node: fx.Node) -> None:
+        """A softmax that keeps its input's dtype (no ``dtype``, no half-to-float)."""
+        bound = _bind(node)
+        if bound.get("half_to_float") or bound.get("dtype") is not None:
+            return
+        module = nn.Softmax(dim=int(bound["dim"]))
+        self._replace(node, module, (bound["self"],))
+
     def _replace(
         self,
         node: fx.Node,
         module: nn.Module,
-        name: str,
         args: tuple[Any, ...],
+        name: str | None = None,
         keep: bool = False,
     ) -> fx.Node:
-        """A call_module in place of ``node`` (its name settled in `module`)."""
+        """A call_module in place of ``node``, asking for ``name`` (default: where the program
+        called it, `_scope`); the final name is settled in `module`."""
+        name = name or _scope(node, module)
         with self.graph.inserting_before(node):
-            call = self.graph.call_module(name, args)  # (the final name comes in `module`)
+            call = self.graph.call_module(name, args)
         call.meta = dict(node.meta)
         self.new[call] = module
         self.names[call] = name
@@ -311,21 +411,6 @@ class _Rewriter:
             node.replace_all_uses_with(call)
             self.graph.erase_node(node)
         return call
-
-    def _scope(self, node: fx.Node) -> str:
-        """``<the module that called it>.<node name>`` (just the module's path when that module
-        is itself the activation, an ``nn.Sigmoid`` say)."""
-        stack = node.meta.get("nn_module_stack") or {}
-        if not stack:
-            return node.name
-        path, kind = list(stack.values())[-1]
-        path = _clean_path(path)
-        if not path:
-            return node.name
-        kind_name = getattr(kind, "__name__", str(kind).rsplit(".", 1)[-1])
-        if kind_name.lower() == node.target.__name__.split(".")[0]:
-            return path
-        return f"{path}.{node.name}"
 
     # --- the module ---------------------------------------------------------------------
 
@@ -337,7 +422,8 @@ class _Rewriter:
         root: dict[str, Any] = {}
         for node in self.graph.nodes:
             if node.op in ("get_attr", "call_module") and node not in self.new:
-                root[str(node.target)] = _fetch(self.inner, str(node.target))
+                # copies: quantization and QAT must leave the loaded program as it was
+                root[str(node.target)] = copy.deepcopy(_fetch(self.inner, str(node.target)))
         used: set[str] = set()
         for call, module in self.new.items():
             name = _free_name(self.names[call], taken | used)
@@ -368,6 +454,21 @@ def _hardsigmoid_input(div: fx.Node) -> fx.Node | None:
             return None
         node = node.args[0]
     return node if isinstance(node, fx.Node) else None
+
+
+def _scope(node: fx.Node, module: nn.Module) -> str:
+    """The path of the module that called ``node`` when it is that kind of module (a user's
+    ``nn.Sigmoid``, a zoo ``GLAScan``), else ``<that path>.<node name>``; the node's name
+    where the program recorded no module."""
+    stack = node.meta.get("nn_module_stack") or {}
+    path, kind = list(stack.values())[-1] if stack else ("", "")
+    path = _clean_path(path)
+    if not path:
+        return node.name
+    kind_name = getattr(kind, "__name__", str(kind).rsplit(".", 1)[-1])
+    if kind_name in {cls.__name__ for cls in type(module).__mro__}:
+        return path
+    return f"{path}.{node.name}"
 
 
 def _bind(node: fx.Node) -> dict[str, Any]:

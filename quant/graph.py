@@ -428,7 +428,8 @@ def check_config(config: QuantConfig) -> None:
 def quantize_model(model: nn.Module, config: QuantConfig) -> fx.GraphModule:
     """Fake-quant copy of ``model`` (eval mode, BN folded), ready for calibration."""
     check_config(config)
-    model = copy.deepcopy(model).eval()
+    # a .pt2 becomes its plain graph first (a copy), so layers are found and kept by name
+    model = plain_graph_module(model) if is_exported(model) else copy.deepcopy(model).eval()
     if not config.quantize_scan_inputs:
         _keep_float(model, scan_feeders(trace(model)))
     graph_module = trace(model)

@@ -320,10 +320,19 @@ def program_max_batch(program: torch.export.ExportedProgram) -> int | None:
             limits.append(size)
             continue
         bound = program.range_constraints.get(size.node.expr)
-        upper = None if bound is None else bound.upper
-        if upper is not None and upper.is_finite:
-            limits.append(int(upper))
+        upper = None if bound is None else _whole(bound.upper)
+        if upper is not None:
+            limits.append(upper)
     return min(limits) if limits else None
+
+
+def _whole(bound: Any) -> int | None:
+    """A range end as an int; None for torch's unbounded end (``int_oo``, which sympy counts
+    as finite but cannot convert)."""
+    try:
+        return int(bound)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return None
 
 
 def _load_exported(path: Path) -> LoadedModel:

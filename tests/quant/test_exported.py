@@ -3,6 +3,7 @@ program computes, at every batch size it takes."""
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from pathlib import Path
 
@@ -12,11 +13,12 @@ from brevitas.nn import QuantConv1d, QuantConv2d, QuantLinear
 from torch import fx, nn
 
 from edgegate.errors import BadInput
-from edgegate.models import load_model
+from edgegate.models import build_model, example_inputs, load_model
+from edgegate.models.blocks.attention import ClippedSoftmax
 from edgegate.models.checkpoint import ExportedModule, ReexportFailed, export_failure
 from edgegate.quant.calibrate import calibrate
 from edgegate.quant.exported import plain_graph_module
-from edgegate.quant.graph import QuantConfig, quantize_model, trace
+from edgegate.quant.graph import SCAN_TYPES, KeepFloat, QuantConfig, quantize_model, trace
 from edgegate.quant.profiles import get_profile
 from tests.quant.tiny_models import tiny_cnn
 
@@ -227,6 +229,8 @@ def test_the_program_guards_stay(programs):
     program = programs["cnn"][1]
     plain = plain_graph_module(program)
     assert program.max_batch == plain.max_batch == 16
+    qmodel = quantize_model(program, QuantConfig(get_profile("tensorrt")))
+    assert qmodel.max_batch == copy.deepcopy(qmodel).max_batch == 16  # edgegate feeds within
     too_many = torch.randn(17, 3, 16, 16)
     for module in (program, plain):  # both refuse a batch the program was not exported for
         with pytest.raises(AssertionError, match="Guard failed"):
@@ -248,3 +252,31 @@ def test_nested_inputs_are_a_bad_input(tmp_path):
 def test_a_failed_reexport_of_a_program_is_edgegates_failure_not_a_bad_input(programs):
     assert isinstance(export_failure(programs["cnn"][1], "torch.export failed"), ReexportFailed)
     assert isinstance(export_failure(GatedCNN(), "torch.export failed"), BadInput)
+
+
+@pytest.mark.parametrize("spec", ["gla-lm:depth=1", "gdn-lm:depth=1", "qlm:attention=clipped"])
+def test_a_zoo_program_keeps_the_eager_models_float_layers(tmp_path, spec):
+    """Scan ops become the scan modules (their projections stay float, as in the eager model)
+    and softmaxes become modules; the quantized program then has the eager model's layers."""
+    torch.manual_seed(0)
+    eager = build_model(spec).eval()
+    (tokens,) = example_inputs(spec, batch=2)
+    path = tmp_path / "zoo.pt2"
+    dims = ({0: torch.export.Dim.AUTO},)
+    torch.export.save(torch.export.export(eager, (tokens,), dynamic_shapes=dims), path)
+    program = load_model(str(path)).module
+    plain = plain_graph_module(program)
+    torch.testing.assert_close(plain(tokens), program(tokens), rtol=1e-5, atol=1e-5)
+
+    def layers(model: nn.Module) -> Counter[str]:
+        kinds = (QuantLinear, KeepFloat, ClippedSoftmax, *SCAN_TYPES)
+        return Counter(
+            next(k.__name__ for k in kinds if isinstance(m, k))
+            for m in model.modules()
+            if isinstance(m, kinds)
+        )
+
+    config = QuantConfig(get_profile("onnxruntime"))
+    from_program, from_eager = quantize_model(program, config), quantize_model(eager, config)
+    assert layers(from_program) == layers(from_eager)
+    assert layers(from_program)["KeepFloat"] > 0 or spec.startswith("qlm")
