@@ -94,7 +94,7 @@ def state_count(model: nn.Module) -> int:
 def trace(model: nn.Module) -> fx.GraphModule:
     """FX graph of ``model`` with gates, softmaxes and scans as leaf modules (a streaming LM's
     states as explicit inputs)."""
-    if is_exported(model):  # a .pt2: FX cannot trace its program again; rewrite it instead
+    if is_exported(model):  # a .pt2 (or its plain graph): rewritten, FX cannot retrace it
         return plain_graph_module(model)
     states = state_count(model)
     tracer = _StreamingTracer(states) if states else _GatedTracer()

@@ -162,3 +162,24 @@ def test_quantize_lm_pt2(run_cli, tmp_path):
                      "-o", out, "--json")  # fmt: skip
     assert result.code == 0, result.stderr
     assert result.json()["passed"]
+
+
+def test_a_program_bounded_at_batch_4_is_fed_and_declared_within_it(run_cli, tmp_path):
+    """Scoring (256 rows), calibration (16) and QAT (64) run in pieces of at most 4 rows, and
+    the exports declare no batch beyond 4."""
+    torch.manual_seed(0)
+    shapes = ({0: torch.export.Dim("batch", min=1, max=4)},)
+    program = torch.export.export(
+        SECNN().eval(), (torch.randn(2, 3, 32, 32),), dynamic_shapes=shapes
+    )
+    path = tmp_path / "b4.pt2"
+    torch.export.save(program, path)
+    out = tmp_path / "float"
+    assert run_cli("export", path, "--task", "image", "-t", "onnxruntime", "-o", out).code == 0
+    (batch,) = [r for r in read_manifest(out).ranges["model"]["ranges"] if r["name"] == "batch"]
+    assert (batch["min"], batch["max"]) == (1, 4)
+    int8 = tmp_path / "int8"
+    result = run_cli("quantize", path, "--task", "image", *CALIB, "--qat-epochs", "1",
+                     "-o", int8, "--json")  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert result.json()["ranges"]["model.int8"]["ranges"][0]["max"] == 4
