@@ -9,6 +9,8 @@ between, the largest).
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,6 +27,16 @@ def dim_name(input_name: str, rank: int, floating: bool, axis: int) -> str:
     if rank == 4 and axis in (2, 3):
         return ("height", "width")[axis - 2]
     return f"{input_name}_dim{axis}"
+
+
+def shapes_for_signature(forward: Callable[..., Any], shapes: Sequence[Any]) -> tuple[Any, ...]:
+    """``shapes`` (one entry per positional input) as torch.export binds them to ``forward``:
+    a ``forward(x, *states)`` takes its varargs tail as one nested tuple."""
+    params = list(inspect.signature(forward).parameters.values())
+    for index, param in enumerate(params):
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            return (*shapes[:index], tuple(shapes[index:]))
+    return tuple(shapes)
 
 
 @dataclass(frozen=True)

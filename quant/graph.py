@@ -27,6 +27,7 @@ from edgegate.models.blocks.attention import ClippedSoftmax
 from edgegate.models.blocks.gate import Gate
 from edgegate.models.lm import StreamingLM
 from edgegate.quant.batch_norm import fold_batch_norm
+from edgegate.quant.exported import is_exported, plain_graph_module
 from edgegate.quant.gates import gate_output_quant
 from edgegate.quant.profiles import QuantProfile
 from edgegate.quant.quantizers import act_quantizer, bias_quantizer, weight_quantizer
@@ -102,6 +103,8 @@ def state_count(model: nn.Module) -> int:
 def trace(model: nn.Module) -> fx.GraphModule:
     """FX graph of ``model`` with gates, softmaxes and scans as leaf modules (a streaming LM's
     states as explicit inputs)."""
+    if is_exported(model):  # a .pt2 (or its plain graph): rewritten, FX cannot retrace it
+        return plain_graph_module(model)
     states = state_count(model)
     tracer = _StreamingTracer(states) if states else _GatedTracer()
     try:
@@ -401,7 +404,8 @@ def check_config(config: QuantConfig) -> None:
 def quantize_model(model: nn.Module, config: QuantConfig) -> fx.GraphModule:
     """Fake-quant copy of ``model`` (eval mode, BN folded), ready for calibration."""
     check_config(config)
-    model = copy.deepcopy(model).eval()
+    # a .pt2 becomes its plain graph first (a copy), so layers are found and kept by name
+    model = plain_graph_module(model) if is_exported(model) else copy.deepcopy(model).eval()
     if not config.quantize_scan_inputs:
         _keep_float(model, scan_feeders(trace(model)))
     graph_module = trace(model)

@@ -37,9 +37,11 @@ import torch
 from torch import fx, nn
 
 from edgegate.atomic import atomic_write
+from edgegate.dims import shapes_for_signature
 from edgegate.errors import BadInput
 from edgegate.libs import import_optional, quiet_imports
 from edgegate.ops.decompose import SCAN_OP_NAMES
+from edgegate.quant.exported import is_exported, plain_graph_module
 from edgegate.recognise.graph import depends_on_input
 
 # 0 -> -128 and 1 -> 127, both exact; the grid of design.md's "u8 scale 1/255" in int8
@@ -220,9 +222,8 @@ def _capture(module: nn.Module, args: tuple[torch.Tensor, ...], dynamic_dims):
     pairs = zip(args, dynamic_dims, strict=True)
     trace = tuple(torch.cat([a[:1], a[:1]]) if 0 in dims else a for a, dims in pairs)
     with fx_config.patch(backed_size_oblivious=True), quiet_imports():
-        return torch.export.export(
-            module.eval(), trace, dynamic_shapes=_free_batch_dims(trace, dynamic_dims)
-        )
+        shapes = shapes_for_signature(module.forward, _free_batch_dims(trace, dynamic_dims))
+        return torch.export.export(module.eval(), trace, dynamic_shapes=shapes)
 
 
 def quantize_xnnpack(
@@ -248,6 +249,11 @@ def quantize_xnnpack(
     import_optional("torchao")
     with quiet_imports():
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    if is_exported(module):
+        # a .pt2's re-export calls aten.linear with no nn.Linear behind it, and XNNPACK's
+        # partitioner finds a quantized linear (its transposed weight DQ) by that source:
+        # without it the weight's dequantize stays outside the delegate and lowering fails
+        module = plain_graph_module(module)
     graph_module = _capture(module, args, dynamic_dims).module()
     with quiet_imports():
         prepared = prepare_pt2e(graph_module, quantizer)

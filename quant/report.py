@@ -21,6 +21,7 @@ from edgegate.atomic import atomic_write, save_png
 from edgegate.errors import BadInput
 from edgegate.jsonio import write_json
 from edgegate.quant.batch_norm import fold_sites
+from edgegate.quant.exported import is_exported, plain_graph_module
 from edgegate.quant.graph import trace
 from edgegate.quant.outliers import LayerStats, activation_stats
 
@@ -181,6 +182,8 @@ def quantizability_report(
     not (Conv1d). ``sqnr_db`` is None for layers left in float (e.g. scan feeders).
     """
     batches = list(batches)  # walked twice
+    if is_exported(float_model):  # a .pt2's layers are aten calls: compare its plain graph's
+        float_model = plain_graph_module(float_model)  # modules, named as the quantized ones
     stats = {entry.name: entry for entry in activation_stats(float_model, batches)}
     sqnr = layer_sqnr(float_model, quant_model, batches)
     return [

@@ -9,12 +9,15 @@ needs `trust_code=True` (the CLI's `--trust-code`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
+import inspect
 import logging
 import os
 import pickle
 import re
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -236,19 +239,100 @@ def shipped_weights(spec: str) -> Path | None:
     return path if path.is_file() else None
 
 
-class ExportedModule(nn.Module):
-    """An exported program's module as a plain nn.Module (train/eval are no-ops on it)."""
+class _ProgramForward:
+    """``ExportedModule.forward`` with the program's own signature (``forward(x)``, not
+    ``forward(*args)``): torch.export binds example inputs and dynamic shapes to the signature
+    of ``forward``, and a ``*args`` one would take one nested tuple where every exporter gives
+    one entry per input. A descriptor, so that each access calls the instance's own program
+    (a deep copy's included)."""
 
-    def __init__(self, inner: nn.Module) -> None:
+    def __get__(self, instance: ExportedModule | None, owner: type) -> Any:
+        if instance is None:
+            return self
+        inner = instance.inner
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            return inner(*args, **kwargs)
+
+        forward.__signature__ = inspect.signature(inner.forward)  # type: ignore[attr-defined]
+        return forward
+
+
+class ExportedModule(nn.Module):
+    """An exported program's module as a plain nn.Module (train/eval are no-ops on it).
+
+    ``max_batch`` is the largest batch the program accepts (its range for the inputs' first
+    dim), None when unbounded: edgegate's own batched runs (scoring 256 rows at a time) stay
+    within it."""
+
+    forward = _ProgramForward()
+
+    def __init__(self, inner: nn.Module, max_batch: int | None = None) -> None:
         super().__init__()
         self.inner = inner
+        self.max_batch = max_batch
 
     def train(self, mode: bool = True) -> ExportedModule:
         self.training = mode  # exported graphs fix their mode at export time
         return self
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.inner(*args, **kwargs)
+    def __deepcopy__(self, memo: dict[int, Any]) -> ExportedModule:
+        """A plain deep copy, without the FutureWarning torch prints for copying the program's
+        input spec (its own deprecated leaf class), which every quantize run would show."""
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return clone
+
+
+class ReexportFailed(RuntimeError):
+    """edgegate's own torch.export of a `.pt2` program failed. torch.export produced that
+    program once already, so the input is not at fault: the CLI reports an internal error
+    (a bug to report), never exit 2."""
+
+
+def export_failure(module: nn.Module, message: str) -> Exception:
+    """The error for a failed torch.export of ``module``: BadInput for a user's own code
+    (data-dependent branches, an op torch.export lacks), ReexportFailed for a loaded program."""
+    if isinstance(module, ExportedModule):
+        return ReexportFailed(
+            f"{message} (edgegate's re-export of an exported program: a bug in edgegate, not "
+            "in the input; --debug shows where)"
+        )
+    return BadInput(message)
+
+
+def program_max_batch(program: torch.export.ExportedProgram) -> int | None:
+    """The largest first dim every user input of ``program`` accepts: its static size, or the
+    upper end of its symbol's range; None when no input bounds it."""
+    users = set(program.graph_signature.user_inputs)
+    limits = []
+    for node in program.graph.nodes:
+        value = node.meta.get("val")
+        if node.op != "placeholder" or node.name not in users:
+            continue
+        if not isinstance(value, torch.Tensor) or value.dim() == 0:
+            continue
+        size = value.shape[0]
+        if isinstance(size, int):
+            limits.append(size)
+            continue
+        bound = program.range_constraints.get(size.node.expr)
+        upper = None if bound is None else _whole(bound.upper)
+        if upper is not None:
+            limits.append(upper)
+    return min(limits) if limits else None
+
+
+def _whole(bound: Any) -> int | None:
+    """A range end as an int; None for torch's unbounded end (``int_oo``, which sympy counts
+    as finite but cannot convert)."""
+    try:
+        return int(bound)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return None
 
 
 def _load_exported(path: Path) -> LoadedModel:
@@ -258,7 +342,9 @@ def _load_exported(path: Path) -> LoadedModel:
     level = export_log.level
     export_log.setLevel(logging.CRITICAL)  # torch logs a traceback before raising
     try:
-        program = torch.export.load(path)
+        with warnings.catch_warnings():  # torch's own deprecations while unpickling specs
+            warnings.simplefilter("ignore", FutureWarning)
+            program = torch.export.load(path)
     except Exception as err:
         raise BadInput(
             f"exported program '{path}' is corrupt or not a torch.export file "
@@ -266,7 +352,8 @@ def _load_exported(path: Path) -> LoadedModel:
         ) from err
     finally:
         export_log.setLevel(level)
-    return LoadedModel(ExportedModule(program.module()).eval(), str(path), None, {})
+    module = ExportedModule(program.module(), program_max_batch(program))
+    return LoadedModel(module.eval(), str(path), None, {})
 
 
 @contextlib.contextmanager

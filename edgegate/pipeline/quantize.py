@@ -317,7 +317,10 @@ def quantize(
             f"(--calib-samples asked for {calib_samples})"
         )
 
-    batches = [(b,) for b in calib.split(kind.calibration_batch)]
+    # a .pt2 program takes at most the batch it was exported for: calibrate and train within it
+    limit = getattr(float_module, "max_batch", None)
+    calib_rows = kind.calibration_batch if limit is None else min(kind.calibration_batch, limit)
+    batches = [(b,) for b in calib.split(calib_rows)]
     example = test_inputs[:1]
     dims = [kind.dynamic_dims()]
     names = ([kind.input_name], list(kind.output_names))
@@ -349,12 +352,13 @@ def quantize(
         metrics["ptq"] = kind.score(fake_run, test, float_module)
     if qat_epochs:
         train = kind.load(loaded, data, "train", input_size=input_size, seq_len=seq_len)
+        qat_rows = QATConfig.batch_size if limit is None else min(QATConfig.batch_size, limit)
         train_qat(
             qmodel,
             kind.qat_loss(float_module),
             train.inputs,
             train.labels,
-            QATConfig(epochs=qat_epochs),
+            QATConfig(epochs=qat_epochs, batch_size=qat_rows),
             on_step=lambda step, total, loss: progress.step("QAT", step, total, f"loss {loss:.4f}"),
         )
         fake_run = Recorder(torch_predict(qmodel))  # the trained model is the one that ships

@@ -2,9 +2,10 @@
 
 ``declared_ranges`` is the policy: batch 1 to the target's largest batch; a token sequence
 from 1 token to twice the traced length; an image side (or feature map) from half the traced
-size (a zoo CNN: its smallest side) to twice it. A target whose files are planned for their
-export size (ExecuTorch) stops every dim at the traced size; a zoo model with learned
-positions takes no longer sequence, nor another image side.
+size (a zoo CNN: its smallest side) to twice it; a `.pt2` program's batch no further than the
+program takes. A target whose files are planned for their export size (ExecuTorch) stops every
+dim at the traced size; a zoo model with learned positions takes no longer sequence, nor
+another image side.
 
 ``export_checked`` exports a part, runs it at every point of those ranges against PyTorch
 (``edgegate.validate.ranges``), and where it is refused or wrong, narrows the ranges or fixes
@@ -42,13 +43,15 @@ class RangePolicy:
 
     min_side: int | None = None
     fixed_input: bool = False
+    max_batch: int | None = None  # a .pt2 program's own bound on its batch
 
     @classmethod
     def of(cls, loaded: LoadedModel) -> RangePolicy:
         info = loaded.info
+        max_batch = getattr(loaded.module, "max_batch", None)
         if info is None:
-            return cls()
-        return cls(info.min_input if info.min_input > 1 else None, info.fixed_input)
+            return cls(max_batch=max_batch)
+        return cls(info.min_input if info.min_input > 1 else None, info.fixed_input, max_batch)
 
 
 def declared_ranges(
@@ -76,7 +79,14 @@ def _bounds(
     label: str, arg: torch.Tensor, traced: int, target: Target, policy: RangePolicy, name: str
 ) -> tuple[int, int, str]:
     if label == BATCH:
-        return 1, max(target.max_batch, traced), ""
+        high = max(target.max_batch, traced)
+        if policy.max_batch is not None and policy.max_batch < high:
+            return (
+                1,
+                policy.max_batch,
+                f"the exported program takes batch {policy.max_batch} at most",
+            )
+        return 1, high, ""
     tokens = not arg.is_floating_point()
     bounded = target.bounded_by_export or (tokens and target.sequences_bounded_by_export)
     high = traced if bounded or policy.fixed_input else 2 * traced

@@ -45,13 +45,22 @@ class TaskData:
 
 
 def torch_predict(module: nn.Module) -> Predict:
-    """Wrap a module as the backend-neutral predict callable the evaluators take."""
+    """Wrap a module as the backend-neutral predict callable the evaluators take. A module
+    with a ``max_batch`` (an exported program's bound on its batch) is fed in pieces of at
+    most that many rows."""
+    limit = getattr(module, "max_batch", None)
+
+    def run(rows: np.ndarray) -> list[np.ndarray]:
+        out = module(torch.from_numpy(np.ascontiguousarray(rows)))
+        outs = out if isinstance(out, tuple | list) else (out,)
+        return [o.detach().float().numpy() for o in outs]
 
     @torch.no_grad()
     def predict(batch: np.ndarray) -> list[np.ndarray]:
-        out = module(torch.from_numpy(np.ascontiguousarray(batch)))
-        outs = out if isinstance(out, tuple | list) else (out,)
-        return [o.detach().float().numpy() for o in outs]
+        if not limit or len(batch) <= limit:
+            return run(batch)
+        pieces = [run(batch[i : i + limit]) for i in range(0, len(batch), limit)]
+        return [np.concatenate(parts) for parts in zip(*pieces, strict=True)]
 
     return predict
 

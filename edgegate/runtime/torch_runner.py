@@ -17,6 +17,8 @@ class TorchRunner(Runner):
         self.module = module.eval()
         self._inputs = list(input_names)
         self._outputs = list(output_names)
+        # a loaded .pt2 program (and its quantized graph) bounds its batch: feed within it
+        self.batch_limit = getattr(module, "max_batch", None)
 
     def input_specs(self) -> list[TensorSpec]:
         return [TensorSpec(name, (), "") for name in self._inputs]

@@ -17,7 +17,9 @@ import torch
 from torch import nn
 from torch.fx.experimental import _config as fx_config
 
+from edgegate.dims import shapes_for_signature
 from edgegate.errors import BadInput
+from edgegate.models.checkpoint import export_failure
 from edgegate.ops.decompose import SCAN_OP_NAMES, decompose, remaining_edgegate_ops
 
 MAX_BATCH = 64
@@ -82,7 +84,8 @@ def export_program(
             program = _export(module, args, from_two)
         except Exception:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BadInput(f"torch.export of {type(module).__name__} failed: {first}") from None
+            message = f"torch.export of {type(module).__name__} failed: {first}"
+            raise export_failure(module, message) from exc
     try:
         with fx_config.patch(backed_size_oblivious=True):  # no batch-1 specialisation either
             program = decompose(program, max_len)
@@ -136,7 +139,9 @@ def _export(
         dims[r.dim] = torch.export.Dim.AUTO(min=r.low, max=r.high)
         shapes[r.input_index] = dims
     with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
-        return torch.export.export(module.eval(), args, dynamic_shapes=tuple(shapes))
+        return torch.export.export(
+            module.eval(), args, dynamic_shapes=shapes_for_signature(module.forward, shapes)
+        )
 
 
 def scan_region(program: torch.export.ExportedProgram) -> set[str]:

@@ -21,7 +21,6 @@ symbolic shapes and upper bounds, output names), so a bare .pte still runs with 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -34,11 +33,12 @@ from torch import nn
 
 from edgegate import __version__
 from edgegate.atomic import atomic_write
-from edgegate.dims import DimRange
+from edgegate.dims import DimRange, shapes_for_signature
 from edgegate.dims import dim_name as shared_dim_name
 from edgegate.errors import BackendUnavailable, BadInput
 from edgegate.libs import captured_stderr, import_optional, quiet_imports
 from edgegate.manifest import InputSpec
+from edgegate.models.checkpoint import export_failure
 from edgegate.ops._parallel import MAX_PARALLEL_T
 from edgegate.ops.decompose import decompose, remaining_edgegate_ops
 
@@ -112,11 +112,7 @@ def _dynamic_shapes(
         {d: auto(min=_bound(bounds, a, i, d)[0], max=_bound(bounds, a, i, d)[1]) for d in dims}
         for i, (a, dims) in enumerate(zip(args, plan.dynamic, strict=True))
     )
-    params = list(inspect.signature(module.forward).parameters.values())
-    for index, param in enumerate(params):  # torch.export wants a *args tail as one tuple
-        if param.kind is inspect.Parameter.VAR_POSITIONAL:
-            return (*shapes[:index], shapes[index:])
-    return shapes
+    return shapes_for_signature(module.forward, shapes)
 
 
 @contextlib.contextmanager
@@ -350,6 +346,7 @@ def export_pte(
     module = module.eval()
     path = Path(path)
     failures: list[str] = []
+    reexport: Exception | None = None
     for plan in _plans(dynamic_dims):
 
         def record_for(dynamic):
@@ -357,11 +354,19 @@ def export_pte(
 
         try:
             exported, dynamic = _export(module, args, plan, bounds)
+        except (BadInput, BackendUnavailable):
+            raise
+        except Exception as exc:
+            failures.append(f"{plan.name}: torch.export failed ({_summary(exc)})")
+            reexport = exc
+            continue
+        try:
             program, edge = _lower(exported, args, dynamic, record_for)
         except (BadInput, BackendUnavailable):
             raise
         except Exception as exc:
             failures.append(f"{plan.name}: lowering failed ({_summary(exc)})")
+            reexport = None
             continue
         problem, planned = _smoke(program.buffer, module, args, dynamic)
         if problem:
@@ -380,9 +385,10 @@ def export_pte(
             portable,
             {label: why for label, _, why in given_up},
         )
-    raise BadInput(
-        f"ExecuTorch export of {type(module).__name__} failed: {'; '.join(failures[-1:])}"
-    )
+    message = f"ExecuTorch export of {type(module).__name__} failed: {'; '.join(failures[-1:])}"
+    if reexport is not None:  # torch.export itself refused, at the last plan too
+        raise export_failure(module, message) from reexport
+    raise BadInput(message)
 
 
 def _io_record(args, input_names, output_names, dynamic, metadata) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import io
 import logging
 import os
@@ -18,7 +17,7 @@ from torch import nn
 
 from edgegate import __version__
 from edgegate.atomic import atomic_write
-from edgegate.dims import dim_name
+from edgegate.dims import dim_name, shapes_for_signature
 from edgegate.errors import BadInput
 from edgegate.exporters.onnx.functions import attach_functions, iter_nodes
 from edgegate.exporters.onnx.lowering import lower_to_ort_linear_attention
@@ -46,13 +45,7 @@ def auto_dynamic_shapes(
         return {d: torch.export.Dim.AUTO for d in chosen}
 
     dims = tuple(dims_of(i, a) for i, a in enumerate(args))
-    if module is None:
-        return dims
-    params = list(inspect.signature(module.forward).parameters.values())
-    for index, param in enumerate(params):
-        if param.kind is inspect.Parameter.VAR_POSITIONAL:
-            return (*dims[:index], dims[index:])
-    return dims
+    return dims if module is None else shapes_for_signature(module.forward, dims)
 
 
 def export_onnx(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import textwrap
 from pathlib import Path
@@ -237,3 +238,25 @@ def test_single_module_factory_spec(tmp_path, monkeypatch):
     assert not is_factory_spec("qvit:attention")  # a zoo name before the colon: a zoo spec
     loaded = load_model("mymod_for_edgegate:factory", trust_code=True)
     assert isinstance(loaded.module, torch.nn.Linear)
+
+
+@pytest.mark.parametrize(
+    "dims, max_batch",
+    [
+        (None, 3),  # a static batch: exactly the traced one
+        ({0: torch.export.Dim("batch", max=5)}, 5),
+        ({0: torch.export.Dim.AUTO}, None),  # unbounded (torch's int_oo)
+    ],
+)
+def test_pt2_keeps_its_signature_and_batch_bound(tmp_path: Path, dims, max_batch) -> None:
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh()).eval()
+    x = torch.randn(3, 4)
+    path = tmp_path / "tiny.pt2"
+    shapes = None if dims is None else (dims,)
+    torch.export.save(torch.export.export(model, (x,), dynamic_shapes=shapes), path)
+    module = load_model(str(path)).module
+    assert module.max_batch == max_batch
+    # torch.export binds inputs and shapes to this signature: one per input, not *args
+    assert list(inspect.signature(module.forward).parameters) == ["input"]
+    program = torch.export.export(module, (x,), dynamic_shapes=shapes)
+    assert torch.allclose(program.module()(x), model(x))
