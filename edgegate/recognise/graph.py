@@ -121,18 +121,13 @@ def depends_on_input(node: fx.Node) -> bool:
 
 def owner(node: fx.Node) -> tuple[str, type | str | None]:
     """The dotted path and class of the innermost module ``node`` was traced in ('' for the
-    root). A call_module node is owned by the module it calls."""
+    root). A traced call_module node's innermost module is the one it calls; a module that a
+    rewrite put in (a ``.pt2``'s plain graph) keeps the path its aten op was traced in."""
     stack = node.meta.get("nn_module_stack") or {}
-    if node.op == "call_module":
-        path = str(node.target)
-        for key, (_, cls) in reversed(list(stack.items())):
-            if key == path or stack[key][0] == path:
-                return path, cls
-        return path, None
-    if not stack:
-        return "", None
-    path, cls = list(stack.values())[-1]
-    return str(path), cls
+    if stack:
+        path, cls = list(stack.values())[-1]
+        return str(path), cls
+    return (str(node.target), None) if node.op == "call_module" else ("", None)
 
 
 def owners(node: fx.Node) -> list[tuple[str, type | str]]:

@@ -78,6 +78,10 @@ def test_quantize_pt2_onnxruntime_passes_without_batch_norm(run_cli, tmp_path, c
     assert "BatchNormalization" not in ops  # folded into the convs before quantization
     assert ops.count("Conv") == 4 and ops.count("QuantizeLinear") >= 5
     assert read_manifest(out).precision == "int8"
+    # the SE gate is recognised in the program's aten graph, under the path it was traced in
+    gates = report["gates"]["recognised"]
+    assert [(g["path"], g["family"]) for g in gates] == [("", "squeeze_excitation")]
+    assert gates[0]["flip_rate"] is not None
     # the per-layer report names the program's layers after the modules that held the weights
     assert report["report_layers"] == 5
     assert "`se_expand` | Conv2d" in (out / "quant_report.md").read_text()
