@@ -24,6 +24,7 @@ from edgegate.ops.dispatch import (
     run_gated_linear_attention,
     run_gated_linear_scan,
 )
+from edgegate.ops.shapes import check_layout
 
 ScanObserver = Callable[[str, list[tuple[int, ...]]], None]  # (ONNX op type, input shapes)
 _observers: list[ScanObserver] = []
@@ -58,6 +59,7 @@ def gated_linear_scan(
 
     Covers HGRN, minGRU-style and diagonal-SSM recurrences.
     """
+    check_layout("gated_linear_scan", x=(x, "BTHK"), g=(g, "BTHK"), h0=(h0, "BHK"))
     _report("GatedLinearScan", x, g, h0)
     if torch.compiler.is_exporting():
         return torch.ops.edgegate.gated_linear_scan(x, g, h0)
@@ -80,6 +82,11 @@ def gated_linear_attention(
     q, k: [B,T,H,K]; v: [B,T,H,V]; g: [B,T,H,K] (GLA) or [B,T,H] (Mamba-2/RetNet,
     broadcast over K); state [B,H,K,V]; scale defaults to K**-0.5.
     """
+    g_layout = "BTH" if g.dim() == 3 else "BTHK"
+    check_layout(
+        "gated_linear_attention",
+        q=(q, "BTHK"), k=(k, "BTHK"), v=(v, "BTHV"), g=(g, g_layout), h0=(h0, "BHKV"),
+    )  # fmt: skip
     _report("GatedLinearAttention", q, k, v, g, h0)
     scale = resolve_scale(scale, q.shape[-1])
     if torch.compiler.is_exporting():
@@ -104,6 +111,11 @@ def gated_delta_rule(
     q, k: [B,T,H,K] (k L2-normalised and beta in (0, 1) keep it contractive);
     v: [B,T,H,V]; g, beta: [B,T,H]; state [B,H,K,V]; scale defaults to K**-0.5.
     """
+    check_layout(
+        "gated_delta_rule",
+        q=(q, "BTHK"), k=(k, "BTHK"), v=(v, "BTHV"), g=(g, "BTH"), beta=(beta, "BTH"),
+        h0=(h0, "BHKV"),
+    )  # fmt: skip
     _report("GatedDeltaRule", q, k, v, g, beta, h0)
     scale = resolve_scale(scale, q.shape[-1])
     if torch.compiler.is_exporting():
