@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 
 
-
 def check_layout(op: str, **layouts: tuple[torch.Tensor | None, str]) -> None:
     """Check each ``name=(tensor, 'BTHK')`` against the sizes the others fix; None is skipped.
 
