@@ -564,6 +564,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
                 _fail(result, "INT8 check")
             return
         from edgegate.pipeline.export import export as run_export
+        from edgegate.pipeline.recurrences import recurrence_lines
 
         with _progress() as progress:
             result = run_export(
@@ -584,6 +585,8 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
             _emit_json(result)
             return
         out.print(f"[bold green]exported[/] {result['model']} -> {result['output_dir']}")
+        for line in recurrence_lines(result.get("recurrences", {})):
+            out.print(line, highlight=False)
         for stem, record in result["ranges"].items():
             out.print(f"{stem}: {describe_ranges(record)}", highlight=False)
         out.print(

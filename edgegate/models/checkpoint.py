@@ -29,6 +29,14 @@ from torch import nn
 from edgegate import __version__
 from edgegate.atomic import atomic_write
 from edgegate.errors import BadInput
+from edgegate.models.hf import TASK as HF_TASK
+from edgegate.models.hf import (
+    CausalLMLogits,
+    build_hf_model,
+    is_causal_lm,
+    is_hf_spec,
+    parse_hf_spec,
+)
 from edgegate.models.spec import (
     ModelInfo,
     build_model,
@@ -69,12 +77,14 @@ def is_factory_spec(spec: str) -> bool:
     """'module:factory' or 'pkg.module:factory'; a zoo name before the colon makes it a zoo
     spec instead (``qvit:attention`` is a malformed zoo spec, not a module called qvit)."""
     spec = spec.strip()
-    if not _FACTORY_SPEC.match(spec) or is_vision_spec(spec):
+    if not _FACTORY_SPEC.match(spec) or is_vision_spec(spec) or is_hf_spec(spec):
         return False
     return not is_zoo_name(spec.partition(":")[0])
 
 
 def _record_spec(spec: str) -> str:
+    if is_hf_spec(spec):
+        return parse_hf_spec(spec).identity
     if is_vision_spec(spec):
         return parse_vision_spec(spec).identity
     return spec.strip() if is_factory_spec(spec) else canonical_spec(spec)
@@ -392,9 +402,35 @@ def _load_factory(
         raise BadInput(f"model '{spec}': factory failed ({type(err).__name__}: {err})") from err
     if not isinstance(module, nn.Module):
         raise BadInput(f"model '{spec}': factory returned {type(module).__name__}, not nn.Module")
+    task = None
+    if is_causal_lm(module):  # as transformers builds it: logits only, no cache outputs
+        module, task = CausalLMLogits(module), HF_TASK
     if ckpt is not None and path is not None:
         _load_state(module, ckpt["state_dict"], path, spec)
-    return LoadedModel(module.eval(), spec, None, dict(ckpt["metrics"]) if ckpt else {})
+    metrics = dict(ckpt["metrics"]) if ckpt else {}
+    return LoadedModel(module.eval(), spec, None, metrics, task=task)
+
+
+def _load_hf(
+    spec: str,
+    recorded: str | None,
+    ckpt: dict[str, Any] | None,
+    path: Path | None,
+    trust_code: bool,
+) -> LoadedModel:
+    """A transformers causal LM (``hf:``); a checkpoint's weights replace the folder's."""
+    if not is_hf_spec(spec) or (recorded is not None and not is_hf_spec(recorded)):
+        raise BadInput(
+            f"checkpoint '{path}' was saved for model '{recorded}', not '{spec}'; "
+            "drop the spec or match it"
+        )
+    wanted = parse_hf_spec(spec)
+    module = build_hf_model(wanted, trust_code=trust_code)
+    if ckpt is not None and path is not None:
+        _load_state(module, ckpt["state_dict"], path, wanted.identity)
+    metrics = dict(ckpt.get("metrics", {})) if ckpt else {}
+    origin = f"transformers {module.model_type} from {wanted.source}"
+    return LoadedModel(module.eval(), wanted.identity, None, metrics, task=HF_TASK, origin=origin)
 
 
 def _load_vision(
@@ -463,7 +499,7 @@ def load_model(
     if spec is None and checkpoint is None:
         raise BadInput(
             "no model given: pass a zoo spec, 'pkg.module:factory', 'timm:NAME', "
-            "'torchvision:NAME', a .pt2 file or a checkpoint"
+            "'torchvision:NAME', 'hf:FOLDER_OR_ID', a .pt2 file or a checkpoint"
         )
     if spec is not None and spec.strip().endswith(".pt2"):
         if checkpoint is not None:
@@ -483,6 +519,8 @@ def load_model(
         if recorded is None:
             raise BadInput(f"checkpoint '{path}' records no model spec; pass one")
         spec = recorded
+    if is_hf_spec(spec) or is_hf_spec(recorded):
+        return _load_hf(spec, recorded, ckpt, path, trust_code)
     if is_vision_spec(spec) or is_vision_spec(recorded):
         return _load_vision(spec, recorded, ckpt, path)
     if is_factory_spec(spec):

@@ -11,9 +11,10 @@ from typing import Any
 from edgegate.atomic import staged_directory
 from edgegate.errors import BadInput
 from edgegate.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_file, write_manifest
-from edgegate.models import load_model
+from edgegate.models import LoadedModel, load_model
 from edgegate.outputs import check_output_dir
 from edgegate.pipeline.ranges import CheckedExport, RangePolicy, declare, export_checked
+from edgegate.pipeline.recurrences import prepare_recurrences
 from edgegate.pipeline.tasks import resolve_task
 from edgegate.pipeline.weights import record_weights, store_weights
 from edgegate.progress import SILENT, Progress
@@ -82,6 +83,16 @@ def _size_hint(
     ]
 
 
+def trace_batch(loaded: LoadedModel, target: Target) -> int:
+    """The traced example's batch: 2 for models edgegate did not write, so that their code's
+    ``x.size(0)`` traces as a symbol (torch specialises a size-1 dim to the constant 1, and a
+    reshape by it then breaks every other batch). The zoo traces at 1, as it always has."""
+    bound = getattr(loaded.module, "max_batch", None)
+    if loaded.info is not None or (bound is not None and bound < 2) or target.max_batch < 2:
+        return 1
+    return 2
+
+
 def export(
     model: str,
     output_dir: Path,
@@ -108,7 +119,12 @@ def export(
     loaded = load_model(model, checkpoint, trust_code=trust_code)
     kind = resolve_task(loaded, task)
     module = loaded.module.eval()
-    example = kind.example(loaded, batch=1, input_size=input_size, seq_len=seq_len)
+    example = kind.example(
+        loaded, batch=trace_batch(loaded, chosen), input_size=input_size, seq_len=seq_len
+    )
+    with progress.phase("recognise recurrences"):
+        probe = kind.example(loaded, batch=2, input_size=input_size, seq_len=seq_len)
+        recurrences = prepare_recurrences(module, probe).to_dict()
     weights = record_weights(loaded, checkpoint)
     metadata = {
         "model": loaded.spec,
@@ -171,6 +187,7 @@ def export(
                 "model_file": written[0].path.name,
                 "example_shapes": {kind.input_name: list(example[0].shape)},
                 **kind.settings(module),
+                **({"recurrences": recurrences} if any(recurrences.values()) else {}),
                 "weights": weights.label,
                 "weights_source": weights.to_dict(),
             },
@@ -190,6 +207,7 @@ def export(
         "inputs": [dataclasses.asdict(spec) for spec in manifest.inputs],
         "ranges": manifest.ranges,
         "engines": built,
+        "recurrences": recurrences,
         "warnings": [
             *_size_hint(loaded, kind.name, example, input_size, seq_len),
             *(line for c in checked for line in c.warnings()),
