@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml setup.py
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e '.[dev,coreml,executorch]'
+	$(PY) -m pip install -q -e '.[dev,coreml,executorch,hf]'
 	touch $@
 
 # The main job on the embedded default: gc-mobilenet, its shipped weights, built-in digits.

@@ -92,6 +92,22 @@ def _model_spec(model: str, num_classes: int | None, pretrained: bool) -> str:
     return with_vision_options(model, num_classes=num_classes, pretrained=pretrained)
 
 
+def _print_recognised(json_out: bool) -> None:
+    from edgegate.recognise.families import recognised_families
+
+    rows = recognised_families()
+    if json_out:
+        _emit_json(rows)
+        return
+    table = Table(title="blocks edgegate recognises in any model", caption="--json for details")
+    table.add_column("family", no_wrap=True)
+    for col in ("becomes", "keyed by", "library models"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["family"], r["becomes"], r["keyed_by"], ", ".join(r["models"]) or "-")
+    out.print(table)
+
+
 def _fail(result: dict[str, Any], what: str) -> None:
     """Exit 1 with one line naming what broke."""
     reasons = "; ".join(result.get("failures", [])) or "a tolerance was broken"
@@ -266,14 +282,28 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         """Global options; `--debug` is read by main() wherever it appears."""
 
     @app.command()
-    def models(json_out: JsonOpt = False) -> None:
+    def models(
+        json_out: JsonOpt = False,
+        recognised: Annotated[
+            bool,
+            typer.Option(
+                "--recognised",
+                help="List the block families edgegate recognises in any model instead.",
+            ),
+        ] = False,
+    ) -> None:
         """List the model zoo with parameter counts and MACs at each model's default input.
 
         Commands also take `timm:NAME` and `torchvision:NAME` image classifiers (the `[vision]`
-        extra), a `module:factory` (with --trust-code), a `.pt2` or a checkpoint.
+        extra), `hf:FOLDER_OR_ID` causal LMs (the `[hf]` extra), a `module:factory` (with
+        --trust-code), a `.pt2` or a checkpoint. `--recognised` lists the blocks edgegate finds
+        in any of them (gated recurrences become edgegate ops; gates get fixed-range INT8).
 
-        Example: `edgegate models --json`
+        Examples: `edgegate models --json`; `edgegate models --recognised`
         """
+        if recognised:
+            _print_recognised(json_out)
+            return
         from edgegate.pipeline.zoo import model_table
 
         rows = model_table()
@@ -284,7 +314,8 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
             title="edgegate model zoo",
             caption=escape(
                 "MACs at the default input; --json for more. MODEL may also be timm:NAME or "
-                "torchvision:NAME ([vision] extra), module:factory, a .pt2 or a .pt"
+                "torchvision:NAME ([vision] extra), hf:FOLDER_OR_ID ([hf] extra), "
+                "module:factory, a .pt2 or a .pt; --recognised lists the blocks found in them"
             ),
         )
         for col in ("model", "task", "params", "MACs", "input"):

@@ -1,0 +1,14 @@
+"""Tiny saved transformers models, built once per session (transformers is the [hf] extra)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("transformers", reason="transformers not installed (the [hf] extra)")
+
+from tests.hf.tiny import save_tiny  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def qwen3_next_dir(tmp_path_factory):
+    return save_tiny("qwen3_next", tmp_path_factory.mktemp("hf") / "qwen3-next")
