@@ -27,6 +27,11 @@ from edgegate.recognise.recurrences.base import (
 RECURRENT_CLASS = re.compile(
     r"(?i:delta.?net|mamba|lru|rnn|gru|lstm|ssm|recurren|linear.?att|rwkv|retention|hgrn|gla(?![a-z]))"
 )
+# Parts of such models that are not recurrences although their names say the family's
+# (Mamba2RMSNorm, MambaEmbeddings, RecurrentGemmaMlp, the decoder layers and whole models).
+NOT_RECURRENT_CLASS = re.compile(
+    r"(?i:norm|embed|rotary|mlp|moe|expert|router|cache|config|model$|layer$|decoder|forcausal|forsequence|forconditional)"
+)
 RTOL = 1e-3  # of the block output's own scale: fp32 chunk forms agree to about 1e-6
 
 
@@ -147,7 +152,7 @@ def _unrecognised(model: nn.Module, report: RecurrenceReport) -> list[Traced]:
         cls = type(module)
         if isinstance(module, EdgegateForm) or cls.__module__.startswith("edgegate."):
             continue
-        if not RECURRENT_CLASS.search(cls.__name__):
+        if not RECURRENT_CLASS.search(cls.__name__) or NOT_RECURRENT_CLASS.search(cls.__name__):
             continue
         related = [p for p in taken if _within(p, path) or _within(path, p)]
         if related:
