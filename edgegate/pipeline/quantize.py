@@ -26,6 +26,7 @@ from edgegate.models import load_model
 from edgegate.outputs import check_output_dir
 from edgegate.pipeline.export import build_engines, package_and_manifest
 from edgegate.pipeline.ranges import RangePolicy, declare, export_checked
+from edgegate.pipeline.recurrences import graph_ready, prepare_recurrences
 from edgegate.pipeline.streaming import REPORT_PIECES, Streaming
 from edgegate.pipeline.tasks import (
     Recorder,
@@ -297,6 +298,11 @@ def quantize(
         )
     stream = Streaming(loaded) if streaming else None
     float_module = loaded.module.eval()
+    probe = kind.example(loaded, batch=2, input_size=input_size, seq_len=seq_len)
+    with progress.phase("recognise recurrences"):
+        recurrences = prepare_recurrences(float_module, probe).to_dict()
+    if stream is None:
+        float_module = graph_ready(float_module, probe[0], kind.dynamic_dims())
     asked = calib_samples or DEFAULT_CALIB_SAMPLES
     calib, calib_name = kind.calibration_inputs(
         loaded, calib_data, asked, input_size=input_size, seq_len=seq_len
@@ -387,6 +393,7 @@ def quantize(
         else [
             {key: gate[key] for key in ("path", "family", "kind")} for gate in gates["recognised"]
         ],
+        "recurrences": recurrences,
     }
     part, fixed = declare(
         make_part(INT8_STEM, qdq, args, *names, dims, metadata), target, RangePolicy.of(loaded)
@@ -438,6 +445,7 @@ def quantize(
             **int8.activation_summary(qdq),
             "weights": weights.label,
             "gates": gates,
+            "recurrences": recurrences,
             "warnings": [*warnings, *gate_warnings(gates), *checked.warnings()],
             "seconds": seconds,
         }

@@ -31,3 +31,43 @@ def recurrence_lines(record: dict[str, Any]) -> list[str]:
         for item in record.get("traced", [])
     ]
     return lines
+
+
+# The program a model is captured as when FX cannot trace it: batch and length stay symbols.
+PROGRAM_MAX_BATCH = 256
+PROGRAM_MAX_LENGTH = 8192
+
+
+def graph_ready(
+    module: nn.Module, example: torch.Tensor, dynamic_dims: tuple[int, ...]
+) -> nn.Module:
+    """``module`` if FX can trace it; otherwise its ``torch.export`` program (as a loaded
+    `.pt2` is), which graph-mode quantization rewrites into a plain graph. transformers'
+    models branch on tensor sizes, which FX refuses and torch.export keeps symbolic."""
+    from torch.export import Dim
+
+    from edgegate.errors import BadInput
+    from edgegate.models.checkpoint import ExportedModule, program_max_batch
+    from edgegate.quant.graph import trace
+
+    try:
+        trace(module)
+        return module
+    except BadInput:
+        pass
+    names = {0: ("batch", PROGRAM_MAX_BATCH), 1: ("seq_len", PROGRAM_MAX_LENGTH)}
+    shapes = {
+        d: Dim(names.get(d, (f"dim{d}", 0))[0], min=1, max=names.get(d, ("", 4096))[1])
+        for d in dynamic_dims
+    }
+    if example.shape[0] < 2:  # a size-1 example dim would be specialised to the constant 1
+        example = torch.cat([example, example])
+    try:
+        program = torch.export.export(module, (example,), dynamic_shapes=(shapes,), strict=False)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BadInput(
+            f"cannot capture {type(module).__name__} for graph-mode quantization: FX cannot "
+            f"trace it and torch.export fails ({first})"
+        ) from err
+    return ExportedModule(program.module(), program_max_batch(program)).eval()
