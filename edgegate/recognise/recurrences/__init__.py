@@ -17,10 +17,11 @@ from edgegate.recognise.recurrences.base import (
     Traced,
 )
 from edgegate.recognise.recurrences.gated_delta_rule import GatedDeltaNet
+from edgegate.recognise.recurrences.rglru import Rglru
 from edgegate.recognise.recurrences.swap import RecurrenceReport
 from edgegate.recognise.recurrences.swap import swap_recurrences as _swap
 
-RECURRENCE_RECOGNISERS: list[RecurrenceRecogniser] = [GatedDeltaNet()]
+RECURRENCE_RECOGNISERS: list[RecurrenceRecogniser] = [GatedDeltaNet(), Rglru()]
 
 
 def swap_recurrences(model: nn.Module, example=None) -> RecurrenceReport:
