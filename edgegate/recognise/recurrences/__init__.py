@@ -18,10 +18,11 @@ from edgegate.recognise.recurrences.base import (
 )
 from edgegate.recognise.recurrences.gated_delta_rule import GatedDeltaNet
 from edgegate.recognise.recurrences.mamba2 import Mamba2SSD
+from edgegate.recognise.recurrences.rglru import Rglru
 from edgegate.recognise.recurrences.swap import RecurrenceReport
 from edgegate.recognise.recurrences.swap import swap_recurrences as _swap
 
-RECURRENCE_RECOGNISERS: list[RecurrenceRecogniser] = [GatedDeltaNet(), Mamba2SSD()]
+RECURRENCE_RECOGNISERS: list[RecurrenceRecogniser] = [GatedDeltaNet(), Mamba2SSD(), Rglru()]
 
 
 def swap_recurrences(model: nn.Module, example=None) -> RecurrenceReport:

@@ -147,3 +147,18 @@ class CallsFunction(RecurrenceRecogniser):
         namespace = vars(sys.modules[cls.__module__])
         names = called_names(cls)
         return any(name in names and name in namespace for name in self.functions)
+
+
+class CallsMethod(RecurrenceRecogniser):
+    """Blocks of a library module whose class defines (or inherits) one of ``methods`` and
+    whose forward reads it by name (``self.<method>(...)``); the form overrides the method."""
+
+    methods: ClassVar[tuple[str, ...]]
+    library: ClassVar[str] = "transformers."
+
+    def matches(self, module: nn.Module) -> bool:
+        cls = type(module)
+        if isinstance(module, EdgegateForm) or not cls.__module__.startswith(self.library):
+            return False
+        names = called_names(cls)
+        return any(name in names and callable(getattr(cls, name, None)) for name in self.methods)

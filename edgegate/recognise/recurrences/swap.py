@@ -9,6 +9,8 @@ block's arithmetic costs speed, never correctness.
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,24 +146,48 @@ def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
     setattr(parent, name, new)
 
 
+def _own_name(cls: type) -> str:
+    """A class's name less its model's prefix: transformers names every class of a model file
+    after the model (``RecurrentGemmaRMSNorm`` is a norm, ``MambaMixer`` a mixer)."""
+    module = sys.modules.get(cls.__module__)
+    for name in vars(module) if module is not None else ():
+        prefix = name.removesuffix("PreTrainedModel")
+        if prefix and prefix != name and cls.__name__.startswith(prefix):
+            return cls.__name__[len(prefix) :]
+    return cls.__name__
+
+
 def _unrecognised(model: nn.Module, report: RecurrenceReport) -> list[Traced]:
-    """Outermost recurrence-like blocks with no edgegate form inside or around them."""
+    """Outermost recurrence-like blocks with no edgegate form inside or around them.
+
+    Judged by a class's own name first. Only where neither that nor a recogniser found any
+    does the model's name count (Mamba's classes are MambaMixer, MambaBlock, ...): then the
+    outermost class so named is reported. Once a block of RecurrentGemma is recognised, its
+    RecurrentGemmaRMSNorm and RecurrentGemmaMlp are not recurrences.
+    """
     taken = [s.path for s in report.swapped] + [t.path for t in report.traced]
+    out = _outermost_named(model, taken, _own_name)
+    if not taken:
+        out = _outermost_named(model, taken, lambda cls: cls.__name__)
+    return out
+
+
+def _outermost_named(
+    model: nn.Module, taken: list[str], name: Callable[[type], str]
+) -> list[Traced]:
+    """Outermost modules whose ``name`` looks recurrent and that hold, and sit in, nothing
+    in ``taken``; each one found is added to ``taken``."""
     out: list[Traced] = []
     for path, module in model.named_modules():
         cls = type(module)
         if isinstance(module, EdgegateForm) or cls.__module__.startswith("edgegate."):
             continue
-        if not RECURRENT_CLASS.search(cls.__name__) or NOT_RECURRENT_CLASS.search(cls.__name__):
+        if not RECURRENT_CLASS.search(name(cls)) or NOT_RECURRENT_CLASS.search(name(cls)):
             continue
-        related = [p for p in taken if _within(p, path) or _within(path, p)]
-        if related:
+        if any(_within(p, path) or _within(path, p) for p in taken):
             continue
-        out.append(
-            Traced(
-                path, cls.__name__, f"no recogniser for {qualified(cls)}: exported as traced code"
-            )
-        )
+        reason = f"no recogniser for {qualified(cls)}: exported as traced code"
+        out.append(Traced(path, cls.__name__, reason))
         taken.append(path)
     return out
 
