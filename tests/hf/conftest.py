@@ -12,3 +12,13 @@ from tests.hf.tiny import save_tiny  # noqa: E402
 @pytest.fixture(scope="session")
 def qwen3_next_dir(tmp_path_factory):
     return save_tiny("qwen3_next", tmp_path_factory.mktemp("hf") / "qwen3-next")
+
+
+@pytest.fixture(scope="session")
+def mamba2_dir(tmp_path_factory):
+    return save_tiny("mamba2", tmp_path_factory.mktemp("hf") / "mamba2")
+
+
+@pytest.fixture(scope="session")
+def recurrent_gemma_dir(tmp_path_factory):
+    return save_tiny("recurrent_gemma", tmp_path_factory.mktemp("hf") / "recurrent-gemma")

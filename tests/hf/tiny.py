@@ -38,7 +38,43 @@ def qwen3_next_config():
     )
 
 
-CONFIGS = {"qwen3_next": qwen3_next_config}
+def mamba2_config():
+    from transformers import Mamba2Config
+
+    return Mamba2Config(
+        vocab_size=256,
+        hidden_size=64,
+        num_hidden_layers=2,
+        state_size=16,
+        head_dim=16,
+        expand=2,
+        num_heads=8,
+        n_groups=2,
+        chunk_size=16,
+    )
+
+
+def recurrent_gemma_config():
+    from transformers import RecurrentGemmaConfig
+
+    return RecurrentGemmaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        lru_width=64,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        block_types=["recurrent", "recurrent", "attention"],
+        attention_window_size=16,
+    )
+
+
+CONFIGS = {
+    "qwen3_next": qwen3_next_config,
+    "mamba2": mamba2_config,
+    "recurrent_gemma": recurrent_gemma_config,
+}
 
 
 def save_tiny(kind: str, folder: Path, seed: int = 0) -> Path:
