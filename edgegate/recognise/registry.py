@@ -29,6 +29,7 @@ _REGISTRY: dict[str, Recogniser] = {}
 # Block class names that promise a gate: one of these with no gate recognised inside is worth
 # a warning (its gate may be written in a way no recogniser reads, e.g. relu6(x + 3) / 6).
 GATE_LIKE_CLASS = re.compile(r"(?i:squeeze|excit|gate)|SE(?![a-z])")
+NORM_CLASS = re.compile(r"(?i:norm)")
 
 
 def register(recogniser: Recogniser) -> Recogniser:
@@ -90,6 +91,9 @@ def recognise(graph_module: fx.GraphModule) -> Recognition:
         path = owner(node)[0]
         if _feeds_output(node):
             leftovers.append(Leftover(path, kind, "a model output, not a gate", warn=False))
+        elif _routes(node):
+            reason = "a mixture-of-experts router: its top-k picks experts, its weights scale them"
+            leftovers.append(Leftover(path, kind, reason, warn=False))
         else:
             reason = "its output multiplies no tensor: left to calibration"
             leftovers.append(Leftover(path, kind, reason))
@@ -97,6 +101,19 @@ def recognise(graph_module: fx.GraphModule) -> Recognition:
     order = {node: i for i, node in enumerate(graph_module.graph.nodes)}
     found.sort(key=lambda item: order[item.node])
     return Recognition(found, leftovers)
+
+
+_TOPK = {"topk", "aten.topk.default", "aten.topk"}
+
+
+def _routes(node: fx.Node) -> bool:
+    """A softmax or sigmoid whose output is ranked by ``topk``: an MoE router, not a gate."""
+    for user in node.users:
+        target = user.target
+        name = getattr(target, "__name__", None) or str(target)
+        if user.op in ("call_function", "call_method") and (name in _TOPK or "topk" in name):
+            return True
+    return False
 
 
 def _silent_blocks(
@@ -111,6 +128,8 @@ def _silent_blocks(
             if name == GATE_CLASS:
                 continue
             short = name.rpartition(".")[2]
+            if NORM_CLASS.search(short):  # a gated norm (x * silu(z)): no [0, 1] gate
+                continue
             if GATE_LIKE_CLASS.search(short) and path not in blocks:
                 blocks[path] = short
     silent = []

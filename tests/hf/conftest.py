@@ -22,3 +22,19 @@ def mamba2_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def recurrent_gemma_dir(tmp_path_factory):
     return save_tiny("recurrent_gemma", tmp_path_factory.mktemp("hf") / "recurrent-gemma")
+
+
+@pytest.fixture(scope="session")
+def mamba_dir(tmp_path_factory):
+    return save_tiny("mamba", tmp_path_factory.mktemp("hf") / "mamba")
+
+
+@pytest.fixture(scope="session")
+def small_text(tmp_path_factory):
+    """A short text file: scoring over it takes seconds, not the whole stdlib corpus."""
+    import inspect
+    import json as json_module
+
+    path = tmp_path_factory.mktemp("text") / "text.txt"
+    path.write_text(inspect.getsource(json_module)[:24_000])
+    return path

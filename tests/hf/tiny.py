@@ -70,7 +70,15 @@ def recurrent_gemma_config():
     )
 
 
+def mamba_config():
+    """Mamba (v1): a recurrence edgegate has no recogniser for (its torch path loops over T)."""
+    from transformers import MambaConfig
+
+    return MambaConfig(vocab_size=256, hidden_size=32, state_size=4, num_hidden_layers=1)
+
+
 CONFIGS = {
+    "mamba": mamba_config,
     "qwen3_next": qwen3_next_config,
     "mamba2": mamba2_config,
     "recurrent_gemma": recurrent_gemma_config,
