@@ -25,6 +25,7 @@ from edgegate.models import (
     shipped_weights,
 )
 from edgegate.outputs import check_output_file
+from edgegate.pipeline.recurrences import prepare_recurrences
 from edgegate.pipeline.tasks import resolve_task
 from edgegate.progress import SILENT, Progress
 from edgegate.train import TrainConfig, train_model
@@ -86,6 +87,9 @@ def train(
     check_output_file(output, "checkpoint")
     loaded = load_model(model, checkpoint, trust_code=trust_code, pretrained=False)
     kind = resolve_task(loaded, task)
+    with progress.phase("recognise recurrences"):  # edgegate's chunked scans train faster
+        probe = kind.example(loaded, batch=2, input_size=input_size, seq_len=seq_len)
+        prepare_recurrences(loaded.module, probe)
     train_data = kind.load(loaded, data, "train", input_size=input_size, seq_len=seq_len)
     test_data = kind.load(loaded, data, "test", input_size=input_size, seq_len=seq_len)
 
