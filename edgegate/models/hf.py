@@ -223,9 +223,22 @@ class CausalLMLogits(nn.Module):
     def model_type(self) -> str:
         return str(getattr(self.model.config, "model_type", "?"))
 
+    def train(self, mode: bool = True) -> CausalLMLogits:
+        """MoE experts as batched matmuls for tracing (every target takes them), and as
+        transformers' per-expert loop for training (only the routed tokens, far less memory)."""
+        super().train(mode)
+        setter = getattr(self.model, "set_experts_implementation", None)
+        if callable(setter) and _has_experts(self.model):
+            setter("eager" if mode else "batched_mm")
+        return self
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         out = self.model(input_ids=tokens, use_cache=False, return_dict=True)
         return out.logits.float()
+
+
+def _has_experts(model: nn.Module) -> bool:
+    return getattr(model.config, "_experts_implementation", None) is not None
 
 
 def is_causal_lm(module: nn.Module) -> bool:
