@@ -79,3 +79,21 @@ def test_revision_folds_into_hub_ids_only(qwen3_next_dir):
         with_revision(f"hf:{qwen3_next_dir}", "abc")
     with pytest.raises(BadInput, match="applies to hf: hub models"):
         with_revision("gla-lm", "abc")
+
+
+def test_missing_extra_is_exit_3_with_the_install_command(
+    run_cli, qwen3_next_dir, tmp_path, monkeypatch
+):
+    import importlib
+
+    real = importlib.import_module
+
+    def without_transformers(name, *args, **kwargs):
+        if name == "transformers" or name.startswith("transformers."):
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr("edgegate.models.hf.importlib.import_module", without_transformers)
+    result = run_cli("export", f"hf:{qwen3_next_dir}", "-o", tmp_path / "out")
+    assert_one_line_error(result, "[hf] extra", "pip install 'edgegate-nn[hf]'", code=3)
+    assert not (tmp_path / "out").exists()
