@@ -1,10 +1,11 @@
 """Target ``coreml``: an ML Program package (.mlpackage) for iPhone, iPad and Mac.
 
 torch.export, edgegate's loop-free scan forms, then coremltools. Computes in fp16 by default,
-with the scan regions (cumsum and exp of log gates included) kept in fp32; LMs get a flexible
-sequence length, image models flexible sizes. ``--int8`` stores the weights that edgegate's
-quantizer put on a per-channel int8 grid as int8 constexprs (iOS17+); scan projections stay
-float. Core ML predicts on macOS only: elsewhere the runner emulates the program in numpy.
+with the scan regions (cumsum and exp of log gates included) and MoE routers kept in fp32; LMs
+get a flexible sequence length, image models flexible sizes. ``--int8`` stores the weights that
+edgegate's quantizer put on a per-channel int8 grid as int8 constexprs (iOS17+); scan
+projections stay float. Core ML predicts on macOS only: elsewhere the runner emulates the
+program in numpy.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Core ML export: torch.export -> edgegate's loop-free scans -> ML Program (.mlpackage).
 
-`program` makes the exported program (shape ranges, decomposed scans, the scan region),
-`convert` turns it into a package (fp16 with fp32 scans, int8 weights, metadata), `inspect`
-reads a package back for the checks Linux can make (ops, dtypes, shape ranges, weights).
+`program` makes the exported program (shape ranges, decomposed scans, the scan regions and
+MoE routers), `convert` turns it into a package (fp16 with those regions fp32, int8 weights,
+metadata), `inspect` reads a package back for the checks Linux can make (ops, dtypes, shape
+ranges, weights).
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from edgegate.exporters.coreml.convert import (
     save,
 )
 from edgegate.exporters.coreml.inspect import package_inputs
-from edgegate.exporters.coreml.program import dim_ranges, export_program, scan_region
+from edgegate.exporters.coreml.program import (
+    dim_ranges,
+    export_program,
+    routing_region,
+    scan_region,
+)
 from edgegate.manifest import InputSpec
 
 __all__ = ["CoreMLExport", "export_coreml", "package_inputs", "prepare_program"]
@@ -34,7 +40,7 @@ class CoreMLExport:
     path: Path
     inputs: list[InputSpec]
     int8_weights: list[str]  # names of the weights stored as int8
-    fp32_ops: int  # ops kept in fp32 (the scan regions) under fp16
+    fp32_ops: int  # ops kept in fp32 (the scan regions and MoE routers) under fp16
 
 
 def prepare_program(
@@ -67,7 +73,7 @@ def export_coreml(
     input_docs: dict[str, str] | None = None,
 ) -> CoreMLExport:
     """Write ``program`` (from `prepare_program`) as ``path`` (an .mlpackage folder)."""
-    keep = scan_region(program)
+    keep = scan_region(program) | routing_region(program)
     model = convert(program, precision=precision, keep_fp32=keep)
     quantized: list[str] = []
     if int8_weights:  # on the converted program, before renaming rebuilds the model from spec

@@ -1,9 +1,10 @@
 """Exported program -> Core ML ML Program (.mlpackage): fp16 compute with fp32 scans, int8
 weights, names and metadata.
 
-fp16 is Core ML's fast path on the GPU and Neural Engine, but the scans' cumsum of log gates and
-exp of their differences lose too much in fp16, so the ops that a scan's decomposition made stay
-fp32. INT8 weights are per-channel symmetric constexprs (iOS17+): only weights that edgegate's
+fp16 is Core ML's fast path on the GPU and Neural Engine, but the scans' cumsum of log gates
+and exp of their differences lose too much in fp16, so the ops that a scan's decomposition made
+stay fp32; so do an MoE router's scores and top-k, whose discrete choice fp16 rounding flips.
+INT8 weights are per-channel symmetric constexprs (iOS17+): only weights that edgegate's
 quantizer put on an int8 grid are stored as int8, so scan projections kept float stay float.
 """
 

@@ -4,13 +4,19 @@ Core ML needs a range for every flexible dim, and coremltools takes neither edge
 ops nor loops, so the exported program gets the loop-free scan forms (`edgegate.ops.decompose`)
 with the sequence length still symbolic. Export is size-oblivious: otherwise torch.export
 specialises a CNN whose last feature map can be 1x1 (a 32x32 input) to that one size.
+
+A ``where`` whose condition is larger than both of its values (transformers' attention mask:
+``where(causal [B,1,T,T], 0.0, min)``) gets its first value broadcast to the condition first:
+coremltools' ``select`` declares the broadcast of its two values alone, and only broadcasts
+all three itself when every shape is static, so with a symbolic length the program would
+declare a scalar for a [B,1,T,T] mask (`broadcast_where_values`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -73,15 +79,17 @@ def export_program(
     sequence range from 2 instead: the range in the package says so.
     """
     try:
-        ranges = _dims_that_vary(module, args, ranges)
-        program = _export(module, args, ranges)
+        with bfloat16_as_float32(module):
+            ranges = _dims_that_vary(module, args, ranges)
+            program = _export(module, args, ranges)
     except Exception as exc:  # torch.export reports guards and unsupported code this way
         from_two = [DimRange(r.input_index, r.dim, 2, r.high) if r.low == 1 and r.dim else r
                     for r in ranges]  # fmt: skip
         try:
             if from_two == list(ranges):
                 raise
-            program = _export(module, args, from_two)
+            with bfloat16_as_float32(module):
+                program = _export(module, args, from_two)
         except Exception:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             message = f"torch.export of {type(module).__name__} failed: {first}"
@@ -91,6 +99,7 @@ def export_program(
             program = decompose(program, max_len)
     except Exception as exc:
         raise BadInput(f"decomposing edgegate's ops failed: {exc}") from None
+    broadcast_where_values(program)
     left = remaining_edgegate_ops(program)
     if left:
         raise BadInput(f"edgegate ops without a Core ML decomposition: {', '.join(left)}")
@@ -99,7 +108,52 @@ def export_program(
         raise BadInput(
             f"{type(module).__name__} uses ops Core ML cannot take: {', '.join(missing)}"
         )
+    in_bf16 = bfloat16_nodes(program)
+    if in_bf16:
+        raise BadInput(
+            f"{type(module).__name__} computes in bfloat16, which Core ML lacks "
+            f"({', '.join(in_bf16[:3])}): load it in float32"
+        )
     return program
+
+
+@contextlib.contextmanager
+def bfloat16_as_float32(module: nn.Module) -> Iterator[None]:
+    """``module``'s bfloat16 parameters and buffers as float32 copies while it is exported,
+    then the originals back. Core ML has no bfloat16 (coremltools fails on the dtype), and the
+    widening is exact: transformers' RecurrentGemma keeps its embedding scale as a bfloat16
+    buffer that it casts to the activations' float32, which then is a no-op."""
+    swapped: list[tuple[dict, str, torch.Tensor]] = []
+    widened: dict[int, torch.Tensor] = {}  # a tensor shared by modules stays shared
+    try:
+        for sub in module.modules():
+            for store in (sub._parameters, sub._buffers):
+                for name, tensor in store.items():
+                    if tensor is None or tensor.dtype != torch.bfloat16:
+                        continue
+                    if id(tensor) not in widened:
+                        wide = tensor.detach().float()
+                        if isinstance(tensor, nn.Parameter):
+                            wide = nn.Parameter(wide, requires_grad=tensor.requires_grad)
+                        widened[id(tensor)] = wide
+                    swapped.append((store, name, tensor))
+                    store[name] = widened[id(tensor)]
+        yield
+    finally:
+        for store, name, tensor in reversed(swapped):
+            store[name] = tensor
+
+
+def bfloat16_nodes(program: torch.export.ExportedProgram) -> list[str]:
+    """Names of the graph nodes that make or take bfloat16 (none once `bfloat16_as_float32`
+    widened the model's own tensors, unless its code casts to bfloat16 itself)."""
+    found = []
+    for node in program.graph.nodes:
+        val = node.meta.get("val")
+        dtypes = [getattr(val, "dtype", None), *node.args, *node.kwargs.values()]
+        if any(d is torch.bfloat16 for d in dtypes):
+            found.append(node.name)
+    return found
 
 
 def _dims_that_vary(
@@ -144,6 +198,69 @@ def _export(
         )
 
 
+def broadcast_where_values(program: torch.export.ExportedProgram) -> int:
+    """Broadcast, in place, the first value of each ``where`` whose condition widens its output
+    beyond the broadcast of its two values (``where(c, a, b)`` -> ``where(c, a + zeros(c), b)``);
+    returns how many were rewritten.
+
+    coremltools converts ``where`` to a MIL ``select`` whose declared type is the broadcast of
+    ``a`` and ``b`` only (the condition's shape is left out); it broadcasts all three itself
+    only when no shape is symbolic. With a symbolic length the package then declares, say, a
+    scalar for a [B,1,T,T] mask: a type its own values contradict, which edgegate's emulator
+    refuses and a device's shape propagation need not survive. Adding zeros shaped like the
+    condition keeps every value (-inf and NaN included) and makes the declared type the true
+    one.
+    """
+    graph = program.graph_module.graph
+    where = torch.ops.aten.where.self
+    count = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target != where or len(node.args) != 3:
+            continue
+        cond, a, b = node.args
+        out = node.meta.get("val")
+        values = [getattr(x, "meta", {}).get("val") for x in (cond, a, b)]
+        if out is None or any(v is None for v in values):
+            continue
+        if not _cond_widens(tuple(values[1].shape), tuple(values[2].shape), tuple(out.shape)):
+            continue
+        fake_mode = torch._guards.detect_fake_mode(values)
+        with graph.inserting_before(node):
+            zeros = graph.call_function(
+                torch.ops.aten.full_like.default, (cond, 0.0), {"dtype": out.dtype}
+            )
+            widened = graph.call_function(torch.ops.aten.add.Tensor, (a, zeros))
+        with fake_mode or contextlib.nullcontext():
+            zeros.meta["val"] = torch.ops.aten.full_like.default(values[0], 0.0, dtype=out.dtype)
+            widened.meta["val"] = torch.ops.aten.add.Tensor(values[1], zeros.meta["val"])
+        for new in (zeros, widened):
+            for key in ("stack_trace", "nn_module_stack", "from_node"):
+                if key in node.meta:
+                    new.meta[key] = node.meta[key]
+        node.args = (cond, widened, b)
+        count += 1
+    if count:
+        graph.lint()
+        program.graph_module.recompile()
+    return count
+
+
+def _cond_widens(a: tuple, b: tuple, out: tuple) -> bool:
+    """Whether ``out`` (the broadcast of condition, a and b) is larger than that of a and b:
+    a higher rank, or a dim that a and b both leave at 1 (or lack) and the output does not."""
+    if len(out) > max(len(a), len(b)):
+        return True
+    for i in range(1, len(out) + 1):
+        dims = [s[-i] for s in (a, b) if len(s) >= i]
+        if all(_is_one(d) for d in dims) and not _is_one(out[-i]):
+            return True
+    return False
+
+
+def _is_one(dim: object) -> bool:
+    return isinstance(dim, int) and dim == 1
+
+
 def scan_region(program: torch.export.ExportedProgram) -> set[str]:
     """Names of the nodes that a scan's decomposition produced (they keep fp32 under fp16).
 
@@ -159,6 +276,42 @@ def scan_region(program: torch.export.ExportedProgram) -> set[str]:
                 names.add(node.name)
                 break
             source = source.from_node[-1] if source.from_node else None
+    return names
+
+
+_SCORING = frozenset(
+    {
+        torch.ops.aten.mm.default,
+        torch.ops.aten.addmm.default,
+        torch.ops.aten.bmm.default,
+        torch.ops.aten.matmul.default,
+        torch.ops.aten.linear.default,
+    }
+)
+ROUTER_DEPTH = 8  # ops between a top-k and the matmul that scores its choices, at most
+
+
+def routing_region(program: torch.export.ExportedProgram) -> set[str]:
+    """Names of the nodes of each top-k choice over computed scores, back to the matmul that
+    made them: a mixture of experts' router (linear, softmax, top-k). They keep fp32 under
+    fp16, as the scans do: the choice is discrete, and a tiny model's (or a balanced router's)
+    scores lie within a half step of each other, so fp16 scores pick another expert for some
+    tokens and move their outputs by far more than fp16's rounding elsewhere. The router's
+    input stays fp16; only its scoring is widened (a few ops per MoE layer)."""
+    names = set()
+    for node in program.graph.nodes:
+        if node.op != "call_function" or node.target != torch.ops.aten.topk.default:
+            continue
+        names.add(node.name)
+        walked, current = [], node.args[0]
+        while isinstance(current, torch.fx.Node) and current.op == "call_function":
+            walked.append(current.name)
+            if current.target in _SCORING:
+                names.update(walked)
+                break
+            if len(walked) >= ROUTER_DEPTH or not current.args:
+                break
+            current = current.args[0]
     return names
 
 

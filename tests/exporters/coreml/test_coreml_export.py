@@ -14,8 +14,11 @@ from edgegate.exporters.coreml import export_coreml, prepare_program
 from edgegate.exporters.coreml.convert import _on_int8_grid
 from edgegate.exporters.coreml.inspect import load, op_counts, package_ranges
 from edgegate.exporters.coreml.program import (
+    bfloat16_nodes,
+    broadcast_where_values,
     dim_ranges,
     export_program,
+    routing_region,
     scan_region,
 )
 from edgegate.ops import gated_linear_attention
@@ -122,3 +125,139 @@ def test_fp16_package_keeps_the_scan_in_fp32(tmp_path):
     assert model.author == "edgegate"
     assert model.user_defined_metadata["model"] == "tiny"
     assert model.input_description["tokens"] == "token ids"
+
+
+class CausalMask(nn.Module):
+    """Attention under a mask built as transformers builds it: ``where(causal [B,1,T,T], 0,
+    min)``, a condition wider than both of its (scalar) values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(256, 8)
+        self.out = nn.Linear(8, 16)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        b, t = tokens.shape
+        idx = torch.arange(t, device=tokens.device)
+        causal = (idx[None, :] <= idx[:, None]).expand(b, 1, t, t)
+        mask = torch.where(causal, torch.tensor(0.0), torch.tensor(torch.finfo(x.dtype).min))
+        scores = x.unsqueeze(1) @ x.unsqueeze(1).transpose(-1, -2) + mask
+        return self.out((scores.softmax(-1) @ x.unsqueeze(1)).squeeze(1))
+
+
+def _where_values(program) -> list[tuple[int, ...]]:
+    return [
+        tuple(len(arg.meta["val"].shape) for arg in node.args)
+        for node in program.graph.nodes
+        if node.target == torch.ops.aten.where.self
+    ]
+
+
+def test_a_where_wider_than_its_values_gets_them_broadcast():
+    """coremltools declares a select's type from its two values alone: the mask's first
+    value is widened to the condition before conversion, and the program computes the same."""
+    tokens = torch.randint(0, 256, (2, 12))
+    module = CausalMask().eval()
+    program = export_program(module, (tokens,), dim_ranges([tokens], [(0, 1)], sequence=True), 12)
+    assert _where_values(program) == [(4, 4, 0)]
+    assert broadcast_where_values(program) == 0  # already done, and once
+    other = torch.randint(0, 256, (3, 7))
+    torch.testing.assert_close(program.module()(other), module(other))
+
+    class FullValues(nn.Module):  # values as wide as the condition: left alone
+        def forward(self, x):
+            return torch.where(x > 0, x, -x)
+
+    plain = export_program(FullValues(), (torch.randn(2, 5),), [], 1)
+    assert _where_values(plain) == [(2, 2, 2)]
+
+
+def test_a_masked_lm_converts_with_the_declared_mask_shape(tmp_path):
+    """The converted mask's select declares [B,1,T,T], and the emulated package agrees with
+    PyTorch at lengths other than the traced one (it used to declare a scalar)."""
+    from coremltools.proto import MIL_pb2
+
+    from edgegate.runtime.coreml_emulator import Emulator
+
+    torch.manual_seed(0)
+    module = CausalMask().eval()
+    tokens = torch.randint(0, 256, (2, 12))
+    program = prepare_program(module, (tokens,), [(0, 1)], sequence=True)
+    exported = export_coreml(
+        program, tmp_path / "m.mlpackage", input_names=["tokens"], output_names=["out"]
+    )
+    function = load(exported.path).get_spec().mlProgram.functions["main"]
+    block = function.block_specializations[function.opset]
+    (select,) = [
+        op
+        for op in block.operations
+        if op.type == "select" and op.outputs[0].type.tensorType.dataType != MIL_pb2.INT32
+    ]
+    assert select.outputs[0].type.tensorType.rank == 4
+    assert select.outputs[0].type.tensorType.dataType == MIL_pb2.FLOAT16
+    emulator = Emulator(exported.path)
+    for shape in [(1, 1), (3, 5), (2, 12)]:
+        feed = torch.randint(0, 256, shape)
+        got = emulator.run({"tokens": feed.numpy().astype(np.int32)})["out"]
+        np.testing.assert_allclose(got, module(feed).detach().numpy(), atol=2e-2, rtol=2e-2)
+
+
+def test_bfloat16_buffers_are_exported_as_float32_and_left_as_they_were():
+    """Core ML has no bfloat16: a model's bfloat16 buffer (RecurrentGemma's embedding scale)
+    is widened, exactly, for the export only."""
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.register_buffer("scale", torch.tensor(4**0.5 + 0.01, dtype=torch.bfloat16))
+
+        def forward(self, x):
+            return self.lin(x) * self.scale.type(x.dtype)
+
+    module = Scaled().eval()
+    x = torch.randn(2, 4)
+    program = export_program(module, (x,), dim_ranges([x], [(0,)], sequence=False), 1)
+    assert bfloat16_nodes(program) == []
+    assert module.scale.dtype == torch.bfloat16
+    torch.testing.assert_close(program.module()(x), module(x))
+
+    class CastsItself(nn.Module):
+        def forward(self, x):
+            return (x.to(torch.bfloat16) * 2).float()
+
+    from edgegate.errors import BadInput
+
+    with pytest.raises(BadInput, match="computes in bfloat16"):
+        export_program(CastsItself(), (x,), [], 1)
+
+
+class TinyMoE(nn.Module):
+    """A router (linear, softmax, top-2 of 4) mixing two of four expert projections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(256, 8)
+        self.gate = nn.Linear(8, 4, bias=False)
+        self.experts = nn.Parameter(torch.randn(4, 8, 8) / 8**0.5)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        weights, chosen = self.gate(x).softmax(-1).topk(2, dim=-1)
+        picked = self.experts[chosen]  # [B, T, 2, 8, 8]
+        y = (x[:, :, None, None, :] @ picked).squeeze(-2)  # [B, T, 2, 8]
+        return (weights.unsqueeze(-1) * y).sum(2)
+
+
+def test_an_moe_router_is_kept_fp32_and_nothing_else():
+    """The router's matmul, softmax and top-k stay fp32 under fp16 (a flipped expert choice
+    moves a token's output by far more than fp16 rounding); the experts do not."""
+    tokens = torch.randint(0, 256, (2, 6))
+    program = export_program(
+        TinyMoE().eval(), (tokens,), dim_ranges([tokens], [(0, 1)], sequence=True), 6
+    )
+    region = routing_region(program)
+    kinds = {str(n.target).split(".")[1] for n in program.graph.nodes if n.name in region}
+    assert kinds - {"view"} == {"mm", "_softmax", "topk"}, kinds  # a 3-D linear: view, mm, view
+    assert routing_region(export_program(CausalMask().eval(), (tokens,), [], 6)) == set()
