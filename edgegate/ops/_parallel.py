@@ -19,14 +19,34 @@ def causal_mask(T: int, device: torch.device, strict: bool = False) -> torch.Ten
     return pos.unsqueeze(-1) > pos.unsqueeze(0) if strict else pos.unsqueeze(-1) >= pos.unsqueeze(0)
 
 
+def causal_bias(T: int, dtype: torch.dtype, device: torch.device, strict: bool = False):
+    """[T, T]: 0 where key position s may reach query position t (s <= t), else -inf."""
+    allowed = causal_mask(T, device, strict)
+    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
+        ~allowed, float("-inf")
+    )
+
+
 def causal_decay(b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """exp(b_t - b_s) where ``mask`` allows, else 0; b: [..., T] cumulative log decay.
 
-    The exponent is masked to -inf *before* exp, so positions s > t (where b_t - b_s > 0 can be
-    huge) never overflow; allowed exponents are <= 0, so strong decay underflows to 0.
+    The exponent gets -inf added *before* exp where the mask forbids, so positions s > t (where
+    b_t - b_s > 0 can be huge) never overflow; allowed exponents are <= 0, so strong decay
+    underflows to 0. The bias depends on T alone: the data path is a sub, an add and an exp,
+    which a delegate (XNNPACK) takes whole, where a ``where`` on it would cut it in two.
     """
     diff = b.unsqueeze(-1) - b.unsqueeze(-2)
-    return torch.where(mask, diff, torch.full_like(diff, float("-inf"))).exp()
+    bias = torch.zeros(mask.shape, dtype=diff.dtype, device=diff.device).masked_fill(
+        ~mask, float("-inf")
+    )
+    return (diff + bias).exp()
+
+
+def strict_lower(x: torch.Tensor) -> torch.Tensor:
+    """``x`` [..., T, T] with its diagonal and upper triangle zeroed (``x`` finite there): a
+    product with a 0/1 mask that depends on T alone, so the data path stays one multiply."""
+    keep = causal_mask(x.shape[-1], x.device, strict=True).to(x.dtype)
+    return x * keep
 
 
 def unit_lower_inverse(A: torch.Tensor, max_len: int = MAX_PARALLEL_T) -> torch.Tensor:
@@ -39,22 +59,36 @@ def unit_lower_inverse(A: torch.Tensor, max_len: int = MAX_PARALLEL_T) -> torch.
     inverse. Every P is a block of the true inverse, so nothing grows as the terms of a Neumann
     series (I - A + A^2 - ...) do; a partial last block needs no padding, and rounds past N
     change nothing, so the trip count is static while N stays symbolic.
+
+    Pass A with one batch dim ([BH, N, N]): the products are then plain ``bmm`` (a 4-D
+    matmul becomes expands and reshapes around one, which a delegate may not take when two
+    dims are symbolic), and the block masks are float arithmetic on positions, so XNNPACK
+    takes the whole inverse as one partition.
     """
     N = A.shape[-1]
-    pos = torch.arange(N, device=A.device)
-    row, col = pos.unsqueeze(-1), pos.unsqueeze(0)
-    inv = torch.eye(N, dtype=A.dtype, device=A.device).expand(A.shape)
+    pos = torch.arange(N, dtype=A.dtype, device=A.device)
+    same = _same_block(pos, 1)  # [N, N]: 1 where row and col share a block of `size` (I)
+    inv = None
     size = 1
     while size < max_len:
-        same_pair = torch.div(row, 2 * size, rounding_mode="floor") == torch.div(
-            col, 2 * size, rounding_mode="floor"
-        )
-        corner = (
-            same_pair
-            & (torch.div(row, size, rounding_mode="floor") % 2 == 1)
-            & (torch.div(col, size, rounding_mode="floor") % 2 == 0)
-        )
-        C = torch.where(corner, A, torch.zeros_like(A))
-        inv = inv - inv @ (C @ inv)
-        size *= 2
-    return inv
+        wider = _same_block(pos, 2 * size)
+        # the lower-left quarter of each 2*size block: the same 2*size block, not the same
+        # size block (its upper-right quarter too, where A is 0)
+        C = A * (wider - same)
+        inv = same - C if inv is None else inv - bmm(inv, bmm(C, inv))  # from P = I: I - C
+        same, size = wider, size * 2
+    return torch.eye(N, dtype=A.dtype, device=A.device).expand(A.shape) if inv is None else inv
+
+
+def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b``, as ``torch.bmm`` for two [BH, ., .] operands: ``matmul`` would add an
+    expand and reshapes around it, each a node a delegate may refuse (two symbolic dims)."""
+    return torch.bmm(a, b) if a.dim() == 3 and b.dim() == 3 else a @ b
+
+
+def _same_block(pos: torch.Tensor, size: int) -> torch.Tensor:
+    """[N, N] 0/1: whether positions ``pos`` (float, integral) fall in the same block of
+    ``size``. Float arithmetic only (floor, abs, relu): no integer division, comparison or
+    ``where``, so a delegate that takes none of those (XNNPACK) takes the whole inverse."""
+    block = torch.floor(pos * (1.0 / size))  # exact: size is a power of two, pos < 2**24
+    return torch.relu(1.0 - (block.unsqueeze(-1) - block.unsqueeze(0)).abs())

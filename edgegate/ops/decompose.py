@@ -9,7 +9,7 @@ sequence length symbolic, up to ``max_len``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -37,11 +37,17 @@ def edgegate_decompositions(max_len: int = MAX_PARALLEL_T) -> dict[object, Calla
 
 
 def decompose(
-    program: torch.export.ExportedProgram, max_len: int = MAX_PARALLEL_T, *, core_aten: bool = True
+    program: torch.export.ExportedProgram,
+    max_len: int = MAX_PARALLEL_T,
+    *,
+    core_aten: bool = True,
+    extra: Mapping[object, Callable] | None = None,
 ) -> torch.export.ExportedProgram:
-    """``program`` with every edgegate op in loop-free aten (and, by default, in core aten)."""
+    """``program`` with every edgegate op in loop-free aten (and, by default, in core aten);
+    ``extra`` adds a converter's own rewrites to the same pass (one retrace)."""
     table = torch.export.default_decompositions() if core_aten else {}
     table.update(edgegate_decompositions(max_len))
+    table.update(extra or {})
     return program.run_decompositions(table)
 
 

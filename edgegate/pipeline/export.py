@@ -68,7 +68,12 @@ def build_engines(target: Target, output_dir: Path, progress: Progress) -> list[
 
 
 def _size_hint(
-    loaded, task: str, example: tuple, input_size: int | None, seq_len: int | None
+    loaded,
+    task: str,
+    example: tuple,
+    input_size: int | None,
+    seq_len: int | None,
+    target: Target,
 ) -> list[str]:
     """A user model exported at edgegate's default size, which may not be the deployment's:
     the declared ranges (and a kit's shape profile) are built around the traced size."""
@@ -76,10 +81,15 @@ def _size_hint(
         return []
     shape = "x".join(str(int(d)) for d in example[0].shape[1:])
     option = "--seq-len" if task == "lm" else "--input-size"
+    bounded = target.bounded_by_export or (task == "lm" and target.sequences_bounded_by_export)
+    reach = (
+        f" stop at the traced size: {target.name} plans its files for it"
+        if bounded
+        else ", a TensorRT kit's shape profile among them, go up to twice the traced size"
+    )
     return [
         f"traced at {shape}, edgegate's default for a model outside the zoo: pass {option} "
-        "with your deployment size (the declared ranges, a TensorRT kit's shape profile among "
-        "them, go up to twice the traced size)"
+        f"with your deployment size (the declared ranges{reach})"
     ]
 
 
@@ -209,7 +219,7 @@ def export(
         "engines": built,
         "recurrences": recurrences,
         "warnings": [
-            *_size_hint(loaded, kind.name, example, input_size, seq_len),
+            *_size_hint(loaded, kind.name, example, input_size, seq_len, chosen),
             *(line for c in checked for line in c.warnings()),
         ],
     }

@@ -2,10 +2,12 @@
 
 The steps: ``torch.export`` with the part's dynamic dims bounded (batch up to ``MAX_BATCH``,
 every other varying dim from 1 up to its size in the example: an image side or a sequence
-length), edgegate's ops rewritten into loop-free core aten (`edgegate.ops.decompose`, which
-ExecuTorch needs: it has no kernels for edgegate's custom ops), XNNPACK partitioning and
-lowering, memory planning for the upper bounds, and serialisation. What XNNPACK does not take
-runs on ExecuTorch's portable kernels.
+length), edgegate's ops rewritten into loop-free aten (`edgegate.ops.decompose`, which
+ExecuTorch needs: it has no kernels for edgegate's custom ops) and splits into slices (see
+``list_free_decompositions``), then ExecuTorch's own core-aten decomposition (which keeps
+``linear`` whole for XNNPACK), XNNPACK partitioning and lowering, memory planning for the
+upper bounds, and serialisation. What XNNPACK does not take runs on ExecuTorch's portable
+kernels.
 
 Dims: ExecuTorch plans memory for each dim's upper bound, so every dynamic dim is bounded.
 Export traces with the batch at 2 (torch.export would fix a dim whose example size is 1) and
@@ -131,12 +133,19 @@ def scan_max_len(args: tuple[torch.Tensor, ...]) -> int:
 
 
 def _partitioner():
-    """XNNPACK's partitioner, except that an unsqueeze with more than one dynamic dim stays
-    on the portable kernels: executorch 1.5.1's partitioner takes it, then XNNPACK's reshape
-    (one dynamic dim at most) rejects it while lowering."""
+    """XNNPACK's partitioner, except that what XNNPACK turns into a reshape with more than one
+    dynamic dim stays on the portable kernels: executorch 1.5.1's partitioner takes it, then
+    XNNPACK's reshape (one dynamic dim at most) rejects it while lowering. That is an
+    unsqueeze, and a 1-D convolution (lowered as unsqueeze, 2-D convolution, squeeze) of an
+    input with a dynamic batch and length (RecurrentGemma's temporal conv). And a no-op
+    clone of a tensor that has other users stays out too: XNNPACK's passes drop the clone,
+    and a partition that returned both then returns one value twice, which its lowering
+    refuses ("already in the inputs": RecurrentGemma's transposed conv output)."""
     with quiet_imports():
         from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+        from executorch.backends.xnnpack.partition.config.gemm_configs import ConvolutionConfig
         from executorch.backends.xnnpack.partition.config.generic_node_configs import (
+            CloneDimOrderConfig,
             UnsqueezeCopyConfig,
         )
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
@@ -144,16 +153,30 @@ def _partitioner():
         )
     from torch.fx.experimental.symbolic_shapes import free_symbols
 
+    def dynamic_dims(node) -> int:
+        return sum(1 for size in node.meta["val"].shape if free_symbols(size))
+
     class OneDynamicDimUnsqueeze(UnsqueezeCopyConfig):
+        def check_constraints(self, node, ep) -> bool:
+            return super().check_constraints(node, ep) and dynamic_dims(node) <= 1
+
+    class OneDynamicDimConv1d(ConvolutionConfig):
         def check_constraints(self, node, ep) -> bool:
             if not super().check_constraints(node, ep):
                 return False
-            return sum(1 for size in node.meta["val"].shape if free_symbols(size)) <= 1
+            one_d = node.args[1].meta["val"].dim() == 3
+            return not one_d or max(dynamic_dims(node.args[0]), dynamic_dims(node)) <= 1
 
-    configs = [
-        OneDynamicDimUnsqueeze if config is UnsqueezeCopyConfig else config
-        for config in ALL_PARTITIONER_CONFIGS
-    ]
+    class SoleUserClone(CloneDimOrderConfig):
+        def check_constraints(self, node, ep) -> bool:
+            return super().check_constraints(node, ep) and len(node.args[0].users) == 1
+
+    swapped = {
+        UnsqueezeCopyConfig: OneDynamicDimUnsqueeze,
+        ConvolutionConfig: OneDynamicDimConv1d,
+        CloneDimOrderConfig: SoleUserClone,
+    }
+    configs = [swapped.get(config, config) for config in ALL_PARTITIONER_CONFIGS]
     return XnnpackPartitioner(configs=configs)
 
 
@@ -216,13 +239,60 @@ def _probe(program, args: tuple[torch.Tensor, ...], dynamic: list[tuple[int, ...
     return accepted
 
 
+def _split_as_slices(self: torch.Tensor, split_sizes, dim: int = 0) -> list[torch.Tensor]:
+    dim = dim % self.dim()
+    pieces, start = [], 0
+    for size in split_sizes:
+        pieces.append(torch.ops.aten.slice.Tensor(self, dim, start, start + size))
+        start = start + size
+    return pieces
+
+
+def _split_even_as_slices(self: torch.Tensor, split_size, dim: int = 0):
+    length = self.shape[dim % self.dim()]
+    if not isinstance(length, int) or not isinstance(split_size, int):
+        return NotImplemented  # a symbolic count of pieces: left as it is
+    sizes = [min(split_size, length - start) for start in range(0, length, split_size)]
+    return _split_as_slices(self, sizes or [length], dim)
+
+
+def _unbind_as_selects(self: torch.Tensor, dim: int = 0):
+    length = self.shape[dim % self.dim()]
+    if not isinstance(length, int):
+        return NotImplemented
+    return [torch.ops.aten.select.int(self, dim, i) for i in range(length)]
+
+
+def list_free_decompositions() -> dict[object, Any]:
+    """Splits and unbinds as slices and selects: no op that returns a list of tensors.
+
+    ExecuTorch 1.5.1's edge verifier (``EdgeOpArgValidator``) takes the first tensor of a
+    ``Tensor[]`` result for the list and calls ``len()`` on it, which guards that tensor's
+    first dim to its traced size: a split of a ``[batch, seq, ...]`` activation (transformers'
+    attention and gated-delta projections) then fixes the batch, and the program's every
+    shape, at the example's. Slices return one tensor each (and XNNPACK takes them)."""
+    aten = torch.ops.aten
+    return {
+        aten.split_with_sizes.default: _split_as_slices,
+        aten.split.Tensor: _split_even_as_slices,
+        aten.unbind.int: _unbind_as_selects,
+    }
+
+
 def _lower(program, args: tuple[torch.Tensor, ...], dynamic, record_for):
     """Decompose edgegate's ops, lower to XNNPACK and serialise, with ``record_for(dynamic)``
-    as the program's I/O record. Returns (program manager, edge program manager)."""
+    as the program's I/O record. Returns (program manager, edge program manager).
+
+    Only edgegate's ops and the splits are rewritten here: ExecuTorch decomposes the rest
+    itself and keeps what XNNPACK takes whole (``linear``). A full core-aten pass first would
+    cost one more retrace and hand XNNPACK matmuls to fuse back, some of which it cannot (a
+    linear of a transposed input becomes a bmm with the weight expanded per batch)."""
     with quiet_imports():
         from executorch.exir import to_edge_transform_and_lower
     with _size_oblivious(), quiet_imports():
-        program = decompose(program, scan_max_len(args))
+        program = decompose(
+            program, scan_max_len(args), core_aten=False, extra=list_free_decompositions()
+        )
         left = remaining_edgegate_ops(program)
         if left:
             raise BadInput(f"edgegate ops without a loop-free form: {', '.join(left)}")
@@ -348,10 +418,6 @@ def export_pte(
     failures: list[str] = []
     reexport: Exception | None = None
     for plan in _plans(dynamic_dims):
-
-        def record_for(dynamic):
-            return _io_record(args, input_names, output_names, dynamic, metadata)
-
         try:
             exported, dynamic = _export(module, args, plan, bounds)
         except (BadInput, BackendUnavailable):
@@ -360,6 +426,11 @@ def export_pte(
             failures.append(f"{plan.name}: torch.export failed ({_summary(exc)})")
             reexport = exc
             continue
+        shown = _as_traced(exported, args)  # what the manifest and the I/O record say
+
+        def record_for(dynamic, shown=shown):
+            return _io_record(shown, input_names, output_names, dynamic, metadata)
+
         try:
             program, edge = _lower(exported, args, dynamic, record_for)
         except (BadInput, BackendUnavailable):
@@ -375,10 +446,10 @@ def export_pte(
         with atomic_write(path) as fh:
             program.write_to_file(fh)
         delegated, portable = _count_nodes(edge)
-        given_up = _given_up(args, input_names, dynamic_dims, plan, dynamic, failures)
+        given_up = _given_up(shown, input_names, dynamic_dims, plan, dynamic, failures)
         return PteExport(
             path,
-            _input_specs(args, input_names, dynamic),
+            _input_specs(shown, input_names, dynamic),
             _ranges(args, input_names, dynamic, planned, bounds),
             [f"{label} fixed at {size}: {why}" for label, size, why in given_up],
             delegated,
@@ -389,6 +460,20 @@ def export_pte(
     if reexport is not None:  # torch.export itself refused, at the last plan too
         raise export_failure(module, message) from reexport
     raise BadInput(message)
+
+
+def _as_traced(program, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Stand-ins for the example with every static dim at its size in ``program``: a static
+    batch is 1 where the plan traced it so, 2 where torch.export fixed a batch-2 trace (the
+    example's own batch is only what the range checks feed)."""
+    names = set(program.graph_signature.user_inputs)
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in names]
+    out = []
+    for a, node in zip(args, placeholders, strict=False):
+        sizes = node.meta["val"].shape
+        shape = [s if isinstance(s, int) else int(a.shape[d]) for d, s in enumerate(sizes)]
+        out.append(torch.empty(shape, dtype=a.dtype))
+    return tuple(out)
 
 
 def _io_record(args, input_names, output_names, dynamic, metadata) -> dict[str, Any]:
@@ -440,7 +525,7 @@ def _given_up(args, input_names, asked, plan: _Plan, got, failures) -> list[tupl
                 why = "the model takes this size only (torch.export fixed it, or its guards do)"
             else:
                 why = failures[-1] if failures else "not asked"
-            size = int(a.shape[d]) if d else 1
+            size = int(a.shape[d])  # its size in the program
             notes.append((f"{name}.{dim_name(name, a, d)}", size, why))
     return notes
 

@@ -335,3 +335,65 @@ def test_the_targets_table_lists_executorch(run_cli):
     assert rows["executorch"]["default_profile"] == "executorch"
     assert rows["executorch"]["install"] == "pip install 'edgegate-nn[executorch]'"
     assert rows["executorch"]["available"] is HAVE_EXECUTORCH
+
+
+class _SplitGate(torch.nn.Module):
+    """A projection split in two along its channels, as transformers' gated blocks do
+    (`torch.split` of a [batch, seq, 2C] activation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 16)
+
+    def forward(self, x):
+        value, gate = torch.split(self.proj(x), [8, 8], dim=-1)
+        return value * torch.sigmoid(gate)
+
+
+class _BatchAsInt(torch.nn.Module):
+    """Reads its batch as a Python int: torch.export fixes it, and the program takes one
+    batch size."""
+
+    def forward(self, x):
+        return (x * 2).reshape(int(x.shape[0]), -1)
+
+
+@needs_executorch
+def test_a_split_keeps_batch_and_length_dynamic(tmp_path):
+    """ExecuTorch 1.5.1's edge verifier guards the first dim of a split's first piece to its
+    traced size (it calls len() on it), which fixed every dim of transformers' LMs; splits are
+    lowered as slices instead, and the program runs at other batches and lengths."""
+    from edgegate.exporters.executorch import export_pte
+    from edgegate.runtime import ExecuTorchRunner
+
+    module = _SplitGate().eval()
+    written = export_pte(
+        module, (torch.randn(2, 12, 8),), tmp_path / "split.pte", input_names=["x"],
+        output_names=["y"], dynamic_dims=[(0, 1)],
+    )  # fmt: skip
+    assert written.static_dims == []
+    assert written.inputs[0].shape == ["batch", "x_dim1", 8]
+    assert written.ranges == {"x": {"batch": [1, 8], "x_dim1": [1, 12]}}  # memory planned
+    with ExecuTorchRunner(written.path) as runner:
+        for shape in [(1, 1, 8), (3, 5, 8), (8, 12, 8)]:
+            feed = torch.randn(*shape)
+            got = runner.run({"x": feed.numpy()})["y"]
+            with torch.no_grad():
+                np.testing.assert_allclose(got, module(feed).numpy(), atol=1e-5)
+
+
+@needs_executorch
+def test_a_fixed_batch_is_recorded_at_its_size_in_the_program(tmp_path):
+    """The manifest's shape is the program's: a batch the plan fixed is 1 (what the program
+    takes), not the example's batch."""
+    from edgegate.exporters.executorch import export_pte
+    from edgegate.runtime import ExecuTorchRunner
+
+    written = export_pte(
+        _BatchAsInt(), (torch.randn(4, 6, 8),), tmp_path / "int.pte", input_names=["x"],
+        output_names=["y"], dynamic_dims=[(0,)],
+    )  # fmt: skip
+    assert written.inputs[0].shape == [1, 6, 8]
+    assert [line.split(":")[0] for line in written.static_dims] == ["x.batch fixed at 1"]
+    with ExecuTorchRunner(written.path) as runner:  # the program's own record says so too
+        assert runner.input_specs()[0].shape == (1, 6, 8)

@@ -13,8 +13,9 @@ import torch
 from edgegate.ops._common import compute_dtype, resolve_scale
 from edgegate.ops._parallel import (
     MAX_PARALLEL_T,
-    causal_decay,
-    causal_mask,
+    bmm,
+    causal_bias,
+    strict_lower,
     unit_lower_inverse,
 )
 
@@ -30,29 +31,41 @@ def parallel_gated_delta_rule(
     *,
     max_len: int = MAX_PARALLEL_T,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Same contract as `naive_gated_delta_rule` for 1 <= T <= max_len."""
+    """Same contract as `naive_gated_delta_rule` for 1 <= T <= max_len.
+
+    Batch and heads are flattened into one dim ([BH, T, ...]) up front, so every product is a
+    ``bmm`` and every broadcast a plain elementwise op: no 4-D matmul (expands and reshapes
+    with two symbolic dims, which XNNPACK does not take) and no unsqueeze of a [BH, T] tensor.
+    """
     dt = compute_dtype(q)
-    scale = resolve_scale(scale, q.shape[-1])
-    qs = q.to(dt).transpose(1, 2) * scale  # [B,H,T,K]
-    ks = k.to(dt).transpose(1, 2)
-    vs = v.to(dt).transpose(1, 2)  # [B,H,T,V]
-    b = g.to(dt).transpose(1, 2).cumsum(-1)  # [B,H,T]
-    bt = beta.to(dt).transpose(1, 2).unsqueeze(-1)  # [B,H,T,1]
-    decay = causal_decay(b, causal_mask(q.shape[1], q.device))  # inclusive, [B,H,T,T]
-    strict = causal_mask(q.shape[1], q.device, strict=True)
-    A = torch.where(strict, bt * (ks @ ks.transpose(-1, -2)) * decay, torch.zeros_like(decay))
+    _, T, H, K = q.shape
+    V = v.shape[-1]
+    scale = resolve_scale(scale, K)
+
+    def heads_first(x: torch.Tensor, last: int) -> torch.Tensor:  # [B,T,H,D] -> [BH,T,D]
+        return x.to(dt).transpose(1, 2).reshape(-1, T, last)
+
+    qs = heads_first(q, K) * scale
+    ks = heads_first(k, K)
+    vs = heads_first(v, V)
+    b = heads_first(g.unsqueeze(-1), 1).cumsum(1)  # [BH,T,1]
+    bt = heads_first(beta.unsqueeze(-1), 1)  # [BH,T,1]
+    kt = ks.transpose(1, 2)  # [BH,K,T]
+    decay = (b - b.transpose(1, 2) + causal_bias(T, dt, q.device)).exp()  # [BH,T,T]
+    A = strict_lower(bt * bmm(ks, kt) * decay)
     inv = unit_lower_inverse(A, max_len)
-    u0 = inv @ (bt * vs)  # pseudo-values for a zero initial state
-    P = (qs @ ks.transpose(-1, -2)) * decay
-    o = P @ u0
-    b_last = b[:, :, -1:].unsqueeze(-1)  # [B,H,1,1]
-    kd = ks * (b_last.squeeze(-1) - b).exp().unsqueeze(-1)  # [B,H,T,K]
-    state = kd.transpose(-1, -2) @ u0
+    u0 = bmm(inv, bt * vs)  # pseudo-values for a zero initial state
+    P = bmm(qs, kt) * decay
+    o = bmm(P, u0)
+    b_last = b[:, -1:]  # [BH,1,1]
+    kd = ks * (b_last - b).exp()  # [BH,T,K]
+    state = bmm(kd.transpose(1, 2), u0)  # [BH,K,V]
     if h0 is not None:
-        s0 = h0.to(dt)
-        eb = b.exp().unsqueeze(-1)
-        w = inv @ (bt * eb * ks)  # how S0 shifts the pseudo-values: U = u0 - w S0
-        w_s0 = w @ s0
-        o = o + (qs * eb) @ s0 - P @ w_s0
-        state = state + b_last.exp() * s0 - kd.transpose(-1, -2) @ w_s0
-    return o.transpose(1, 2).to(q.dtype), state.to(q.dtype)
+        s0 = h0.to(dt).reshape(-1, K, V)
+        eb = b.exp()
+        w = bmm(inv, bt * eb * ks)  # how S0 shifts the pseudo-values: U = u0 - w S0
+        w_s0 = bmm(w, s0)
+        o = o + bmm(qs * eb, s0) - bmm(P, w_s0)
+        state = state + b_last.exp() * s0 - bmm(kd.transpose(1, 2), w_s0)
+    o = o.reshape(-1, H, T, V).transpose(1, 2)
+    return o.to(q.dtype), state.reshape(-1, H, K, V).to(q.dtype)
