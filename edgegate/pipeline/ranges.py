@@ -168,7 +168,8 @@ def export_checked(
             for n, a in zip(part.input_names, base, strict=True)}  # fmt: skip
     tolerance = Tolerance.for_precision(precision)
     for _ in range(MAX_ATTEMPTS):
-        current = with_ranges(part, ranges)
+        current = _batch_one_where_fixed(with_ranges(part, ranges), part)
+        fixed = [_at_batch_one(f, current) for f in fixed]
         written = target.export(current, stage)
         ranges, exporter_fixed = _kept_dynamic(ranges, written)
         fixed = [*fixed, *exporter_fixed]
@@ -192,6 +193,27 @@ def export_checked(
         f"{part.stem}: still wrong after {MAX_ATTEMPTS} exports with narrower ranges: "
         + "; ".join(check.failures(written.path.name))
     )
+
+
+def _batch_one_where_fixed(current: ExportPart, asked: ExportPart) -> ExportPart:
+    """A batch that was asked to vary but is now fixed is fixed at 1, the deployed batch:
+    models outside the zoo are traced at batch 2 (so their ``size(0)`` stays a symbol), and
+    a graph that bakes its batch in anyway should take one row, not two."""
+    args = list(current.args)
+    changed = False
+    for index, (arg, dims) in enumerate(zip(current.args, current.dynamic_dims, strict=True)):
+        wanted = asked.dynamic_dims[index] if index < len(asked.dynamic_dims) else ()
+        if 0 in wanted and 0 not in dims and arg.dim() and arg.shape[0] > 1:
+            args[index], changed = arg[:1], True
+    return dataclasses.replace(current, args=tuple(args)) if changed else current
+
+
+def _at_batch_one(fixed: FixedDim, current: ExportPart) -> FixedDim:
+    """A fixed batch records the size the file was exported at."""
+    if fixed.axis != 0 or fixed.input not in current.input_names:
+        return fixed
+    size = int(current.args[current.input_names.index(fixed.input)].shape[0])
+    return fixed if size == fixed.size else dataclasses.replace(fixed, size=size)
 
 
 def with_ranges(part: ExportPart, ranges: list[DimRange]) -> ExportPart:
