@@ -85,11 +85,16 @@ def describe_ranges(record: dict[str, Any]) -> str:
     return "; ".join(spans) or "every dim fixed"
 
 
-def _model_spec(model: str, num_classes: int | None, pretrained: bool) -> str:
-    """The MODEL argument with --num-classes / --pretrained folded in (timm:/torchvision:)."""
+def _model_spec(
+    model: str, num_classes: int | None, pretrained: bool, revision: str | None = None
+) -> str:
+    """The MODEL argument with --num-classes / --pretrained (timm:/torchvision:) and
+    --revision (hf: hub ids) folded in."""
     from edgegate.models import with_vision_options
+    from edgegate.models.hf import with_revision
 
-    return with_vision_options(model, num_classes=num_classes, pretrained=pretrained)
+    spec = with_revision(model, revision)
+    return with_vision_options(spec, num_classes=num_classes, pretrained=pretrained)
 
 
 def _print_recognised(json_out: bool) -> None:
@@ -172,6 +177,13 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
             "--pretrained",
             help="timm:/torchvision: models: start from the library's pretrained weights "
             "(its local cache, else a download); a head resized by --num-classes starts fresh.",
+        ),
+    ]
+    RevisionOpt = Annotated[
+        str | None,
+        typer.Option(
+            "--revision",
+            help="hf: hub ids: the branch, tag or commit to load (same as hf:ORG/NAME@REV).",
         ),
     ]
     CheckpointOpt = Annotated[
@@ -383,6 +395,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         checkpoint: CheckpointOpt = None,
         num_classes: NumClassesOpt = None,
         pretrained: PretrainedOpt = False,
+        revision: RevisionOpt = None,
         trust_code: TrustOpt = False,
         task: TaskOpt = None,
         half: Annotated[
@@ -405,7 +418,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         - `edgegate train mobilenet-v3-large-se --epochs 20 --half -o large.pt`
         - `edgegate train timm:efficientnet_b0 --num-classes 10 --epochs 1 -o effb0.pt`
         """
-        model = _model_spec(model, num_classes, pretrained)
+        model = _model_spec(model, num_classes, pretrained, revision)
         from edgegate.pipeline.zoo import train as run_train
         from edgegate.train import TrainConfig
 
@@ -439,6 +452,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         checkpoint: CheckpointOpt = None,
         num_classes: NumClassesOpt = None,
         pretrained: PretrainedOpt = False,
+        revision: RevisionOpt = None,
         data: DataOpt = None,
         split: Annotated[str, typer.Option(help="Built-in split: train, calib or test.")] = "test",
         input_size: InputSizeOpt = None,
@@ -456,7 +470,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         - `edgegate evaluate mobilenet-v3-se -c mnv3.pt --data my_images/`
         - `edgegate evaluate effb0.pt` (the checkpoint records timm:efficientnet_b0, 10 classes)
         """
-        model = _model_spec(model, num_classes, pretrained)
+        model = _model_spec(model, num_classes, pretrained, revision)
         from edgegate.pipeline.zoo import evaluate as run_evaluate
 
         with _progress() as progress:
@@ -508,6 +522,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         checkpoint: CheckpointOpt = None,
         num_classes: NumClassesOpt = None,
         pretrained: PretrainedOpt = False,
+        revision: RevisionOpt = None,
         input_size: InputSizeOpt = None,
         seq_len: SeqLenOpt = None,
         calib_data: CalibDataOpt = None,
@@ -547,7 +562,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         - `edgegate export mypkg.models:build -c mine.pt --trust-code --task image -o out/mine`
         - `edgegate export torchvision:mobilenet_v3_small --num-classes 10 -o out/tv`
         """
-        model = _model_spec(model, num_classes, pretrained)
+        model = _model_spec(model, num_classes, pretrained, revision)
         from edgegate.errors import BadInput
 
         if w8a8 and not int8:
@@ -633,6 +648,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         checkpoint: CheckpointOpt = None,
         num_classes: NumClassesOpt = None,
         pretrained: PretrainedOpt = False,
+        revision: RevisionOpt = None,
         calib_data: CalibDataOpt = None,
         calib_samples: CalibSamplesOpt = None,
         method: MethodOpt = "minmax",
@@ -693,7 +709,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         - `edgegate quantize gla-lm --streaming --seq-len 512 --timestep-report -o out/gla8`
         - `edgegate quantize timm:mobilenetv3_large_100 -c mnv3.pt -o out/t8`
         """
-        model = _model_spec(model, num_classes, pretrained)
+        model = _model_spec(model, num_classes, pretrained, revision)
         from edgegate.pipeline.quantize import quantize as run_quantize
         from edgegate.pipeline.summary import int8_rows
 
@@ -952,6 +968,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         checkpoint: CheckpointOpt = None,
         num_classes: NumClassesOpt = None,
         pretrained: PretrainedOpt = False,
+        revision: RevisionOpt = None,
         data: DataOpt = None,
         runs: Annotated[int, typer.Option(min=1)] = 50,
         threads: ThreadsOpt = 2,
@@ -974,7 +991,7 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
         - `edgegate deploy mobilenet-v3-se --int8 --profile tensorrt -o out/mnv3`
         - `edgegate deploy torchvision:resnet18 --pretrained -o out/r18` (where it can download)
         """
-        model = _model_spec(model, num_classes, pretrained)
+        model = _model_spec(model, num_classes, pretrained, revision)
         from edgegate.pipeline.deploy import deploy as run_deploy
         from edgegate.pipeline.summary import summary_sections
 

@@ -97,3 +97,13 @@ def test_missing_extra_is_exit_3_with_the_install_command(
     result = run_cli("export", f"hf:{qwen3_next_dir}", "-o", tmp_path / "out")
     assert_one_line_error(result, "[hf] extra", "pip install 'edgegate-nn[hf]'", code=3)
     assert not (tmp_path / "out").exists()
+
+
+def test_revision_flag_reaches_the_hub_spec(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    result = run_cli("export", "hf:edgegate-tests/x", "--revision", "v1", "-o", tmp_path / "o")
+    assert_one_line_error(result, "hf:edgegate-tests/x@v1", "cannot reach the hub")
+    assert_one_line_error(
+        run_cli("export", "gla-lm", "--revision", "v1", "-o", tmp_path / "o"), "--revision"
+    )
