@@ -72,7 +72,8 @@ def shape_ranges(
     bounds: dict[tuple[int, int], tuple[int, int]] | None = None,
 ) -> list[ShapeRange]:
     """Engine profiles: each dynamic dim from its declared ``bounds`` (input index, dim) ->
-    (low, high), optimised for the export's own size; without them, batch 1..max_batch and
+    (low, high), optimised for the export's own size at the smallest batch (the deployed one:
+    models outside the zoo are traced at batch 2); without bounds, batch 1..max_batch and
     token sequences 1..the export's length. Every other dim (channels) as exported."""
     ranges = []
     for index, (name, arg, dims) in enumerate(zip(names, args, dynamic, strict=True)):
@@ -85,7 +86,8 @@ def shape_ranges(
                 low[0], high[0] = 1, max(max_batch, shape[0])
             elif not arg.is_floating_point():
                 low[d] = 1  # a shorter sequence, down to one token
-        ranges.append(ShapeRange(name, tuple(low), shape, tuple(high)))
+        opt = (low[0], *shape[1:]) if 0 in dims else shape
+        ranges.append(ShapeRange(name, tuple(low), tuple(opt), tuple(high)))
     return ranges
 
 
