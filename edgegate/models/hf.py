@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from edgegate.errors import BackendUnavailable, BadInput
+from edgegate.models.vision import _first_line, proxied, unreachable
 
 PREFIX = "hf:"
 INSTALL = "pip install 'edgegate-nn[hf]'"
@@ -189,27 +190,19 @@ def build_hf_model(spec: HfSpec, *, trust_code: bool = False) -> nn.Module:
 
 
 def _require_hub(spec: HfSpec) -> None:
-    import socket
-
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
-        return
+    if proxied():
+        return  # let transformers try through the proxy
     if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0"):
         raise BadInput(
             f"cannot reach the hub for {spec.identity} (HF_HUB_OFFLINE is set and the id is not "
             "cached): pass a local folder"
         )
-    try:
-        socket.create_connection((HUB_HOST, 443), timeout=3.0).close()
-    except OSError as err:
+    why = unreachable(HUB_HOST)
+    if why is not None:
         raise BadInput(
-            f"cannot reach the hub for {spec.identity} ({HUB_HOST} unreachable, "
-            f"{type(err).__name__}): pass a local folder"
-        ) from err
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0].strip()}" if text else type(err).__name__
+            f"cannot reach the hub for {spec.identity} ({HUB_HOST} unreachable, {why}): "
+            "pass a local folder"
+        )
 
 
 class CausalLMLogits(nn.Module):

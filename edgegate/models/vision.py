@@ -344,16 +344,31 @@ def _timm_cached(cfg: Any) -> str | None:
     return _hub_file(cfg.url)
 
 
-def _require_network(label: str, host: str | None) -> None:
-    if not host or any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
-        return  # a proxy may reach what a direct connection cannot: let the library try
+def proxied() -> bool:
+    """Whether a proxy is set: it may reach what a direct connection cannot."""
+    return any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY"))
+
+
+def unreachable(host: str | None) -> str | None:
+    """Why ``host`` cannot be reached on port 443 (the error's type), or None when it can, or
+    when a proxy is set (a proxy may reach what a direct connection cannot: let the library
+    try). A short probe, so an offline machine fails in one line instead of after retries."""
+    if not host or proxied():
+        return None
     try:
         socket.create_connection((host, 443), timeout=_PROBE_TIMEOUT_S).close()
     except OSError as err:
+        return type(err).__name__
+    return None
+
+
+def _require_network(label: str, host: str | None) -> None:
+    why = unreachable(host)
+    if why is not None:
         raise BadInput(
             f"cannot download pretrained weights for {label} (no network: {host} "
-            f"unreachable, {type(err).__name__}): pass -c"
-        ) from err
+            f"unreachable, {why}): pass -c"
+        )
 
 
 def _download(label: str, fetch: Any) -> Any:

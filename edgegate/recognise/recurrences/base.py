@@ -133,16 +133,23 @@ class RecurrenceRecogniser:
     def swap(self, module: nn.Module) -> EdgegateForm:
         return adopt(module, self.form)
 
+    library: ClassVar[str] = "transformers."
+
+    def library_block(self, module: nn.Module) -> bool:
+        """A block of the library's own code (not already an edgegate form)."""
+        return not isinstance(module, EdgegateForm) and type(module).__module__.startswith(
+            self.library
+        )
+
 
 class CallsFunction(RecurrenceRecogniser):
     """Blocks whose forward calls one of ``functions`` by name in a library module."""
 
     functions: ClassVar[tuple[str, ...]]
-    library: ClassVar[str] = "transformers."
 
     def matches(self, module: nn.Module) -> bool:
         cls = type(module)
-        if isinstance(module, EdgegateForm) or not cls.__module__.startswith(self.library):
+        if not self.library_block(module):
             return False
         namespace = vars(sys.modules[cls.__module__])
         names = called_names(cls)
@@ -154,11 +161,10 @@ class CallsMethod(RecurrenceRecogniser):
     whose forward reads it by name (``self.<method>(...)``); the form overrides the method."""
 
     methods: ClassVar[tuple[str, ...]]
-    library: ClassVar[str] = "transformers."
 
     def matches(self, module: nn.Module) -> bool:
         cls = type(module)
-        if isinstance(module, EdgegateForm) or not cls.__module__.startswith(self.library):
+        if not self.library_block(module):
             return False
         names = called_names(cls)
         return any(name in names and callable(getattr(cls, name, None)) for name in self.methods)

@@ -59,11 +59,12 @@ def swap_recurrences(
     candidates = _candidates(model, recognisers)
     seen = _block_io(model, example, [module for _, module, _ in candidates])
     for path, module, recogniser in candidates:
-        why = _disagreement(recogniser.swap(module), seen.get(id(module)))
+        form = recogniser.swap(module)
+        why = _disagreement(form, seen.get(id(module)))
         if why is not None:
             report.traced.append(Traced(path, type(module).__name__, why))
             continue
-        _replace(model, path, recogniser.swap(module))
+        _replace(model, path, form)
         report.swapped.append(
             Swapped(path, recogniser.family, recogniser.op, recogniser.matched_by(module))
         )
