@@ -9,24 +9,20 @@ pytest.importorskip("transformers", reason="transformers not installed (the [hf]
 from tests.hf.tiny import save_tiny  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def qwen3_next_dir(tmp_path_factory):
-    return save_tiny("qwen3_next", tmp_path_factory.mktemp("hf") / "qwen3-next")
+def _saved(kind: str):
+    """A session fixture: ``kind``'s tiny model saved once (tests/hf/tiny.py)."""
+
+    @pytest.fixture(scope="session")
+    def folder(tmp_path_factory):
+        return save_tiny(kind, tmp_path_factory.mktemp("hf") / kind.replace("_", "-"))
+
+    return folder
 
 
-@pytest.fixture(scope="session")
-def mamba2_dir(tmp_path_factory):
-    return save_tiny("mamba2", tmp_path_factory.mktemp("hf") / "mamba2")
-
-
-@pytest.fixture(scope="session")
-def recurrent_gemma_dir(tmp_path_factory):
-    return save_tiny("recurrent_gemma", tmp_path_factory.mktemp("hf") / "recurrent-gemma")
-
-
-@pytest.fixture(scope="session")
-def mamba_dir(tmp_path_factory):
-    return save_tiny("mamba", tmp_path_factory.mktemp("hf") / "mamba")
+qwen3_next_dir = _saved("qwen3_next")
+mamba2_dir = _saved("mamba2")
+recurrent_gemma_dir = _saved("recurrent_gemma")
+mamba_dir = _saved("mamba")  # a recurrence edgegate has no recogniser for
 
 
 @pytest.fixture(scope="session")
