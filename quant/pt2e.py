@@ -152,12 +152,60 @@ def _quantization_config(method: str):
     return dataclasses.replace(config, input_activation=act, output_activation=act)
 
 
-def plain_quantizer(method: str = "minmax"):
-    """XNNPACK's quantizer as ExecuTorch ships it, with the same config edgegate starts from."""
-    check_method(method)
+def keep_integer_scalars(model: fx.GraphModule) -> fx.GraphModule:
+    """Undo one side effect of XNNPACK's annotation pre-pass on integer arithmetic.
+
+    That pass turns every scalar operand of ``add``/``mul`` into a float32 buffer, so the
+    integer position ids a transformers LM computes (``arange(T) + past_seen_tokens``) are
+    promoted to float, and the indexing that follows fails during calibration. Such a buffer
+    next to an integer tensor gets that tensor's dtype back (the value was an int)."""
+    targets = (torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor)
+    for node in model.graph.nodes:
+        if node.op != "call_function" or node.target not in targets:
+            continue
+        values = [a.meta.get("val") for a in node.args if isinstance(a, fx.Node)]
+        integer = [
+            v for v in values if isinstance(v, torch.Tensor) and not v.dtype.is_floating_point
+        ]
+        if not integer:
+            continue
+        for arg in node.args:
+            if not (isinstance(arg, fx.Node) and arg.op == "get_attr"):
+                continue
+            buffer = getattr(model, str(arg.target), None)
+            if (
+                isinstance(buffer, torch.Tensor)
+                and buffer.dim() == 0
+                and buffer.is_floating_point()
+            ):
+                value = buffer.item()
+                if value != int(value):
+                    continue
+                fixed = torch.tensor(int(value), dtype=integer[0].dtype)
+                setattr(model, str(arg.target), fixed)
+                fake_mode = arg.meta["val"].fake_mode
+                arg.meta["val"] = fake_mode.from_tensor(fixed, static_shapes=True)
+    model.recompile()
+    return model
+
+
+def _xnnpack_quantizer_class():
+    """ExecuTorch's XNNPACK quantizer, keeping integer arithmetic integer."""
     with quiet_imports():
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
-    quantizer = XNNPACKQuantizer()
+
+    class IntegerSafeXNNPACKQuantizer(XNNPACKQuantizer):
+        def transform_for_annotation(self, model: fx.GraphModule) -> fx.GraphModule:
+            return keep_integer_scalars(super().transform_for_annotation(model))
+
+    return IntegerSafeXNNPACKQuantizer
+
+
+def plain_quantizer(method: str = "minmax"):
+    """XNNPACK's quantizer as ExecuTorch ships it, with the same config edgegate starts from
+    (and integer scalars kept integer, without which no transformers LM calibrates)."""
+    check_method(method)
+    quantizer = _xnnpack_quantizer_class()()
     quantizer.set_global(_quantization_config(method))
     return quantizer
 
@@ -165,8 +213,8 @@ def plain_quantizer(method: str = "minmax"):
 def gate_aware_quantizer(method: str = "minmax", quantize_scan_inputs: bool = False):
     """An ``XNNPACKQuantizer`` that also applies edgegate's gate and scan rules."""
     check_method(method)
+    XNNPACKQuantizer = _xnnpack_quantizer_class()  # noqa: N806
     with quiet_imports():
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import (
             propagate_annotation,
         )

@@ -184,3 +184,29 @@ def test_the_reference_round_trips_through_a_file(tmp_path, gated_twice):
     (tmp_path / "other.pt2").write_bytes(b"junk")
     with pytest.raises(BadInput, match="cannot read"):
         load_reference(tmp_path / "other.pt2")
+
+
+class PositionLookup(nn.Module):
+    """Embeds tokens plus positions ``arange(T) + offset`` (an integer add), as transformers'
+    LMs compute position ids; XNNPACK's pre-pass turns the offset into a float buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(16, 8)
+        self.positions = nn.Embedding(64, 8)
+        self.head = nn.Linear(8, 16)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(tokens.shape[1]) + 2
+        return self.head(self.tokens(tokens) + self.positions(positions))
+
+
+@pytest.mark.parametrize("gate_rules", [True, False])
+def test_integer_arithmetic_stays_integer_through_calibration(gate_rules):
+    module = PositionLookup().eval()
+    tokens = torch.randint(0, 16, (8, 12), generator=torch.Generator().manual_seed(0))
+    converted = _quantize(module, (tokens[:2],), [(0, 1)], [(tokens,)], gate_rules=gate_rules)
+    with torch.no_grad():
+        want, got = module(tokens), converted.eval()(tokens)
+    assert got.shape == want.shape
+    assert float((got - want).abs().max()) < 0.1 * float(want.abs().max())
