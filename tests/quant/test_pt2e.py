@@ -139,6 +139,23 @@ def test_the_scan_region_stays_float(kind):
     assert outside and all(quantized_inputs(n) for n in outside)
 
 
+def test_the_blocks_output_norm_stays_float_up_to_its_projection():
+    from edgegate.quant.pt2e import _target, quantized_inputs, scan_region
+
+    module = mixer_net("gla")
+    x = torch.randn(4, 12, 8)
+    graph = _quantize(module, (x[:1],), [(0, 1)], [(x,)]).graph
+    region = scan_region(graph)
+    norms = [n for n in graph.nodes if "layer_norm" in _target(n)]
+    assert norms and all(n in region for n in norms)
+    for norm in norms:  # read float from the scan and passed on float
+        assert not any("quantize" in _target(u) for u in norm.users), norm.name
+    (out_proj,) = [n for n in graph.nodes if n.meta.get("nn_module_stack") and any(
+        str(path).endswith("o_proj") for path, _ in n.meta["nn_module_stack"].values()
+    ) and _target(n) == "aten.linear.default"]  # fmt: skip
+    assert out_proj not in region and quantized_inputs(out_proj)
+
+
 def _weight_quantized(linear) -> bool:
     weight = linear.args[1]
     return str(getattr(weight, "target", "")).startswith("quantized_decomposed.dequantize")
