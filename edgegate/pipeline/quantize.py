@@ -270,10 +270,11 @@ def quantize(
     """PTQ (+ QAT) ``model`` under a target profile; write state, Q/DQ export, manifest and
     report; judge the export. ``result["passed"]`` is False when a tolerance is broken.
 
-    ``streaming`` (scan LMs; hf: LMs with their cache as states): the export is the streaming step, states in and out, calibrated
-    over whole sequences with the state carried through every step. ``quantize_state``
-    quantizes its state inputs (float by default, see ``QuantProfile.state_bits``), ranged on
-    the states whole calibration sequences reach mid-way (``calibrate_streaming``).
+    ``streaming`` (scan LMs; hf: LMs, their cache as states): the export is the streaming
+    step, states in and out, calibrated over whole sequences with the state carried through
+    every step. ``quantize_state`` quantizes its state inputs (float by default, see
+    ``QuantProfile.state_bits``), ranged on the states whole calibration sequences reach
+    mid-way (``calibrate_streaming``).
     ``timestep_report`` (LMs): float-vs-INT8-export logit error per position
     (``timestep_report.{json,png}``, summary in report.json)."""
     config = QuantConfig(
