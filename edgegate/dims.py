@@ -15,13 +15,17 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 BATCH = "batch"
+PAST = "past_len"  # a streaming step's KV cache length (the tokens seen so far)
 
 
 def dim_name(input_name: str, rank: int, floating: bool, axis: int) -> str:
     """The symbolic name of dim ``axis`` of an input of rank ``rank``: batch first, a token
-    sequence's length, an image's (or feature map's) sides, else ``<input>_dim<axis>``."""
+    sequence's length, a KV cache state's length, an image's (or feature map's) sides, else
+    ``<input>_dim<axis>``."""
     if axis == 0:
         return BATCH
+    if floating and rank == 4 and axis == 2 and input_name.startswith("state"):
+        return PAST  # a KV cache state [B, kv_heads, past, head_dim]: the stream's length
     if not floating and rank == 2 and axis == 1:
         return "seq_len"
     if rank == 4 and axis in (2, 3):

@@ -261,8 +261,23 @@ _RELUS = {F.relu, torch.relu}
 
 
 def _is_activation(arg: object) -> bool:
-    """A residual add joins two activations; ``x + parameter`` is a bias add, left alone."""
-    return isinstance(arg, fx.Node) and arg.op != "get_attr" and depends_on_input(arg)
+    """A residual add joins two activations; ``x + parameter`` is a bias add, left alone, and
+    so is integer arithmetic (a captured program's positions: ``arange(T) + past_length``)."""
+    return (
+        isinstance(arg, fx.Node)
+        and arg.op != "get_attr"
+        and _floating(arg)
+        and depends_on_input(arg)
+    )
+
+
+def _floating(node: fx.Node) -> bool:
+    """Whether ``node`` is a float tensor; True when the graph records no value (FX traces)."""
+    value = node.meta.get("val", node.meta.get("tensor_meta"))
+    if value is None:
+        return True
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and dtype.is_floating_point
 
 
 def _sole_relu_user(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | None:

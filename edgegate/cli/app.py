@@ -670,8 +670,9 @@ def _register(app: typer.Typer, targets: Choice, profiles: Choice) -> None:
             bool,
             typer.Option(
                 "--streaming",
-                help="Scan LMs: export the streaming step (tokens, state0.. -> logits, "
-                "new_state0..), calibrated over whole sequences, state carried.",
+                help="Scan LMs and hf: LMs (their cache as states): export the streaming "
+                "step (tokens, state0.. -> logits, new_state0..), calibrated over whole "
+                "sequences, state carried.",
             ),
         ] = False,
         quantize_state: Annotated[

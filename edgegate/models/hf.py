@@ -25,6 +25,13 @@ import torch
 from torch import nn
 
 from edgegate.errors import BackendUnavailable, BadInput
+from edgegate.models.hf_streaming import (
+    EXAMPLE_PAST,
+    HfStreamingStep,
+    StateSlot,
+    probe_slots,
+    zero_states,
+)
 from edgegate.models.vision import _first_line, proxied, unreachable
 
 PREFIX = "hf:"
@@ -228,6 +235,36 @@ class CausalLMLogits(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         out = self.model(input_ids=tokens, use_cache=False, return_dict=True)
         return out.logits.float()
+
+    # Streaming (edgegate.models.hf_streaming): the same interface as the zoo's scan LMs.
+
+    def _slots(self) -> list[StateSlot]:
+        slots = self.__dict__.get("_state_slots")
+        if slots is None:  # probed once: the cache layout is the config's, not the weights'
+            slots = self.__dict__["_state_slots"] = probe_slots(self.model)
+        return slots
+
+    def init_states(
+        self, batch: int = 1, device: torch.device | str | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """A fresh stream's states, per layer (conv + recurrent, or keys + values)."""
+        return zero_states(self._slots(), batch, device)
+
+    def state_dynamic_dims(self) -> list[tuple[int, ...]]:
+        """Per state, the dims that vary between calls: batch, and a KV cache's length."""
+        return [slot.dynamic for slot in self._slots()]
+
+    def example_states(self, batch: int) -> tuple[torch.Tensor, ...]:
+        """States after a short prefill: what a streaming export is traced with, since
+        torch.export pins a traced size of 0 or 1 (an empty KV cache) to a constant."""
+        tokens = torch.arange(EXAMPLE_PAST).repeat(batch, 1) % MIN_VOCAB
+        with torch.no_grad():
+            out = self.streaming()(tokens, *self.init_states(batch))
+        return tuple(s.detach() for s in out[1:])
+
+    def streaming(self) -> HfStreamingStep:
+        """A module whose forward is the streaming step (shares this LM's modules)."""
+        return HfStreamingStep(self.model, self._slots())
 
 
 def _has_experts(model: nn.Module) -> bool:

@@ -270,10 +270,11 @@ def quantize(
     """PTQ (+ QAT) ``model`` under a target profile; write state, Q/DQ export, manifest and
     report; judge the export. ``result["passed"]`` is False when a tolerance is broken.
 
-    ``streaming`` (scan LMs): the export is the streaming step, states in and out, calibrated
-    over whole sequences with the state carried through every step. ``quantize_state``
-    quantizes its state inputs (float by default, see ``QuantProfile.state_bits``), ranged on
-    the states whole calibration sequences reach mid-way (``calibrate_streaming``).
+    ``streaming`` (scan LMs; hf: LMs, their cache as states): the export is the streaming
+    step, states in and out, calibrated over whole sequences with the state carried through
+    every step. ``quantize_state`` quantizes its state inputs (float by default, see
+    ``QuantProfile.state_bits``), ranged on the states whole calibration sequences reach
+    mid-way (``calibrate_streaming``).
     ``timestep_report`` (LMs): float-vs-INT8-export logit error per position
     (``timestep_report.{json,png}``, summary in report.json)."""
     config = QuantConfig(
@@ -301,8 +302,9 @@ def quantize(
     probe = kind.example(loaded, batch=2, input_size=input_size, seq_len=seq_len)
     with progress.phase("recognise recurrences"):
         recurrences = prepare_recurrences(float_module, probe).to_dict()
-    if stream is None:
-        float_module = graph_ready(float_module, probe[0], kind.dynamic_dims())
+    if stream is None:  # a streaming step is made graph-ready below, once it is built
+        dims0 = [kind.dynamic_dims()]
+        float_module = graph_ready(float_module, probe[:1], dims0, [kind.input_name])
     asked = calib_samples or DEFAULT_CALIB_SAMPLES
     calib, calib_name = kind.calibration_inputs(
         loaded, calib_data, asked, input_size=input_size, seq_len=seq_len
@@ -332,9 +334,10 @@ def quantize(
     names = ([kind.input_name], list(kind.output_names))
     args: tuple[torch.Tensor, ...] = (example,)
     quant_source = float_module  # what is quantized: the LM, or its streaming step
-    if stream is not None:
-        quant_source, args = stream.module(), stream.example(example)
+    if stream is not None:  # built after the swap: it shares the LM's swapped blocks
+        args = stream.example(example)
         dims, names = stream.dynamic_dims(kind.dynamic_dims()), stream.names()
+        quant_source = graph_ready(stream.module(), args, dims, names[0])
     metadata = {
         "model": loaded.spec,
         "task": kind.name,

@@ -2,7 +2,8 @@
 
 ``declared_ranges`` is the policy: batch 1 to the target's largest batch; a token sequence
 from 1 token to twice the traced length; an image side (or feature map) from half the traced
-size (a zoo CNN: its smallest side) to twice it; a `.pt2` program's batch no further than the
+size (a zoo CNN: its smallest side) to twice it; a streaming step's KV cache from empty to
+twice the traced length; a `.pt2` program's batch no further than the
 program takes. A target whose files are planned for their export size (ExecuTorch) stops every
 dim at the traced size; a zoo model with learned positions takes no longer sequence, nor
 another image side.
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgegate.dims import BATCH, DimRange, FixedDim, dim_name
+from edgegate.dims import BATCH, PAST, DimRange, FixedDim, dim_name
 from edgegate.errors import ValidationFailed
 from edgegate.models import LoadedModel
 from edgegate.progress import SILENT, Progress
@@ -97,6 +98,8 @@ def _bounds(
     )
     if tokens:  # a token sequence: down to one token
         return 1, high, capped
+    if label == PAST:  # a KV cache: from empty (a fresh stream) up
+        return 0, high, capped
     if policy.fixed_input and name == "images":
         return traced, traced, "the model takes one image size (learned position embeddings)"
     smallest = max(1, traced // 2) if policy.min_side is None else min(policy.min_side, traced)

@@ -33,19 +33,36 @@ def recurrence_lines(record: dict[str, Any]) -> list[str]:
     return lines
 
 
-# The program a model is captured as when FX cannot trace it: batch and length stay symbols.
+# The program a model is captured as when FX cannot trace it: batch and lengths stay symbols.
 PROGRAM_MAX_BATCH = 256
 PROGRAM_MAX_LENGTH = 8192
 
 
+def _program_dim(label: str) -> tuple[int, int]:
+    """The range a captured program takes for a dim named ``label`` (``edgegate.dims``)."""
+    from edgegate.dims import BATCH, PAST
+
+    bounds = {BATCH: (1, PROGRAM_MAX_BATCH), "seq_len": (1, PROGRAM_MAX_LENGTH)}
+    bounds[PAST] = (0, PROGRAM_MAX_LENGTH)  # a KV cache: empty at a stream's first call
+    return bounds.get(label, (1, 4096))
+
+
 def graph_ready(
-    module: nn.Module, example: torch.Tensor, dynamic_dims: tuple[int, ...]
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    dynamic_dims: list[tuple[int, ...]],
+    names: list[str],
 ) -> nn.Module:
     """``module`` if FX can trace it; otherwise its ``torch.export`` program (as a loaded
     `.pt2` is), which graph-mode quantization rewrites into a plain graph. transformers'
-    models branch on tensor sizes, which FX refuses and torch.export keeps symbolic."""
+    models branch on tensor sizes, which FX refuses and torch.export keeps symbolic.
+
+    ``args`` are one example per input (``names``); ``dynamic_dims`` the dims of each that
+    vary (a streaming step: tokens' batch and length, every state's batch, a KV cache's
+    length), named and bounded as ``edgegate.dims`` names them, one symbol per name."""
     from torch.export import Dim
 
+    from edgegate.dims import dim_name, shapes_for_signature
     from edgegate.errors import BadInput
     from edgegate.models.checkpoint import ExportedModule, program_max_batch
     from edgegate.quant.graph import trace
@@ -55,15 +72,27 @@ def graph_ready(
         return module
     except BadInput:
         pass
-    names = {0: ("batch", PROGRAM_MAX_BATCH), 1: ("seq_len", PROGRAM_MAX_LENGTH)}
-    shapes = {
-        d: Dim(names.get(d, (f"dim{d}", 0))[0], min=1, max=names.get(d, ("", 4096))[1])
-        for d in dynamic_dims
-    }
-    if example.shape[0] < 2:  # a size-1 example dim would be specialised to the constant 1
-        example = torch.cat([example, example])
+    symbols: dict[str, Any] = {}
+
+    def symbol(label: str) -> Any:
+        if label not in symbols:
+            low, high = _program_dim(label)
+            symbols[label] = Dim(label, min=low, max=high)
+        return symbols[label]
+
+    shapes = [
+        {d: symbol(dim_name(n, a.dim(), a.is_floating_point(), d)) for d in dims}
+        for n, a, dims in zip(names, args, dynamic_dims, strict=True)
+    ]
+    if args[0].shape[0] < 2:  # a size-1 example dim would be specialised to the constant 1
+        args = tuple(torch.cat([a, a]) for a in args)
     try:
-        program = torch.export.export(module, (example,), dynamic_shapes=(shapes,), strict=False)
+        program = torch.export.export(
+            module,
+            tuple(args),
+            dynamic_shapes=shapes_for_signature(module.forward, shapes),
+            strict=False,
+        )
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise BadInput(

@@ -1,5 +1,9 @@
-"""Streaming exports of scan language models: the step ``(tokens, *states) -> (logits,
-*new_states)`` as the graph, with every layer's recurrent state an explicit input and output.
+"""Streaming exports of language models that carry state: the step ``(tokens, *states) ->
+(logits, *new_states)`` as the graph, with every layer's state an explicit input and output.
+
+Zoo scan LMs carry one recurrent state per layer; ``hf:`` causal LMs carry transformers'
+cache as tensors (``edgegate.models.hf_streaming``: conv and recurrent states, and KV caches,
+whose length grows with the stream and is a dynamic dim of the graph).
 
 A deployed stream feeds a sequence in pieces and passes each call's new states to the next
 call. Scoring and judging run the graph over whole windows from zero states (one pass), which
@@ -24,14 +28,18 @@ REPORT_PIECES = 4  # the timestep report of a streaming export feeds each window
 
 
 class Streaming:
-    """The state inputs and outputs of one scan LM's streaming step."""
+    """The state inputs and outputs of one LM's streaming step.
+
+    The LM gives ``init_states(batch)`` and ``streaming()``; optionally
+    ``state_dynamic_dims()`` (dims of each state that vary, batch otherwise) and
+    ``example_states(batch)`` (states to trace with, zeros otherwise)."""
 
     def __init__(self, loaded: LoadedModel) -> None:
         lm = loaded.module
         if not (callable(getattr(lm, "streaming", None)) and hasattr(lm, "init_states")):
             raise BadInput(
-                f"--streaming needs a scan language model (gla-lm, hgrn-lm, gdn-lm): "
-                f"'{loaded.spec}' carries no recurrent state between calls"
+                f"--streaming needs a scan language model (gla-lm, hgrn-lm, gdn-lm) or an hf: "
+                f"causal LM: '{loaded.spec}' carries no recurrent state between calls"
             )
         self.lm = lm.eval()
         self.count = len(lm.init_states(1))
@@ -49,11 +57,19 @@ class Streaming:
         return [TOKENS, *self.state_inputs], ["logits", *self.state_outputs]
 
     def example(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return (tokens, *self.init_states(tokens.shape[0]))
+        """Inputs to trace with: zero states, or the LM's ``example_states`` (a KV cache
+        after a short prefill: an empty one would be traced as the constant 0)."""
+        example_states = getattr(self.lm, "example_states", None)
+        batch = tokens.shape[0]
+        states = example_states(batch) if callable(example_states) else self.init_states(batch)
+        return (tokens, *states)
 
     def dynamic_dims(self, token_dims: tuple[int, ...]) -> list[tuple[int, ...]]:
-        """Tokens: batch and length; each state: batch (its other dims are the layer's)."""
-        return [token_dims, *[(0,)] * self.count]
+        """Tokens: batch and length; each state: batch, and what the LM says varies (a KV
+        cache's length); its other dims are the layer's."""
+        reported = getattr(self.lm, "state_dynamic_dims", None)
+        states = reported() if callable(reported) else [(0,)] * self.count
+        return [token_dims, *states]
 
     def zero_feed(self, tokens: np.ndarray) -> dict[str, np.ndarray]:
         """An ONNX feed of ``tokens`` from zero states (one pass over whole windows)."""

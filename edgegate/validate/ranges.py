@@ -109,6 +109,8 @@ def resize(array: np.ndarray, axis: int, size: int) -> np.ndarray:
     current = array.shape[axis]
     if current == size:
         return array
+    if size == 0:  # an empty KV cache: a fresh stream
+        return np.take(array, range(0), axis=axis)
     if axis == 0 or array.dtype.kind != "f":
         if size < current:
             return np.take(array, range(size), axis=axis)

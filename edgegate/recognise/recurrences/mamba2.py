@@ -15,7 +15,8 @@ per head:
 
 so here it is one ``gated_linear_attention`` call (keys B*dt, queries C, values x, scale 1)
 with the group repeat, the discretisation and the D skip as graph ops around it. With a cache
-(generation) the library's own function runs, so decoding and its state updates are untouched.
+(generation, edgegate's streaming step) the cache's recurrent state is the op's initial state
+and its final state goes back into the cache, so a decode step is the same op at T = 1.
 """
 
 from __future__ import annotations
@@ -68,10 +69,17 @@ def ssd_scan_forward(
     cache: Any | None,
     **kwargs: Any,
 ) -> torch.Tensor:
-    """transformers' ``mamba2_scan_forward`` signature; without a cache, one edgegate
+    """transformers' ``mamba2_scan_forward`` signature: one edgegate
     ``gated_linear_attention`` (fp32 inside, returned in fp32 as the library's chunked path
-    returns it). Extra kwargs are ignored, as the library's torch path ignores them."""
-    if cache is not None or not all(hasattr(module, name) for name in _ATTRIBUTES):
+    returns it). Extra kwargs are ignored, as the library's torch path ignores them.
+
+    With a cache, its recurrent state (the library's ``[B, H, head_dim, N]``, the transpose of
+    the op's ``[B, H, K=N, V=head_dim]``) is the initial state, and the final state is written
+    back, at any T (1 included): a streaming step is one graph for every piece length. A
+    cache that records past states (assisted decoding) runs the library's own function."""
+    layer = getattr(module, "layer_idx", None)
+    recording = cache is not None and (layer is None or cache.is_recording_past(layer))
+    if recording or not all(hasattr(module, name) for name in _ATTRIBUTES):
         return _original(module)(module, hidden_states, B, C, dt, cache, **kwargs)
     batch, seq_len, _ = hidden_states.shape
     heads, head_dim = module.num_heads, module.head_dim
@@ -88,7 +96,11 @@ def ssd_scan_forward(
     if low > 0.0 or high < float("inf"):  # softplus is >= 0: the default (0, inf) is no clamp
         dt = torch.clamp(dt, min=low, max=high)
     g = dt * -torch.exp(module.A_log.float())  # [B,T,H], log decay per head
-    out, _ = gated_linear_attention(C, B * dt[..., None], x, g, None, scale=1.0)
+    state = None if cache is None else cache.get_recurrent_state(layer, state_idx=0)
+    h0 = None if state is None else state.float().transpose(-1, -2)
+    out, final = gated_linear_attention(C, B * dt[..., None], x, g, h0, scale=1.0)
+    if cache is not None:
+        cache.update_recurrent_state(final.transpose(-1, -2).contiguous(), layer)
     out = out + module.D.float()[:, None] * x
     return out.reshape(batch, seq_len, heads * head_dim)
 
