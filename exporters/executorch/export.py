@@ -372,7 +372,10 @@ def _smoke(
     problem, failure = "", None
     with captured_stderr() as log:
         try:
-            method = runtime.Runtime.get().load_program(buffer).load_method("forward")
+            # the Program is held while its method runs: it owns the bytes the method reads
+            # (a method of a temporary Program runs on freed memory: garbage shapes)
+            loaded = runtime.Runtime.get().load_program(buffer)
+            method = loaded.load_method("forward")
             meta = method.metadata
             bounds = [list(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
             for feed in (tuple(a[:1] for a in args), _varied(args, dynamic)):

@@ -8,6 +8,7 @@ program then failed at any other shape (edgegate.exporters.executorch.export).""
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,45 @@ def test_qwen3_next_exports_to_executorch_with_batch_and_length_dynamic(
     assert report["passed"] and report["runtime"] == "executorch"
     assert report["ranges"]["model"]["passed"] is True
     assert report["top1_agreement"] == pytest.approx(100.0)
+
+
+@pytest.mark.slow  # about a minute on two cores: a static export at T=512, then 3 runs
+def test_recurrences_benchmark_times_its_static_executorch_program(qwen3_next_dir, tmp_path):
+    """benchmarks/bench_hf_recurrences.py's ExecuTorch row: the static (batch 1, T=512) export
+    of the recognised Qwen3-Next runs, as often as the bench times it.
+
+    The row used to load the program with ``Runtime.load_program(path.read_bytes())
+    .load_method("forward")``: the temporary Program holds the bytes the method reads, so
+    they were freed before the first run, and XNNPACK resized an output to garbage
+    ("Attempted to resize a static tensor. Expected shape (0, 0, 0), but received
+    (64, 0, 386356576)"). The program itself was sound (its export's smoke run passed)."""
+    import argparse
+    import importlib.util
+
+    import numpy as np
+    import torch
+
+    from edgegate.models import load_model
+    from edgegate.pipeline.recurrences import prepare_recurrences
+    from edgegate.runtime import ExecuTorchRunner
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location(
+        "bench_hf_recurrences", root / "benchmarks" / "bench_hf_recurrences.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    module = load_model(f"hf:{qwen3_next_dir}").module.eval()
+    tokens = torch.randint(0, 256, (2, 512), generator=torch.Generator().manual_seed(0))
+    report = prepare_recurrences(module, (tokens[:, :64],))
+    assert [s.op for s in report.swapped] == ["GatedDeltaRule"]
+    path = tmp_path / "rec.pte"
+    with torch.no_grad():
+        row = bench._et_row(module, tokens, path, argparse.Namespace(threads=2, runs=2))
+        want = module(tokens[:1]).numpy()
+    assert row["pass_ms"] > 0 and row["delegates"] > 0, row
+    with ExecuTorchRunner(path, threads=2) as runner:
+        got = runner.run({"tokens": tokens[:1].numpy()})["logits"]
+    assert got.shape == (1, 512, 256)
+    np.testing.assert_allclose(got, want, atol=1e-3 * max(1.0, float(np.abs(want).max())))
