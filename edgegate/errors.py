@@ -64,20 +64,32 @@ class InternalError(EdgegateError):
     exit_code = EXIT_INTERNAL_ERROR
 
 
-def raised_in_edgegate(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised by edgegate's code rather than the model it was handed.
+def raised_in_edgegate(exc: BaseException, within: str = "edgegate") -> bool:
+    """Whether ``exc`` was raised by edgegate's code rather than by the model it was handed.
 
-    Walks ``exc``'s traceback below the frame that caught it and takes the innermost frame
-    that is neither the toolchain's nor Python's own: where that frame runs edgegate's code
-    (its ops, zoo models, tracers, translations), the failure is edgegate's. A traceback that
-    never leaves the toolchain proves nothing, and the answer is False (the caller keeps
-    its old verdict)."""
+    Reads ``exc``'s traceback below the frame that caught it, and takes the innermost frame
+    that is neither the toolchain's nor Python's own. That frame is edgegate's fault when it
+    is edgegate's code and either raised itself (no toolchain frame below it) or ran as a
+    callback of the toolchain (a toolchain frame above it: an edgegate op, zoo model or
+    ONNX translation that torch.export or torch.onnx was tracing). An edgegate frame that only
+    handed the input to the toolchain, and a traceback that never leaves the toolchain, prove
+    nothing: False, and the caller keeps its verdict about the input. ``within`` narrows
+    "edgegate's code" to one package of it."""
+    frames = []
     tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
-    innermost = ""
     while tb is not None:
-        module = str(tb.tb_frame.f_globals.get("__name__", ""))
-        top = module.partition(".")[0]
-        if top not in TOOLCHAIN_PACKAGES and top not in sys.stdlib_module_names:
-            innermost = module
+        frames.append(str(tb.tb_frame.f_globals.get("__name__", "")))
         tb = tb.tb_next
-    return innermost == "edgegate" or innermost.startswith("edgegate.")
+    tool = [_is_tool(name) for name in frames]
+    ours = [i for i, is_tool in enumerate(tool) if not is_tool]
+    if not ours:
+        return False
+    last = ours[-1]
+    if frames[last] != within and not frames[last].startswith(within + "."):
+        return False
+    return not any(tool[last + 1 :]) or any(tool[:last])
+
+
+def _is_tool(module: str) -> bool:
+    top = module.partition(".")[0]
+    return top in TOOLCHAIN_PACKAGES or top in sys.stdlib_module_names

@@ -18,11 +18,18 @@ from torch import nn
 from edgegate import __version__
 from edgegate.atomic import atomic_write
 from edgegate.dims import dim_name, shapes_for_signature
-from edgegate.errors import BadInput
+from edgegate.errors import (
+    BadInput,
+    EdgegateError,
+    InternalError,
+    ToolchainFailed,
+    raised_in_edgegate,
+)
 from edgegate.exporters.onnx.functions import attach_functions, iter_nodes
 from edgegate.exporters.onnx.lowering import lower_to_ort_linear_attention
 from edgegate.exporters.onnx.schemas import DOMAIN, translation_table
 from edgegate.manifest import InputSpec
+from edgegate.models.checkpoint import export_failure
 
 LOWERINGS = ("onnxruntime",)
 
@@ -83,10 +90,10 @@ def export_onnx(
                 optimize=True,
                 verbose=False,
             )
-    except BadInput:
+    except EdgegateError:
         raise
     except Exception as exc:
-        raise BadInput(f"ONNX export of {type(module).__name__} failed: {_summary(exc)}") from None
+        raise export_error(module, exc) from exc
     model = attach_functions(program.model_proto)
     name_dims(model, _flat_tensors(tuple(args)))
     if lower == "onnxruntime":
@@ -132,6 +139,30 @@ def _flat_tensors(args: tuple[Any, ...]) -> list[torch.Tensor]:
         elif isinstance(a, tuple | list):
             flat.extend(_flat_tensors(tuple(a)))
     return flat
+
+
+def export_error(module: nn.Module, exc: Exception) -> Exception:
+    """Whose fault a failed ``torch.onnx.export`` is, by where it failed.
+
+    - edgegate's code raised (its ops, a zoo model, its translation functions): InternalError;
+    - torch.export could not capture the module (data-dependent branches, an op torch.export
+      lacks, a shape the model's code contradicts): the user's model, BadInput (or the
+      internal ReexportFailed for a loaded program, see ``export_failure``);
+    - the captured graph did not translate to ONNX: torch.onnx's failure, ToolchainFailed;
+    - anything else is edgegate's (InternalError).
+    """
+    name = type(module).__name__
+    stage = {cls.__name__ for cls in type(exc).__mro__}
+    cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+    if isinstance(cause, EdgegateError):  # raised while tracing, and wrapped by torch.onnx
+        return cause
+    if raised_in_edgegate(cause):
+        return InternalError(f"ONNX export of {name} failed in edgegate's code: {_summary(exc)}")
+    if "TorchExportError" in stage:
+        return export_failure(module, f"ONNX export of {name} failed: {_summary(exc)}")
+    if "ConversionError" in stage:
+        return ToolchainFailed(f"torch.onnx could not translate {name} to ONNX: {_summary(exc)}")
+    return InternalError(f"ONNX export of {name} failed: {type(exc).__name__}: {_summary(exc)}")
 
 
 def _summary(exc: Exception) -> str:
