@@ -144,25 +144,36 @@ def _flat_tensors(args: tuple[Any, ...]) -> list[torch.Tensor]:
 def export_error(module: nn.Module, exc: Exception) -> Exception:
     """Whose fault a failed ``torch.onnx.export`` is, by where it failed.
 
-    - edgegate's code raised (its ops, a zoo model, its translation functions): InternalError;
+    - edgegate's code raised (its ops, a zoo model, its translation functions), or an
+      edgegate op has no ONNX translation: InternalError;
     - torch.export could not capture the module (data-dependent branches, an op torch.export
-      lacks, a shape the model's code contradicts): the user's model, BadInput (or the
-      internal ReexportFailed for a loaded program, see ``export_failure``);
-    - the captured graph did not translate to ONNX: torch.onnx's failure, ToolchainFailed;
+      lacks, a shape the model's code contradicts), or the model uses an op of its own that
+      torch.onnx has no translation for: the user's model, BadInput (or the internal
+      ReexportFailed for a loaded program, see ``export_failure``);
+    - any other failure to translate the captured graph: torch.onnx's, ToolchainFailed;
     - anything else is edgegate's (InternalError).
     """
-    name = type(module).__name__
-    stage = {cls.__name__ for cls in type(exc).__mro__}
-    cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
-    if isinstance(cause, EdgegateError):  # raised while tracing, and wrapped by torch.onnx
-        return cause
-    if raised_in_edgegate(cause):
-        return InternalError(f"ONNX export of {name} failed in edgegate's code: {_summary(exc)}")
-    if "TorchExportError" in stage:
-        return export_failure(module, f"ONNX export of {name} failed: {_summary(exc)}")
-    if "ConversionError" in stage:
-        return ToolchainFailed(f"torch.onnx could not translate {name} to ONNX: {_summary(exc)}")
-    return InternalError(f"ONNX export of {name} failed: {type(exc).__name__}: {_summary(exc)}")
+    chain = [exc]
+    while isinstance(chain[-1].__cause__, Exception) and len(chain) < 16:
+        chain.append(chain[-1].__cause__)
+    ours = [e for e in chain if isinstance(e, EdgegateError)]
+    if ours:  # raised while tracing, and wrapped by torch.onnx
+        return ours[-1]
+    name, summary = type(module).__name__, _summary(exc)
+    if raised_in_edgegate(chain[-1]):
+        return InternalError(f"ONNX export of {name} failed in edgegate's code: {summary}")
+    stages = {cls.__name__: e for e in reversed(chain) for cls in type(e).__mro__}
+    if "TorchExportError" in stages:
+        return export_failure(module, f"ONNX export of {name} failed: {summary}")
+    if "DispatchError" in stages:  # no ONNX function for an op of the captured graph
+        if "op='edgegate." in str(stages["DispatchError"]):
+            return InternalError(
+                f"ONNX export of {name}: an edgegate op has no ONNX form: {summary}"
+            )
+        return BadInput(f"{name} uses an op torch.onnx cannot translate: {summary}")
+    if "ConversionError" in stages:
+        return ToolchainFailed(f"torch.onnx could not translate {name} to ONNX: {summary}")
+    return InternalError(f"ONNX export of {name} failed: {type(exc).__name__}: {summary}")
 
 
 def _summary(exc: Exception) -> str:
