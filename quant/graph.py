@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from brevitas.nn import QuantConv1d, QuantConv2d, QuantIdentity, QuantLinear
 from torch import fx, nn
 
-from edgegate.errors import BadInput
+from edgegate.errors import BadInput, EdgegateError, InternalError, raised_in_edgegate
 from edgegate.models.blocks.attention import ClippedSoftmax
 from edgegate.models.blocks.gate import Gate
 from edgegate.models.lm import StreamingLM
@@ -109,10 +109,15 @@ def trace(model: nn.Module) -> fx.GraphModule:
     tracer = _StreamingTracer(states) if states else _GatedTracer()
     try:
         graph = tracer.trace(model)
+    except EdgegateError:
+        raise
     except Exception as exc:  # FX reports data-dependent control flow as many error types
-        raise BadInput(
-            f"cannot trace {type(model).__name__} for graph-mode quantization: {exc}"
-        ) from exc
+        message = f"cannot trace {type(model).__name__} for graph-mode quantization: {exc}"
+        # the tracer's own code failed: a bug. FX refusing the model's code (a library's, or
+        # edgegate's blocks in it) stays BadInput: callers fall back to torch.export on it.
+        if raised_in_edgegate(exc, within="edgegate.quant"):
+            raise InternalError(f"{message} (in edgegate's tracer)") from exc
+        raise BadInput(message) from exc
     return fx.GraphModule(model, graph, type(model).__name__)
 
 

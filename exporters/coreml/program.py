@@ -24,7 +24,7 @@ from torch import nn
 from torch.fx.experimental import _config as fx_config
 
 from edgegate.dims import shapes_for_signature
-from edgegate.errors import BadInput
+from edgegate.errors import BadInput, InternalError, raised_in_edgegate
 from edgegate.models.checkpoint import export_failure
 from edgegate.ops.decompose import SCAN_OP_NAMES, decompose, remaining_edgegate_ops
 
@@ -93,16 +93,18 @@ def export_program(
         except Exception:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             message = f"torch.export of {type(module).__name__} failed: {first}"
+            if raised_in_edgegate(exc):
+                raise InternalError(f"{message} (in edgegate's code)") from exc
             raise export_failure(module, message) from exc
     try:
         with fx_config.patch(backed_size_oblivious=True):  # no batch-1 specialisation either
             program = decompose(program, max_len)
-    except Exception as exc:
-        raise BadInput(f"decomposing edgegate's ops failed: {exc}") from None
+    except Exception as exc:  # edgegate rewrites its own ops here: never the input's fault
+        raise InternalError(f"decomposing edgegate's ops for Core ML failed: {exc}") from exc
     broadcast_where_values(program)
     left = remaining_edgegate_ops(program)
-    if left:
-        raise BadInput(f"edgegate ops without a Core ML decomposition: {', '.join(left)}")
+    if left:  # edgegate's gap, not the model's
+        raise InternalError(f"edgegate ops without a Core ML decomposition: {', '.join(left)}")
     missing = unconvertible_ops(program)
     if missing:
         raise BadInput(

@@ -37,7 +37,13 @@ from edgegate import __version__
 from edgegate.atomic import atomic_write
 from edgegate.dims import DimRange, shapes_for_signature
 from edgegate.dims import dim_name as shared_dim_name
-from edgegate.errors import BackendUnavailable, BadInput
+from edgegate.errors import (
+    BadInput,
+    EdgegateError,
+    InternalError,
+    ToolchainFailed,
+    raised_in_edgegate,
+)
 from edgegate.libs import captured_stderr, import_optional, quiet_imports
 from edgegate.manifest import InputSpec
 from edgegate.models.checkpoint import export_failure
@@ -419,15 +425,16 @@ def export_pte(
     module = module.eval()
     path = Path(path)
     failures: list[str] = []
-    reexport: Exception | None = None
+    refused: Exception | None = None  # torch.export's error at the last plan tried
+    lowering: Exception | None = None  # ExecuTorch's lowering error at the last plan tried
     for plan in _plans(dynamic_dims):
         try:
             exported, dynamic = _export(module, args, plan, bounds)
-        except (BadInput, BackendUnavailable):
+        except EdgegateError:
             raise
         except Exception as exc:
             failures.append(f"{plan.name}: torch.export failed ({_summary(exc)})")
-            reexport = exc
+            refused, lowering = exc, None
             continue
         shown = _as_traced(exported, args)  # what the manifest and the I/O record say
 
@@ -436,15 +443,16 @@ def export_pte(
 
         try:
             program, edge = _lower(exported, args, dynamic, record_for)
-        except (BadInput, BackendUnavailable):
+        except EdgegateError:
             raise
         except Exception as exc:
             failures.append(f"{plan.name}: lowering failed ({_summary(exc)})")
-            reexport = None
+            refused, lowering = None, exc
             continue
         problem, planned = _smoke(program.buffer, module, args, dynamic)
         if problem:
             failures.append(f"{plan.name}: {problem}")
+            refused = lowering = None
             continue
         with atomic_write(path) as fh:
             program.write_to_file(fh)
@@ -459,10 +467,21 @@ def export_pte(
             portable,
             {label: why for label, _, why in given_up},
         )
-    message = f"ExecuTorch export of {type(module).__name__} failed: {'; '.join(failures[-1:])}"
-    if reexport is not None:  # torch.export itself refused, at the last plan too
-        raise export_failure(module, message) from reexport
-    raise BadInput(message)
+    raise _failure(module, failures[-1], refused, lowering) from refused or lowering
+
+
+def _failure(
+    module: nn.Module, last: str, refused: Exception | None, lowering: Exception | None
+) -> Exception:
+    """Whose fault the last plan's failure is: edgegate's code (InternalError); the model's
+    when torch.export refused it (``export_failure``); else ExecuTorch's, whose lowering or
+    runtime failed on a program torch.export made (ToolchainFailed, with its message)."""
+    message = f"ExecuTorch export of {type(module).__name__} failed: {last}"
+    if any(e is not None and raised_in_edgegate(e) for e in (refused, lowering)):
+        return InternalError(f"{message} (in edgegate's code)")
+    if refused is not None:
+        return export_failure(module, message)
+    return ToolchainFailed(message)
 
 
 def _as_traced(program, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

@@ -18,11 +18,18 @@ from torch import nn
 from edgegate import __version__
 from edgegate.atomic import atomic_write
 from edgegate.dims import dim_name, shapes_for_signature
-from edgegate.errors import BadInput
+from edgegate.errors import (
+    BadInput,
+    EdgegateError,
+    InternalError,
+    ToolchainFailed,
+    raised_in_edgegate,
+)
 from edgegate.exporters.onnx.functions import attach_functions, iter_nodes
 from edgegate.exporters.onnx.lowering import lower_to_ort_linear_attention
 from edgegate.exporters.onnx.schemas import DOMAIN, translation_table
 from edgegate.manifest import InputSpec
+from edgegate.models.checkpoint import export_failure
 
 LOWERINGS = ("onnxruntime",)
 
@@ -83,10 +90,10 @@ def export_onnx(
                 optimize=True,
                 verbose=False,
             )
-    except BadInput:
+    except EdgegateError:
         raise
     except Exception as exc:
-        raise BadInput(f"ONNX export of {type(module).__name__} failed: {_summary(exc)}") from None
+        raise export_error(module, exc) from exc
     model = attach_functions(program.model_proto)
     name_dims(model, _flat_tensors(tuple(args)))
     if lower == "onnxruntime":
@@ -132,6 +139,41 @@ def _flat_tensors(args: tuple[Any, ...]) -> list[torch.Tensor]:
         elif isinstance(a, tuple | list):
             flat.extend(_flat_tensors(tuple(a)))
     return flat
+
+
+def export_error(module: nn.Module, exc: Exception) -> Exception:
+    """Whose fault a failed ``torch.onnx.export`` is, by where it failed.
+
+    - edgegate's code raised (its ops, a zoo model, its translation functions), or an
+      edgegate op has no ONNX translation: InternalError;
+    - torch.export could not capture the module (data-dependent branches, an op torch.export
+      lacks, a shape the model's code contradicts), or the model uses an op of its own that
+      torch.onnx has no translation for: the user's model, BadInput (or the internal
+      ReexportFailed for a loaded program, see ``export_failure``);
+    - any other failure to translate the captured graph: torch.onnx's, ToolchainFailed;
+    - anything else is edgegate's (InternalError).
+    """
+    chain = [exc]
+    while isinstance(chain[-1].__cause__, Exception) and len(chain) < 16:
+        chain.append(chain[-1].__cause__)
+    ours = [e for e in chain if isinstance(e, EdgegateError)]
+    if ours:  # raised while tracing, and wrapped by torch.onnx
+        return ours[-1]
+    name, summary = type(module).__name__, _summary(exc)
+    if raised_in_edgegate(chain[-1]):
+        return InternalError(f"ONNX export of {name} failed in edgegate's code: {summary}")
+    stages = {cls.__name__: e for e in reversed(chain) for cls in type(e).__mro__}
+    if "TorchExportError" in stages:
+        return export_failure(module, f"ONNX export of {name} failed: {summary}")
+    if "DispatchError" in stages:  # no ONNX function for an op of the captured graph
+        if "op='edgegate." in str(stages["DispatchError"]):
+            return InternalError(
+                f"ONNX export of {name}: an edgegate op has no ONNX form: {summary}"
+            )
+        return BadInput(f"{name} uses an op torch.onnx cannot translate: {summary}")
+    if "ConversionError" in stages:
+        return ToolchainFailed(f"torch.onnx could not translate {name} to ONNX: {summary}")
+    return InternalError(f"ONNX export of {name} failed: {type(exc).__name__}: {summary}")
 
 
 def _summary(exc: Exception) -> str:

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from edgegate.atomic import atomic_write
-from edgegate.errors import BackendUnavailable, BadInput
+from edgegate.errors import BackendUnavailable, ToolchainFailed
 from edgegate.exporters.tensorrt.trtexec import ShapeRange
 
 HEADER_DIRS = ("/usr/include/x86_64-linux-gnu", "/usr/include/aarch64-linux-gnu", "/usr/include",
@@ -50,10 +50,24 @@ def build_plugin(kit: Path, headers: Path, archs: str = "native") -> Path:
         ["cmake", "--build", str(build), "-j"],
     ):  # fmt: skip
         proc = subprocess.run(command, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise BadInput(f"the plugin library did not build: {tail[0]}")
+        if proc.returncode != 0:  # the kit's own sources: never the user's input
+            raise ToolchainFailed(
+                f"the plugin library did not build ({' '.join(command[:2])}, exit "
+                f"{proc.returncode}): {tool_message(proc.stderr, proc.stdout)}"
+            )
     return build / "libedgegate_trt_plugins.so"
+
+
+def tool_message(*outputs: str) -> str:
+    """The line of a tool's output that says what went wrong: the first that mentions an
+    error (with the next line when it only says where, as CMake's "CMake Error at ...:"
+    does), else the last line."""
+    lines = [line.strip() for text in outputs for line in text.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "error" in line.lower():
+            follows = line.endswith(":") and i + 1 < len(lines)
+            return f"{line} {lines[i + 1]}" if follows else line
+    return lines[-1] if lines else "no output"
 
 
 def build_engine(
@@ -72,7 +86,7 @@ def build_engine(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(os.fspath(onnx_file)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise BadInput(f"TensorRT could not parse {onnx_file.name}: {errors[:1]}")
+        raise ToolchainFailed(f"TensorRT's ONNX parser refused {onnx_file.name}: {errors[:1]}")
     config = builder.create_builder_config()
     if ranges:
         profile = builder.create_optimization_profile()
@@ -86,7 +100,9 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.INT8)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise BadInput(f"TensorRT could not build an engine from {onnx_file.name}")
+        raise ToolchainFailed(
+            f"TensorRT's builder made no engine from {onnx_file.name} (its log says why)"
+        )
     with atomic_write(engine_file) as fh:
         fh.write(bytes(serialized))
     return engine_file

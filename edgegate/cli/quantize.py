@@ -1,0 +1,164 @@
+"""`edgegate quantize`, and the INT8 dispatch it shares with `export --int8`: both quantize,
+export and judge through the pipeline, then print the same verdict and exit 1 the same way."""
+
+# No `from __future__ import annotations`: Typer reads the parameters' Annotated types.
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgegate.cli.console import emit_json, fail, out, print_rows, progress_display, warn
+from edgegate.cli.options import (
+    CalibDataOpt,
+    CalibSamplesOpt,
+    CheckpointOpt,
+    Choices,
+    DataOpt,
+    InputSizeOpt,
+    JsonOpt,
+    MaxDropOpt,
+    MethodOpt,
+    ModelArg,
+    NumClassesOpt,
+    OutputDirOpt,
+    PretrainedOpt,
+    QatEpochsOpt,
+    RevisionOpt,
+    ScanInputsOpt,
+    SeqLenOpt,
+    TaskOpt,
+    TrustOpt,
+    model_spec,
+)
+
+# The options `quantize` and `export --int8` both take, named as the pipeline names them.
+INT8_OPTIONS = (
+    "checkpoint", "calib_data", "calib_samples", "method", "qat_epochs", "max_drop", "data",
+    "input_size", "seq_len", "quantize_scan_inputs", "w8a8", "trust_code", "task",
+)  # fmt: skip
+
+W8a8Opt = Annotated[
+    bool, typer.Option("--w8a8", help="Quantize activations too under weight-only profiles.")
+]
+ReportOpt = Annotated[
+    bool, typer.Option("--report", help="Per-layer quantizability report (JSON, Markdown, PNG).")
+]
+StreamingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--streaming",
+        help="Scan LMs and hf: LMs (their cache as states): export the streaming "
+        "step (tokens, state0.. -> logits, new_state0..), calibrated over whole "
+        "sequences, state carried.",
+    ),
+]
+QuantizeStateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quantize-state",
+        help="With --streaming: quantize the state inputs too (default float), their "
+        "range calibrated on states reached mid-sequence.",
+    ),
+]
+TimestepReportOpt = Annotated[
+    bool,
+    typer.Option(
+        "--timestep-report",
+        help="LMs: logit SNR and top-1 agreement per position, float vs the INT8 export "
+        "(timestep_report.json/.png; per-quarter error and growth in report.json).",
+    ),
+]
+
+
+def int8_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The shared INT8 options out of a command's parameters (its ``locals()``)."""
+    return {name: params[name] for name in INT8_OPTIONS}
+
+
+def run_int8(
+    quantize: Callable[..., dict[str, Any]],
+    model: str,
+    output: Path,
+    *,
+    title: str,
+    json_out: bool,
+    **options: Any,
+) -> None:
+    """Run a pipeline INT8 entry (``quantize`` or ``quantize_for_target``) with progress,
+    print its verdict (JSON, or the summary titled ``INT8 <model><title>``) and exit 1 when
+    the export strayed from its fake-quant model or lost more than --max-drop."""
+    from edgegate.pipeline.summary import int8_rows
+
+    with progress_display() as progress:
+        result = quantize(model, output, progress=progress, **options)
+    warn(result)
+    if json_out:
+        emit_json(result)
+    else:
+        print_rows(int8_rows(result), title=f"INT8 {result['model']}{title}")
+        out.print(f"files in {result['output_dir']}: {', '.join(result['files'])}")
+    if not result["passed"]:
+        fail(result, "INT8 check")
+
+
+def register(app: typer.Typer, choices: Choices) -> None:
+    @app.command()
+    def quantize(
+        model: ModelArg,
+        profile: choices.profile = "onnxruntime",
+        output: OutputDirOpt = Path("edgegate-int8"),
+        checkpoint: CheckpointOpt = None,
+        num_classes: NumClassesOpt = None,
+        pretrained: PretrainedOpt = False,
+        revision: RevisionOpt = None,
+        calib_data: CalibDataOpt = None,
+        calib_samples: CalibSamplesOpt = None,
+        method: MethodOpt = "minmax",
+        qat_epochs: QatEpochsOpt = 0,
+        max_drop: MaxDropOpt = 1.0,
+        data: DataOpt = None,
+        input_size: InputSizeOpt = None,
+        seq_len: SeqLenOpt = None,
+        quantize_scan_inputs: ScanInputsOpt = False,
+        w8a8: W8a8Opt = False,
+        report: ReportOpt = False,
+        streaming: StreamingOpt = False,
+        quantize_state: QuantizeStateOpt = False,
+        timestep_report: TimestepReportOpt = False,
+        trust_code: TrustOpt = False,
+        task: TaskOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """INT8 post-training quantization (brevitas), optional QAT, and a Q/DQ export that is
+        judged before it ships: exit 1 when it strays from its fake-quant model or loses more
+        than --max-drop against float (the files stay, for inspection).
+
+        Writes model.int8.pt (fake-quant state), model.int8.onnx, manifest.json and report.json.
+
+        Examples:
+
+        - `edgegate quantize mobilenet-v3-se -o out/int8`
+        - `edgegate quantize gc-mobilenet --profile onnxruntime:arm64 -o out/gc-arm`
+        - `edgegate quantize gc-mobilenet --profile tensorrt --method percentile --report`
+        - `edgegate quantize qvit:attention=clipped --qat-epochs 2 --calib-data imgs/ -o out/q`
+        - `edgegate quantize gla-lm --streaming --seq-len 512 --timestep-report -o out/gla8`
+        - `edgegate quantize timm:mobilenetv3_large_100 -c mnv3.pt -o out/t8`
+        """
+        shared = int8_options(locals())
+        spec = model_spec(model, num_classes, pretrained, revision)
+        from edgegate.pipeline.quantize import quantize as run_quantize
+
+        run_int8(
+            run_quantize,
+            spec,
+            output,
+            title="",
+            json_out=json_out,
+            profile=profile,
+            report=report,
+            streaming=streaming,
+            quantize_state=quantize_state,
+            timestep_report=timestep_report,
+            **shared,
+        )
