@@ -150,8 +150,11 @@ class Target(ABC):
         """What a bundle's run.py needs besides the model file (an engine's path, say)."""
         return {}
 
-    def host_warnings(self, manifest: Manifest | None, model_file: str) -> list[str]:
-        """One line per way this host may not compute what the artifact was made for."""
+    def host_warnings(
+        self, manifest: Manifest | None, model_file: str, directory: Path | None = None
+    ) -> list[str]:
+        """One line per way this host may not compute what the artifact was made for
+        (``directory``: the folder holding ``model_file``, where it is known)."""
         return []
 
     def quantize_native(

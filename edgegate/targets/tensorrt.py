@@ -29,6 +29,9 @@ from edgegate.ops import observe_scans
 from edgegate.runtime import OnnxRuntimeRunner, Runner
 from edgegate.targets.base import ExportedFile, ExportPart, Target
 
+# What runs a kit on a host without its engine: named in every report that it ran
+FALLBACK_RUNTIME = "onnxruntime (Scan fallbacks for the TensorRT plugins)"
+
 
 class TensorRTTarget(Target):
     name = "tensorrt"
@@ -104,11 +107,12 @@ class TensorRTTarget(Target):
 
     def runner(self, path: str | os.PathLike[str], threads: int | None = None) -> Runner:
         """The engine beside the ONNX file when TensorRT can run it; otherwise the ONNX itself in
-        ONNX Runtime, with the Scan fallbacks attached in memory and Q/DQ run as written."""
+        ONNX Runtime, with the Scan fallbacks attached in memory and Q/DQ run as written, named
+        as such (``FALLBACK_RUNTIME``) so that no report calls it TensorRT."""
         path = Path(path)
         engine = path.with_suffix(".engine")
         plugin = path.parent / PLUGIN_LIBRARY
-        if engine.is_file() and _tensorrt_usable():
+        if fallback_reason(engine) is None:
             from edgegate.runtime import TensorRTRunner
 
             return TensorRTRunner(engine, plugin if plugin.is_file() else None)
@@ -117,9 +121,24 @@ class TensorRTTarget(Target):
         except Exception as exc:  # a corrupt file: the same one line as every runner gives
             reason = type(exc).__name__
             raise BadInput(f"'{path}' is not a loadable ONNX model ({reason})") from None
-        return OnnxRuntimeRunner(
+        runner = OnnxRuntimeRunner(
             path, threads=threads, fuse_qdq=False, model_bytes=model.SerializeToString()
         )
+        runner.name = FALLBACK_RUNTIME
+        return runner
+
+    def host_warnings(
+        self, manifest: Manifest | None, model_file: str, directory: Path | None = None
+    ) -> list[str]:
+        """One line whenever the kit's ONNX runs here instead of its engine."""
+        engine = (directory or Path()) / Path(model_file).with_suffix(".engine")
+        reason = fallback_reason(engine)
+        if reason is None:
+            return []
+        return [
+            f"the TensorRT engine did not run ({reason}): {model_file} ran in "
+            f"{FALLBACK_RUNTIME}, a check of the kit's graph, not of TensorRT's kernels or speed"
+        ]
 
     def device_files(self, manifest: Manifest, model_file: str) -> list[str]:
         """The whole kit, which builds its engine on the device; not the torch weights."""
@@ -174,15 +193,21 @@ def scan_calls(module, args) -> list[tuple[str, list[tuple[int, ...]]]]:
     return calls
 
 
-def _tensorrt_usable() -> bool:
-    try:
-        from edgegate.runtime.tensorrt_runner import import_tensorrt, require_gpu
+def fallback_reason(engine: Path) -> str | None:
+    """Why ``engine`` cannot run here (so the kit's ONNX runs instead), or None when it can."""
+    from edgegate.runtime.tensorrt_runner import import_tensorrt, require_gpu
 
+    try:
         import_tensorrt()
+    except Exception:
+        return "TensorRT is not installed here"
+    try:
         require_gpu()
     except Exception:
-        return False
-    return True
+        return "no CUDA GPU here"
+    if not engine.is_file():
+        return f"no {engine.name} beside the kit: export with --build on the device"
+    return None
 
 
 TARGET = TensorRTTarget()

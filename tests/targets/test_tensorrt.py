@@ -14,6 +14,7 @@ from onnx import numpy_helper
 
 from edgegate.exporters.tensorrt import PLUGIN_FIELDS, PLUGIN_OPS
 from edgegate.manifest import read_manifest
+from edgegate.targets.tensorrt import FALLBACK_RUNTIME, fallback_reason
 from tests.conftest import assert_one_line_error
 
 LM = ["--seq-len", "32"]
@@ -124,8 +125,16 @@ def test_kit_is_complete_and_validates_against_pytorch(run_cli, tmp_path, text, 
     result = run_cli(*args)
     assert result.code == 0, result.stderr
     check_kit(kit, int8=precision == "int8")
-    verdict = run_cli("validate", kit, "--parity-samples", "32", *data)
+    verdict = run_cli("validate", kit, "--parity-samples", "32", *data, "--json")
     assert verdict.code == 0, (verdict.stdout, verdict.stderr)
+    timed = run_cli("bench", kit, "--runs", "2", "--warmup", "0", "--json")
+    assert timed.code == 0, timed.stderr
+    if fallback_reason(kit / "model.engine") is not None:  # no TensorRT here: say what ran
+        for result in (verdict, timed):
+            assert result.json()["runtime"] == FALLBACK_RUNTIME
+            warned = [line for line in result.stderr.splitlines() if "warning:" in line]
+            assert len(warned) == 1 and "the TensorRT engine did not run (" in warned[0]
+            assert f".onnx ran in {FALLBACK_RUNTIME}" in " ".join(result.stderr.split())
 
 
 def test_a_user_cnn_kit_profile_follows_input_size_and_says_so(run_cli, tmp_path):
