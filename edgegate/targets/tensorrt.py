@@ -11,6 +11,7 @@ the runner runs them.
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ from edgegate.manifest import Manifest
 from edgegate.ops import observe_scans
 from edgegate.runtime import OnnxRuntimeRunner, Runner
 from edgegate.targets.base import ExportedFile, ExportPart, Target
+from edgegate.validate.parity import Tolerance
+
+GATE_THRESHOLD = 0.5  # validate's: a gate output at or above it is "on"
 
 # What runs a kit on a host without its engine: named in every report that it ran
 FALLBACK_RUNTIME = "onnxruntime (Scan fallbacks for the TensorRT plugins)"
@@ -44,6 +48,7 @@ class TensorRTTarget(Target):
     default_profile = "tensorrt"
     profile_families = ("tensorrt",)
     precisions = ("fp32", "fp16")
+    golden_samples = True  # the kit checks its engine on real cases on the device
 
     def check_part(self, part: ExportPart) -> None:
         """Run the part once and look at every gated scan it calls: the plugin takes the
@@ -99,11 +104,13 @@ class TensorRTTarget(Target):
                     {(r.index, r.axis): (r.low, r.high) for r in part.ranges},
                 ),
                 part.classifier_outputs,
+                part.gate_outputs,
+                part.samples,
             )
             for part, written in zip(parts, files, strict=True)
         ]
         plugins = any(written.custom_ops for written in files)
-        return write_kit(directory, model, precision, kit_parts, plugins)
+        return write_kit(directory, model, precision, kit_parts, kit_tolerance(precision), plugins)
 
     def runner(self, path: str | os.PathLike[str], threads: int | None = None) -> Runner:
         """The engine beside the ONNX file when TensorRT can run it; otherwise the ONNX itself in
@@ -183,6 +190,14 @@ class TensorRTTarget(Target):
             )
             written.append(engine.name)
         return written
+
+
+def kit_tolerance(precision: str) -> dict[str, Any]:
+    """What the kit's compare.py judges an engine by: validate's tolerance for the precision,
+    with validate's rules (decisions judge fp16 and INT8 outputs). An fp32 engine may run
+    TF32 matrix units by default, fp16's 10 mantissa bits: it is judged as fp16 is."""
+    tolerance = Tolerance.for_precision("fp16" if precision == "fp32" else precision)
+    return {**asdict(tolerance), "precision": precision, "gate_threshold": GATE_THRESHOLD}
 
 
 def scan_calls(module, args) -> list[tuple[str, list[tuple[int, ...]]]]:
