@@ -91,6 +91,10 @@ def check_kit(kit: Path, int8: bool) -> None:
     subprocess.run(["bash", "-n", str(kit / "build.sh")], check=True)
     golden = json.loads((kit / "golden" / "golden.json").read_text())
     assert {p["stem"] for p in golden["parts"]} == {Path(g).stem for g in graphs}
+    for part in golden["parts"]:  # real cases over the dynamic batch (zoo kits declare 1..8)
+        assert all(case["inputs"][0]["shape"][0] > 1 for case in part["cases"]), part["stem"]
+        if manifest.task == "lm":  # and two lengths
+            assert len({case["inputs"][0]["shape"][1] for case in part["cases"]}) == 2
 
 
 def _check_symmetric_int8(model: onnx.ModelProto) -> None:
@@ -186,3 +190,17 @@ def test_bad_input_is_one_line_and_writes_nothing(run_cli, tmp_path, args, fragm
 def test_fp16_is_refused_by_targets_without_it(run_cli, tmp_path):
     result = run_cli("export", "qvit", "--precision", "fp16", "-o", tmp_path / "x")
     assert_one_line_error(result, "exports fp32, not fp16")
+
+
+@pytest.mark.slow  # three small exports: about 25 s
+def test_exporting_the_same_model_twice_writes_the_same_kit(run_cli, tmp_path):
+    """Golden cases are seeded real data: same weights and options -> the same files."""
+    spec, first, second = "hgrn-lm:depth=1,dim=32,heads=2", tmp_path / "a", tmp_path / "b"
+    assert run_cli("export", spec, "-t", "tensorrt", "--seq-len", "16", "-o", first).code == 0
+    weights = ["--checkpoint", first / "weights.pt"]  # the zoo model is random-initialised
+    args = ["export", spec, "-t", "tensorrt", "--seq-len", "16", *weights]
+    assert run_cli(*args, "-o", second).code == 0
+    assert run_cli(*args, "-o", tmp_path / "c").code == 0
+    hashes = [read_manifest(kit).files for kit in (second, tmp_path / "c")]
+    golden = {name for name in hashes[0] if name.startswith("golden/")}
+    assert len(golden) >= 5 and hashes[0] == hashes[1]
