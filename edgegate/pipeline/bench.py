@@ -80,9 +80,12 @@ def bench(
         result: dict[str, Any] = {
             "artifact": os.fspath(artifact),
             "target": art.target.name,
+            "runtime": runner.name,
             "input_shapes": {name: list(value.shape) for name, value in feed.items()},
             **benchmark.as_dict(full),
-            "warnings": art.target.host_warnings(art.manifest, art.model_path.name),
+            "warnings": art.target.host_warnings(
+                art.manifest, art.model_path.name, art.model_path.parent
+            ),
         }
         if art.has_two_stages():
             images, positive = stream_images(art)

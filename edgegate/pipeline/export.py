@@ -13,6 +13,7 @@ from edgegate.errors import BadInput
 from edgegate.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_file, write_manifest
 from edgegate.models import LoadedModel, load_model
 from edgegate.outputs import check_output_dir
+from edgegate.pipeline.golden import export_golden
 from edgegate.pipeline.ranges import CheckedExport, RangePolicy, declare, export_checked
 from edgegate.pipeline.recurrences import prepare_recurrences
 from edgegate.pipeline.tasks import resolve_task
@@ -202,8 +203,15 @@ def export(
                 "weights_source": weights.to_dict(),
             },
         )
+        shipped = [c.part for c in checked]
+        if chosen.golden_samples:
+            with progress.phase("golden cases from the task's test data"):
+                shipped = export_golden(
+                    kind, loaded, module, metadata, shipped, input_size=input_size,
+                    seq_len=seq_len,
+                )  # fmt: skip
         with progress.phase(f"package for {chosen.name}"):
-            package_and_manifest(chosen, stage, [c.part for c in checked], written, manifest)
+            package_and_manifest(chosen, stage, shipped, written, manifest)
     built = build_engines(chosen, output_dir, progress) if build else []
     listed = read_manifest(output_dir).files
     return {

@@ -25,6 +25,7 @@ from edgegate.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_fil
 from edgegate.models import load_model
 from edgegate.outputs import check_output_dir
 from edgegate.pipeline.export import build_engines, package_and_manifest
+from edgegate.pipeline.golden import golden_cases
 from edgegate.pipeline.ranges import RangePolicy, declare, export_checked
 from edgegate.pipeline.recurrences import graph_ready, prepare_recurrences
 from edgegate.pipeline.streaming import REPORT_PIECES, Streaming
@@ -520,6 +521,14 @@ def quantize(
                 "weights_source": weights.to_dict(),
             },
         )
+        if target.golden_samples:
+            with progress.phase("golden cases from the task's test data"):
+                [part] = golden_cases(
+                    kind,
+                    test_inputs,
+                    [part],
+                    lambda rows: {part.stem: (rows,) if stream is None else stream.example(rows)},
+                )
         with progress.phase(f"package for {target.name}"):
             package_and_manifest(target, stage, [part], [written], manifest)
     summary["output_dir"] = os.fspath(output_dir)

@@ -81,9 +81,11 @@ def make_part(
     ]
     meta = {**metadata, "part": f"{stem}", "inputs": json.dumps(inputs)}
     classifiers = frozenset(output_names) & {"logits"}
+    gates = frozenset(output_names) & {"gate_prob"}
     return ExportPart(
-        stem, module, args, input_names, output_names, dynamic_dims, meta, classifiers
-    )
+        stem, module, args, input_names, output_names, dynamic_dims, meta, classifiers,
+        gate_outputs=gates,
+    )  # fmt: skip
 
 
 class Recorder:

@@ -438,7 +438,9 @@ def _host_checks(
         if check is not None:
             checks["kernel_agreement"] = check["top1_agreement"]
             checks["kernel_decisive_agreement"] = check.get("decisive_top1_agreement")
-    checks["warnings"] = art.target.host_warnings(art.manifest, art.model_path.name)
+    checks["warnings"] = art.target.host_warnings(
+        art.manifest, art.model_path.name, art.model_path.parent
+    )
     return checks
 
 

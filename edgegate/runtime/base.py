@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgegate.runtime.batching import join_outputs, split_feed
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -61,15 +63,7 @@ class Runner(ABC):
         """Run once (in slices of ``batch_limit`` rows, when the feed has more) and record the
         wall time of the call in ``last_latency_ms``."""
         start = time.perf_counter()
-        rows = len(next(iter(feed.values()))) if feed else 0
-        limit = self.batch_limit
-        if limit is None or rows <= limit:
-            out = self._infer(feed)
-        else:
-            pieces = [
-                self._infer({name: value[i : i + limit] for name, value in feed.items()})
-                for i in range(0, rows, limit)
-            ]
-            out = {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0]}
+        pieces = [self._infer(piece) for piece in split_feed(feed, self.batch_limit)]
+        out = join_outputs(pieces)
         self.last_latency_ms = (time.perf_counter() - start) * 1e3
         return out

@@ -15,7 +15,8 @@ Usage:
                                          times.json from --exportTimes, made elsewhere)
 
 Exit status: 0 results written; 2 the bundle or an option is unusable (one line on stderr);
-3 the runtime is missing or cannot run here.
+3 the runtime is missing ("runtime missing: ...") or its tool failed on the model ("toolchain
+failure: ..." with the tool's own message).
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ class Unusable(Exception):
 
 class NoRuntime(Exception):
     """The runtime is missing or cannot run on this machine: exit 3."""
+
+
+class ToolFailed(Exception):
+    """The runtime's tool exists but failed on the model (trtexec's error): exit 3, said as a
+    toolchain failure, not a missing runtime."""
+
+
+EXIT_NO_RUNTIME = 3  # design.md: a missing tool or a toolchain failure
 
 
 # --- small helpers ------------------------------------------------------------------------
@@ -179,7 +188,11 @@ class TrtexecBackend:
             raise NoRuntime(f"{self.engine} is missing: run {root / record['build']} first")
         self.bundle, self.root = bundle, root
         self.version = "trtexec"
-        self.scratch = Path(tempfile.mkdtemp(prefix="edgegate-trtexec-"))
+        self.scratch = Path(tempfile.mkdtemp(prefix="edgegate-trtexec-"))  # removed by close()
+
+    def close(self) -> None:
+        """Remove the scratch folder of trtexec's output files."""
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _command(self, sample: int, extra: list[str]) -> list[str]:
         shapes = ",".join(
@@ -197,8 +210,10 @@ class TrtexecBackend:
     def _call(self, command: list[str]) -> None:
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
-            tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
-            raise NoRuntime(f"trtexec failed (exit {done.returncode}): {tail[0]}")
+            raise ToolFailed(
+                f"trtexec failed on {self.engine.name} (exit {done.returncode}): "
+                f"{tool_message(done.stdout + chr(10) + done.stderr)}"
+            )
 
     def run_sample(self, sample: int) -> dict[str, np.ndarray]:
         out = self.scratch / f"sample_{sample}.json"
@@ -216,6 +231,17 @@ class TrtexecBackend:
         ]  # fmt: skip  (trtexec warms up in ms)
         self._call(self._command(0, timing))
         return times_from_trtexec(times)
+
+
+def tool_message(output: str) -> str:
+    """The line of a tool's output that says what went wrong: trtexec's last error line
+    ("[E] ..."), else its last line that is not the closing "&&&& FAILED" banner."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if "[E]" in line or "error" in line.lower()]
+    if errors:
+        return errors[-1]
+    plain = [line for line in lines if not line.startswith("&&&&")]
+    return (plain or lines or ["no output"])[-1]
 
 
 def outputs_from_trtexec(path: Path) -> dict[str, np.ndarray]:
@@ -334,7 +360,7 @@ def open_backend(bundle: dict, root: Path, threads: int | None, trtexec: str | N
         if runtime == "tensorrt":
             return TrtexecBackend(bundle, root, threads, trtexec)
         return BACKENDS[runtime](bundle, root, threads)
-    except (Unusable, NoRuntime):
+    except (Unusable, NoRuntime, ToolFailed):
         raise
     except Exception as exc:  # each runtime raises its own types for a file it cannot load
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -368,8 +394,12 @@ def main(argv: list[str] | None = None) -> int:
             version = "trtexec (collected)"
         else:
             backend = open_backend(bundle, root, args.threads, args.trtexec)
-            per_sample = run_samples(backend, inputs, bundle["samples"])
-            times = time_runs(backend, inputs, args.runs, args.warmup)
+            try:
+                per_sample = run_samples(backend, inputs, bundle["samples"])
+                times = time_runs(backend, inputs, args.runs, args.warmup)
+            finally:  # a failed run leaves no scratch behind either
+                if hasattr(backend, "close"):
+                    backend.close()
             version = backend.version
         results = {
             "format": RESULTS_FORMAT,
@@ -385,8 +415,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NoRuntime as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
+        print(f"error: runtime missing: {exc}", file=sys.stderr)
+        return EXIT_NO_RUNTIME
+    except ToolFailed as exc:
+        print(f"error: toolchain failure: {exc}", file=sys.stderr)
+        return EXIT_NO_RUNTIME
     partial = out.with_name(f".{out.name}.partial")
     partial.write_text(json.dumps(results) + "\n")
     os.replace(partial, out)  # never a half-written results.json

@@ -47,6 +47,10 @@ class ExportPart:
     # bound their dims (shape profiles, memory plans, flexible shapes) take as their bounds;
     # empty: the exporter's own defaults
     ranges: tuple[DimRange, ...] = ()
+    gate_outputs: frozenset[str] = frozenset()  # outputs whose >= 0.5 is a decision
+    # golden cases for targets that check their file on the device (``golden_samples``): real
+    # inputs from the task's data, each case one call's args (batch above 1; LMs at two lengths)
+    samples: tuple[tuple[torch.Tensor, ...], ...] = ()
 
     def bounds(self, index: int, axis: int) -> tuple[int, int] | None:
         """(low, high) of dim ``axis`` of input ``index`` when the part declares it."""
@@ -92,6 +96,8 @@ class Target(ABC):
     # whether its files are planned for the export's own sizes, so no dim grows past them
     max_batch: int = 8
     bounded_by_export: bool = False
+    # whether ``package`` stores golden cases (``ExportPart.samples``) for an on-device check
+    golden_samples: bool = False
     sequences_bounded_by_export: bool = False  # token sequences only (loop-free scan forms)
 
     def file_name(self, stem: str) -> str:
@@ -150,8 +156,11 @@ class Target(ABC):
         """What a bundle's run.py needs besides the model file (an engine's path, say)."""
         return {}
 
-    def host_warnings(self, manifest: Manifest | None, model_file: str) -> list[str]:
-        """One line per way this host may not compute what the artifact was made for."""
+    def host_warnings(
+        self, manifest: Manifest | None, model_file: str, directory: Path | None = None
+    ) -> list[str]:
+        """One line per way this host may not compute what the artifact was made for
+        (``directory``: the folder holding ``model_file``, where it is known)."""
         return []
 
     def quantize_native(

@@ -101,7 +101,9 @@ class CoreMLTarget(Target):
     def runner(self, path: str | os.PathLike[str], threads: int | None = None) -> Runner:
         return CoreMLRunner(path, threads=threads)
 
-    def host_warnings(self, manifest: Manifest | None, model_file: str) -> list[str]:
+    def host_warnings(
+        self, manifest: Manifest | None, model_file: str, directory: Path | None = None
+    ) -> list[str]:
         from edgegate.runtime.coreml_runner import can_predict
 
         if can_predict():

@@ -32,7 +32,9 @@ class OnnxRuntimeTarget(OnnxTarget):
     lowering = "onnxruntime"
     fuse_qdq = True  # ORT's own integer kernels, as deployed
 
-    def host_warnings(self, manifest: Manifest | None, model_file: str) -> list[str]:
+    def host_warnings(
+        self, manifest: Manifest | None, model_file: str, directory: Path | None = None
+    ) -> list[str]:
         profile = PROFILES.get((manifest.quant or {}).get("profile", "")) if manifest else None
         if profile is None or profile.weight_bits <= 7 or host_isa() != X86_AVX2:
             return []

@@ -11,6 +11,7 @@ the runner runs them.
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,12 @@ from edgegate.manifest import Manifest
 from edgegate.ops import observe_scans
 from edgegate.runtime import OnnxRuntimeRunner, Runner
 from edgegate.targets.base import ExportedFile, ExportPart, Target
+from edgegate.validate.parity import Tolerance
+
+GATE_THRESHOLD = 0.5  # validate's: a gate output at or above it is "on"
+
+# What runs a kit on a host without its engine: named in every report that it ran
+FALLBACK_RUNTIME = "onnxruntime (Scan fallbacks for the TensorRT plugins)"
 
 
 class TensorRTTarget(Target):
@@ -41,6 +48,7 @@ class TensorRTTarget(Target):
     default_profile = "tensorrt"
     profile_families = ("tensorrt",)
     precisions = ("fp32", "fp16")
+    golden_samples = True  # the kit checks its engine on real cases on the device
 
     def check_part(self, part: ExportPart) -> None:
         """Run the part once and look at every gated scan it calls: the plugin takes the
@@ -96,19 +104,22 @@ class TensorRTTarget(Target):
                     {(r.index, r.axis): (r.low, r.high) for r in part.ranges},
                 ),
                 part.classifier_outputs,
+                part.gate_outputs,
+                part.samples,
             )
             for part, written in zip(parts, files, strict=True)
         ]
         plugins = any(written.custom_ops for written in files)
-        return write_kit(directory, model, precision, kit_parts, plugins)
+        return write_kit(directory, model, precision, kit_parts, kit_tolerance(precision), plugins)
 
     def runner(self, path: str | os.PathLike[str], threads: int | None = None) -> Runner:
         """The engine beside the ONNX file when TensorRT can run it; otherwise the ONNX itself in
-        ONNX Runtime, with the Scan fallbacks attached in memory and Q/DQ run as written."""
+        ONNX Runtime, with the Scan fallbacks attached in memory and Q/DQ run as written, named
+        as such (``FALLBACK_RUNTIME``) so that no report calls it TensorRT."""
         path = Path(path)
         engine = path.with_suffix(".engine")
         plugin = path.parent / PLUGIN_LIBRARY
-        if engine.is_file() and _tensorrt_usable():
+        if fallback_reason(engine) is None:
             from edgegate.runtime import TensorRTRunner
 
             return TensorRTRunner(engine, plugin if plugin.is_file() else None)
@@ -117,9 +128,24 @@ class TensorRTTarget(Target):
         except Exception as exc:  # a corrupt file: the same one line as every runner gives
             reason = type(exc).__name__
             raise BadInput(f"'{path}' is not a loadable ONNX model ({reason})") from None
-        return OnnxRuntimeRunner(
+        runner = OnnxRuntimeRunner(
             path, threads=threads, fuse_qdq=False, model_bytes=model.SerializeToString()
         )
+        runner.name = FALLBACK_RUNTIME
+        return runner
+
+    def host_warnings(
+        self, manifest: Manifest | None, model_file: str, directory: Path | None = None
+    ) -> list[str]:
+        """One line whenever the kit's ONNX runs here instead of its engine."""
+        engine = (directory or Path()) / Path(model_file).with_suffix(".engine")
+        reason = fallback_reason(engine)
+        if reason is None:
+            return []
+        return [
+            f"the TensorRT engine did not run ({reason}): {model_file} ran in "
+            f"{FALLBACK_RUNTIME}, a check of the kit's graph, not of TensorRT's kernels or speed"
+        ]
 
     def device_files(self, manifest: Manifest, model_file: str) -> list[str]:
         """The whole kit, which builds its engine on the device; not the torch weights."""
@@ -166,6 +192,14 @@ class TensorRTTarget(Target):
         return written
 
 
+def kit_tolerance(precision: str) -> dict[str, Any]:
+    """What the kit's compare.py judges an engine by: validate's tolerance for the precision,
+    with validate's rules (decisions judge fp16 and INT8 outputs). An fp32 engine may run
+    TF32 matrix units by default, fp16's 10 mantissa bits: it is judged as fp16 is."""
+    tolerance = Tolerance.for_precision("fp16" if precision == "fp32" else precision)
+    return {**asdict(tolerance), "precision": precision, "gate_threshold": GATE_THRESHOLD}
+
+
 def scan_calls(module, args) -> list[tuple[str, list[tuple[int, ...]]]]:
     """The gated scans one forward pass of ``module`` calls, with their input shapes."""
     calls: list[tuple[str, list[tuple[int, ...]]]] = []
@@ -174,15 +208,21 @@ def scan_calls(module, args) -> list[tuple[str, list[tuple[int, ...]]]]:
     return calls
 
 
-def _tensorrt_usable() -> bool:
-    try:
-        from edgegate.runtime.tensorrt_runner import import_tensorrt, require_gpu
+def fallback_reason(engine: Path) -> str | None:
+    """Why ``engine`` cannot run here (so the kit's ONNX runs instead), or None when it can."""
+    from edgegate.runtime.tensorrt_runner import import_tensorrt, require_gpu
 
+    try:
         import_tensorrt()
+    except Exception:
+        return "TensorRT is not installed here"
+    try:
         require_gpu()
     except Exception:
-        return False
-    return True
+        return "no CUDA GPU here"
+    if not engine.is_file():
+        return f"no {engine.name} beside the kit: export with --build on the device"
+    return None
 
 
 TARGET = TensorRTTarget()

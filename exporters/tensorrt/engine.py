@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edgegate.atomic import atomic_write
 from edgegate.errors import BackendUnavailable, ToolchainFailed
+from edgegate.exporters.tensorrt.plugin_library import load_plugins
 from edgegate.exporters.tensorrt.trtexec import ShapeRange
 
 HEADER_DIRS = ("/usr/include/x86_64-linux-gnu", "/usr/include/aarch64-linux-gnu", "/usr/include",
@@ -80,7 +81,7 @@ def build_engine(
 
     logger = trt.Logger(trt.Logger.WARNING)
     if plugin_library is not None:
-        trt.get_plugin_registry().load_library(os.fspath(plugin_library))
+        load_plugins(trt, plugin_library)  # once per process: the runner may load it next
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)

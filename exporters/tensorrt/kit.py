@@ -37,13 +37,8 @@ GOLDEN_DIR = "golden"
 PLUGIN_LIBRARY = f"{PLUGIN_DIR}/build/libedgegate_trt_plugins.so"
 PLUGIN_SOURCES = ("CMakeLists.txt", "include/edgegate/scan_step.h", "src/scan_kernels.h",
                   "src/scan_kernels.cu", "src/plugins.cpp")  # fmt: skip
-# How far TensorRT may stray from PyTorch on the golden inputs. fp32 engines may use TF32
-# matrix units (10 mantissa bits), hence the looser bound than ONNX Runtime's.
-TOLERANCES: dict[str, dict[str, float]] = {
-    "fp32": {"max_abs_rel": 1e-2, "min_cosine": 0.9999, "min_top1_agreement": 99.0},
-    "fp16": {"max_abs_rel": 5e-2, "min_cosine": 0.999, "min_top1_agreement": 98.0},
-    "int8": {"max_abs_rel": 0.25, "min_cosine": 0.99, "min_top1_agreement": 95.0},
-}
+TOLERANCE_KEYS = ("precision", "max_abs_rel", "min_cosine", "min_top1_agreement",
+                  "min_gate_agreement", "agreement_suffices", "gate_threshold")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -58,10 +53,22 @@ class KitPart:
     output_names: list[str]
     ranges: list[ShapeRange]
     classifier_outputs: frozenset[str] = frozenset()
+    gate_outputs: frozenset[str] = frozenset()
+    # the golden cases, each one call's inputs (real data, batch above 1); none: ``args``
+    samples: tuple[tuple[torch.Tensor, ...], ...] = ()
 
     @property
     def engine_file(self) -> str:
         return f"{self.stem}.engine"
+
+    @property
+    def cases(self) -> tuple[tuple[torch.Tensor, ...], ...]:
+        return self.samples or (self.args,)
+
+    def case_file(self, case: int, name: str) -> str:
+        """A golden file of one case, relative to the kit: inputs .bin, outputs .npy,
+        trtexec's exported outputs .trt.json."""
+        return f"{GOLDEN_DIR}/{self.stem}.{case}.{name}"
 
 
 def shape_ranges(
@@ -106,36 +113,44 @@ def render_build_script(
     for major in SUPPORTED_MAJORS:
         lines = []
         for part in parts:
-            golden_inputs = [
-                (name, f"{GOLDEN_DIR}/{part.stem}.{name}.bin", tuple(arg.shape))
-                for name, arg in zip(part.input_names, part.args, strict=True)
-            ]
-            shapes = [(name, shape) for name, _, shape in golden_inputs]
             key = part.stem.replace(".", "_")
-            lines += [
-                _bash_array(f"BUILD_{key}", build_command(
-                    major, part.onnx_file, part.engine_file, library, part.ranges,
-                    precision)),
-                _bash_array(f"GOLDEN_{key}", golden_command(
+            build = build_command(
+                major, part.onnx_file, part.engine_file, library, part.ranges, precision
+            )
+            lines.append(_bash_array(f"BUILD_{key}", build))
+            for case, args in enumerate(part.cases):
+                golden_inputs = [
+                    (name, part.case_file(case, f"{name}.bin"), tuple(arg.shape))
+                    for name, arg in zip(part.input_names, args, strict=True)
+                ]
+                lines.append(_bash_array(f"GOLDEN_{key}_{case}", golden_command(
                     major, part.engine_file, library, golden_inputs,
-                    f"{GOLDEN_DIR}/{part.stem}.trt.json")),
-                _bash_array(f"TIMING_{key}", timing_command(
-                    major, part.engine_file, library, shapes,
-                    f"{GOLDEN_DIR}/{part.stem}.times.json")),
-            ]  # fmt: skip
+                    part.case_file(case, "trt.json"))))  # fmt: skip
+            shapes = [(name, tuple(arg.shape)) for name, arg in zip(part.input_names, part.args,
+                                                                    strict=True)]  # fmt: skip
+            lines.append(_bash_array(f"TIMING_{key}", timing_command(
+                major, part.engine_file, library, shapes,
+                f"{GOLDEN_DIR}/{part.stem}.times.json")))  # fmt: skip
         branches.append((major, "\n".join(lines)))
     (major_10, lines_10), (major_11, lines_11) = branches
-    steps = "\n".join(
-        f'run "${{BUILD_{p.stem.replace(".", "_")}[@]}}" || fail "engine build of {p.onnx_file}"\n'
-        f'run "${{GOLDEN_{p.stem.replace(".", "_")}[@]}}" || fail "golden run of {p.engine_file}"\n'
-        f'run "${{TIMING_{p.stem.replace(".", "_")}[@]}}" || fail "timing of {p.engine_file}"'
-        for p in parts
-    )
+    steps = "\n".join(_steps(part) for part in parts)
     plugin_step = PLUGIN_STEP if plugins else NO_PLUGIN_STEP
     return BUILD_SCRIPT.replace("{plugin_step}", plugin_step).format(
         model=model, precision=precision, major_10=major_10, lines_10=lines_10,
         major_11=major_11, lines_11=lines_11, steps=steps, library=PLUGIN_LIBRARY,
     )  # fmt: skip
+
+
+def _steps(part: KitPart) -> str:
+    """build.sh's run lines of one part: build, a golden run per case, timing."""
+    key = part.stem.replace(".", "_")
+    lines = [f'run "${{BUILD_{key}[@]}}" || fail "engine build of {part.onnx_file}"']
+    lines += [
+        f'run "${{GOLDEN_{key}_{case}[@]}}" || fail "golden run {case} of {part.engine_file}"'
+        for case in range(len(part.cases))
+    ]
+    lines.append(f'run "${{TIMING_{key}[@]}}" || fail "timing of {part.engine_file}"')
+    return "\n".join(lines)
 
 
 BUILD_SCRIPT = """#!/usr/bin/env bash
@@ -222,37 +237,52 @@ def _copy_plugin_sources(directory: Path) -> list[Path]:
     return written
 
 
+def _write_array(path: Path, array: np.ndarray, raw: bool) -> Path:
+    """A golden array: raw little-endian bytes (trtexec's --loadInputs) or .npy."""
+    with atomic_write(path) as fh:
+        if raw:
+            fh.write(array.astype(array.dtype.newbyteorder("<")).tobytes())
+        else:
+            np.save(fh, array, allow_pickle=False)
+    return path
+
+
 @torch.no_grad()
-def _write_golden(directory: Path, parts: list[KitPart], precision: str) -> list[Path]:
-    folder = directory / GOLDEN_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+def _write_golden(
+    directory: Path, parts: list[KitPart], precision: str, tolerance: dict[str, Any]
+) -> list[Path]:
+    """golden/: each part's cases (inputs as trtexec loads them, PyTorch's outputs) and
+    golden.json, which compare.py reads. Nothing in them depends on the time or the run:
+    the same model and cases write the same bytes."""
+    (directory / GOLDEN_DIR).mkdir(parents=True, exist_ok=True)
     written, records = [], []
     for part in parts:
-        inputs = []
-        for name, arg in zip(part.input_names, part.args, strict=True):
-            path = folder / f"{part.stem}.{name}.bin"
-            array = np.ascontiguousarray(arg.numpy())
-            with atomic_write(path) as fh:
-                fh.write(array.astype(array.dtype.newbyteorder("<")).tobytes())
-            written.append(path)
-            inputs.append({"name": name, "file": path.name, "shape": list(array.shape),
-                           "dtype": array.dtype.name})  # fmt: skip
-        out = part.module.eval()(*part.args)
-        outs = out if isinstance(out, tuple | list) else (out,)
-        outputs = []
-        for name, value in zip(part.output_names, outs, strict=False):
-            path = folder / f"{part.stem}.{name}.npy"
-            with atomic_write(path) as fh:
-                np.save(fh, value.detach().float().numpy())
-            written.append(path)
-            outputs.append({"name": name, "file": path.name,
-                            "classifier": name in part.classifier_outputs})  # fmt: skip
-        records.append({"stem": part.stem, "engine": part.engine_file, "inputs": inputs,
-                        "outputs": outputs})  # fmt: skip
-    golden = {"precision": precision, "tolerance": TOLERANCES[precision], "parts": records}
-    path = folder / "golden.json"
+        cases = []
+        for case, args in enumerate(part.cases):
+            inputs = []
+            for name, arg in zip(part.input_names, args, strict=True):
+                array = np.ascontiguousarray(arg.detach().numpy())
+                file = part.case_file(case, f"{name}.bin")
+                written.append(_write_array(directory / file, array, raw=True))
+                inputs.append({"name": name, "file": Path(file).name, "shape": list(array.shape),
+                               "dtype": array.dtype.name})  # fmt: skip
+            out = part.module.eval()(*args)
+            outs = out if isinstance(out, tuple | list) else (out,)
+            outputs = []
+            for name, value in zip(part.output_names, outs, strict=False):
+                file = part.case_file(case, f"{name}.npy")
+                array = value.detach().float().numpy()
+                written.append(_write_array(directory / file, array, raw=False))
+                outputs.append({"name": name, "file": Path(file).name,
+                                "classifier": name in part.classifier_outputs,
+                                "gate": name in part.gate_outputs})  # fmt: skip
+            engine_outputs = Path(part.case_file(case, "trt.json")).name
+            cases.append({"inputs": inputs, "outputs": outputs, "engine_outputs": engine_outputs})
+        records.append({"stem": part.stem, "engine": part.engine_file, "cases": cases})
+    golden = {"precision": precision, "tolerance": tolerance, "parts": records}
+    path = directory / GOLDEN_DIR / "golden.json"
     with atomic_write(path, "w") as fh:
-        fh.write(json.dumps(golden, indent=2) + "\n")
+        fh.write(json.dumps(golden, indent=2, sort_keys=True) + "\n")
     return [*written, path]
 
 
@@ -269,16 +299,26 @@ def plugin_records() -> dict[str, dict[str, Any]]:
 
 
 def write_kit(
-    directory: Path, model: str, precision: str, parts: list[KitPart], plugins: bool = True
+    directory: Path,
+    model: str,
+    precision: str,
+    parts: list[KitPart],
+    tolerance: dict[str, Any],
+    plugins: bool = True,
 ) -> dict[str, Any]:
     """Everything of the kit but its ONNX files (written by the exporter) and manifest; the
-    plugin sources only with ``plugins`` (a graph with edgegate's custom ops).
+    plugin sources only with ``plugins`` (a graph with edgegate's custom ops). ``tolerance``
+    (``TOLERANCE_KEYS``: validate's rules, as the target sets them for TensorRT) is what
+    compare.py judges the engine's golden outputs by.
 
     Returns the written files (relative to ``directory``) and what the manifest records.
     """
     directory = Path(directory)
     written = _copy_plugin_sources(directory) if plugins else []
-    written += _write_golden(directory, parts, precision)
+    missing = [key for key in TOLERANCE_KEYS if key not in tolerance]
+    if missing:
+        raise ValueError(f"the kit's tolerance lacks {', '.join(missing)}")
+    written += _write_golden(directory, parts, precision, tolerance)
     compare = directory / "compare.py"
     with importlib.resources.as_file(
         importlib.resources.files("edgegate.exporters.tensorrt") / "kit_files" / "compare.py"
@@ -296,6 +336,9 @@ def write_kit(
             "plugin_library": PLUGIN_LIBRARY if plugins else None,
             "plugins": plugin_records() if plugins else {},
             "shapes": {p.stem: {r.name: r.to_dict() for r in p.ranges} for p in parts},
-            "golden_tolerance": TOLERANCES[precision],
+            "golden_tolerance": tolerance,
+            "golden_cases": {
+                p.stem: [[list(a.shape) for a in args] for args in p.cases] for p in parts
+            },  # fmt: skip
         },
     }

@@ -5,11 +5,15 @@ It speaks the part of trtexec's command line a bundle's run.py uses (--loadEngin
 trtexec's formats. The "engine" it loads is the kit's ONNX file beside it, run the way edgegate
 runs a kit on a host (ONNX Runtime with the scans' fallbacks). It checks run.py's plumbing:
 the raw input files, the flags and the JSON it reads back, not TensorRT's arithmetic.
+
+With FAKE_TRTEXEC_ERROR set it fails as trtexec fails on a model it cannot run: that message
+as an error line, the closing FAILED banner, exit 1 (before anything heavy is imported).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +30,12 @@ def flags(argv: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
+    error = os.environ.get("FAKE_TRTEXEC_ERROR")
+    if error:
+        print("&&&& RUNNING TensorRT.trtexec [fake] # trtexec " + " ".join(argv))
+        print(f"[01/01/2025-00:00:00] [E] {error}")
+        print("&&&& FAILED TensorRT.trtexec [fake] # trtexec " + " ".join(argv))
+        return 1
     from edgegate.targets import get_target
 
     given = flags(argv)

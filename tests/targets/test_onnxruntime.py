@@ -28,7 +28,8 @@ def test_full_range_model_on_an_avx2_host_warns_and_names_the_fix(
     monkeypatch.setattr(ort_target, "host_isa", lambda: host)
     target = for_profile(PROFILES[profile].family)
     manifest = Manifest("m", target.name, "int8", [], ["logits"], quant={"profile": profile})
-    lines = target.host_warnings(manifest, "model.int8.onnx")
+    # (a TensorRT kit may also warn that its engine did not run here: not about the ISA)
+    lines = [line for line in target.host_warnings(manifest, "model.int8.onnx") if "AVX2" in line]
     assert len(lines) == int(warns)
     if warns:
         assert "--profile onnxruntime:x86-avx2" in lines[0] and "\n" not in lines[0]

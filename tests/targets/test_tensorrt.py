@@ -14,6 +14,7 @@ from onnx import numpy_helper
 
 from edgegate.exporters.tensorrt import PLUGIN_FIELDS, PLUGIN_OPS
 from edgegate.manifest import read_manifest
+from edgegate.targets.tensorrt import FALLBACK_RUNTIME, fallback_reason
 from tests.conftest import assert_one_line_error
 
 LM = ["--seq-len", "32"]
@@ -90,6 +91,10 @@ def check_kit(kit: Path, int8: bool) -> None:
     subprocess.run(["bash", "-n", str(kit / "build.sh")], check=True)
     golden = json.loads((kit / "golden" / "golden.json").read_text())
     assert {p["stem"] for p in golden["parts"]} == {Path(g).stem for g in graphs}
+    for part in golden["parts"]:  # real cases over the dynamic batch (zoo kits declare 1..8)
+        assert all(case["inputs"][0]["shape"][0] > 1 for case in part["cases"]), part["stem"]
+        if manifest.task == "lm":  # and two lengths
+            assert len({case["inputs"][0]["shape"][1] for case in part["cases"]}) == 2
 
 
 def _check_symmetric_int8(model: onnx.ModelProto) -> None:
@@ -124,8 +129,16 @@ def test_kit_is_complete_and_validates_against_pytorch(run_cli, tmp_path, text, 
     result = run_cli(*args)
     assert result.code == 0, result.stderr
     check_kit(kit, int8=precision == "int8")
-    verdict = run_cli("validate", kit, "--parity-samples", "32", *data)
+    verdict = run_cli("validate", kit, "--parity-samples", "32", *data, "--json")
     assert verdict.code == 0, (verdict.stdout, verdict.stderr)
+    timed = run_cli("bench", kit, "--runs", "2", "--warmup", "0", "--json")
+    assert timed.code == 0, timed.stderr
+    if fallback_reason(kit / "model.engine") is not None:  # no TensorRT here: say what ran
+        for result in (verdict, timed):
+            assert result.json()["runtime"] == FALLBACK_RUNTIME
+            warned = [line for line in result.stderr.splitlines() if "warning:" in line]
+            assert len(warned) == 1 and "the TensorRT engine did not run (" in warned[0]
+            assert f".onnx ran in {FALLBACK_RUNTIME}" in " ".join(result.stderr.split())
 
 
 def test_a_user_cnn_kit_profile_follows_input_size_and_says_so(run_cli, tmp_path):
@@ -177,3 +190,17 @@ def test_bad_input_is_one_line_and_writes_nothing(run_cli, tmp_path, args, fragm
 def test_fp16_is_refused_by_targets_without_it(run_cli, tmp_path):
     result = run_cli("export", "qvit", "--precision", "fp16", "-o", tmp_path / "x")
     assert_one_line_error(result, "exports fp32, not fp16")
+
+
+@pytest.mark.slow  # three small exports: about 25 s
+def test_exporting_the_same_model_twice_writes_the_same_kit(run_cli, tmp_path):
+    """Golden cases are seeded real data: same weights and options -> the same files."""
+    spec, first, second = "hgrn-lm:depth=1,dim=32,heads=2", tmp_path / "a", tmp_path / "b"
+    assert run_cli("export", spec, "-t", "tensorrt", "--seq-len", "16", "-o", first).code == 0
+    weights = ["--checkpoint", first / "weights.pt"]  # the zoo model is random-initialised
+    args = ["export", spec, "-t", "tensorrt", "--seq-len", "16", *weights]
+    assert run_cli(*args, "-o", second).code == 0
+    assert run_cli(*args, "-o", tmp_path / "c").code == 0
+    hashes = [read_manifest(kit).files for kit in (second, tmp_path / "c")]
+    golden = {name for name in hashes[0] if name.startswith("golden/")}
+    assert len(golden) >= 5 and hashes[0] == hashes[1]
