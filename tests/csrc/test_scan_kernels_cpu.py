@@ -1,8 +1,10 @@
 """The CUDA kernels' step arithmetic, built for the CPU, against the recurrent references.
 
 csrc/tensorrt/cpu/scan_cpu.cpp drives the same ``__host__ __device__`` functions as the kernels
-(scan_step.h), column by column and step by step, so what the GPU runs is checked here on any
-machine: random shapes, T = 1, odd T, with and without an initial state, in pieces, fp16 inputs.
+(scan_step.h), column by column and step by step, each column split over the same lanes with
+the same padded rows and the same butterfly sum, so what the GPU runs is checked here on any
+machine: random shapes, T = 1, odd T, with and without an initial state, in pieces, fp16 inputs,
+every keys-per-lane split the kernels are built for, and the launch layout they take.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def lib(tmp_path_factory) -> ctypes.CDLL:
     library.eg_half_to_float.restype = ctypes.c_float
     library.eg_float_to_half.argtypes = [ctypes.c_float]
     library.eg_half_to_float.argtypes = [ctypes.c_uint16]
+    library.eg_scan_layout.argtypes = [ctypes.c_int] * 6 + [ctypes.POINTER(ctypes.c_int)]
     return library
 
 
@@ -57,36 +60,53 @@ def _c(array: torch.Tensor, dtype) -> np.ndarray:
     return np.ascontiguousarray(array.numpy().astype(dtype))
 
 
-def run_gla(lib, q, k, v, g, h0, scale, dtype=np.float32):
+KEYS_PER_LANE = (32, 8, 2)  # scan_step.h kKeysPerLaneChoices: the splits the kernels are built for
+LAYOUT_FIELDS = ("keys_per_lane", "lanes", "threads", "tile", "slots", "tiles", "blocks", "steps")
+
+
+def _entry(lib, op: str, dtype, keys_per_lane: int | None):
+    """The plain entry point (the split a 16-SM GPU takes) or the one with the split pinned."""
+    bits = "f16" if dtype == np.float16 else "f32"
+    if keys_per_lane is None:
+        return getattr(lib, f"eg_cpu_{op}_{bits}")
+    fn = getattr(lib, f"eg_cpu_{op}_lanes_{bits}")
+    return lambda *args: fn(keys_per_lane, *args)
+
+
+def run_gla(lib, q, k, v, g, h0, scale, dtype=np.float32, keys_per_lane=None, expect=0):
     B, T, H, K = q.shape
     V = v.shape[-1]
     arrays = [_c(t, dtype) for t in (q, k, v, g)]
     state0 = _c(h0, np.float32) if h0 is not None else None
     out = np.zeros((B, T, H, V), dtype)
     state = np.zeros((B, H, K, V), np.float32)
-    fn = lib.eg_cpu_gla_f16 if dtype == np.float16 else lib.eg_cpu_gla_f32
-    code = fn(
+    code = _entry(lib, "gla", dtype, keys_per_lane)(
         *map(_ptr, arrays), int(g.dim() == 4), _ptr(state0), _ptr(out), _ptr(state),
         B, T, H, K, V, ctypes.c_float(scale),
     )  # fmt: skip
-    assert code == 0
+    assert code == expect
     return out, state
 
 
-def run_delta(lib, q, k, v, g, beta, h0, scale, dtype=np.float32):
+def run_delta(lib, q, k, v, g, beta, h0, scale, dtype=np.float32, keys_per_lane=None, expect=0):
     B, T, H, K = q.shape
     V = v.shape[-1]
     arrays = [_c(t, dtype) for t in (q, k, v, g, beta)]
     state0 = _c(h0, np.float32) if h0 is not None else None
     out = np.zeros((B, T, H, V), dtype)
     state = np.zeros((B, H, K, V), np.float32)
-    fn = lib.eg_cpu_delta_f16 if dtype == np.float16 else lib.eg_cpu_delta_f32
-    code = fn(
+    code = _entry(lib, "delta", dtype, keys_per_lane)(
         *map(_ptr, arrays), _ptr(state0), _ptr(out), _ptr(state), B, T, H, K, V,
         ctypes.c_float(scale),
     )  # fmt: skip
-    assert code == 0
+    assert code == expect
     return out, state
+
+
+def layout(lib, B, H, K, V, sm_count, keys_per_lane=0) -> dict[str, int]:
+    values = (ctypes.c_int * 8)()
+    assert lib.eg_scan_layout(B, H, K, V, sm_count, keys_per_lane, values) == 0
+    return dict(zip(LAYOUT_FIELDS, values, strict=True))
 
 
 def run_scan(lib, x, g, h0, dtype=np.float32):
@@ -246,3 +266,95 @@ def test_key_dims_above_128_are_refused(lib):
         _ptr(out), _ptr(state), 1, 2, 1, 129, 4, ctypes.c_float(1.0),
     )  # fmt: skip
     assert code != 0
+
+
+split_shapes = st.fixed_dictionaries(
+    {
+        "B": st.integers(1, 2),
+        "T": st.sampled_from([1, 2, 5, 9]),
+        "H": st.integers(1, 2),
+        "K": st.sampled_from([1, 2, 7, 24, 33, 64, 65, 128]),
+        "V": st.sampled_from([1, 3, 8]),
+        "with_h0": st.booleans(),
+        "seed": st.integers(0, 2**16),
+    }
+)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(s=split_shapes, keys_per_lane=st.sampled_from(KEYS_PER_LANE), per_key=st.booleans())
+def test_every_lane_split_matches_naive(lib, s, keys_per_lane, per_key):
+    """Each built split (keys per lane -> lanes per column, padded rows, butterfly sums) gives the
+    reference; a split that needs more than a warp of lanes is refused, not run."""
+    q, k, v, gate_key, gate_head, beta, h0 = _tensors(s)
+    K = s["K"]
+    scale = K**-0.5
+    lanes = 1 << max(0, (-(-K // keys_per_lane) - 1).bit_length())
+    if lanes > 32:
+        run_gla(lib, q, k, v, gate_key, h0, scale, keys_per_lane=keys_per_lane, expect=1)
+        run_delta(lib, q, k, v, gate_head, beta, h0, scale, keys_per_lane=keys_per_lane, expect=1)
+        return
+    g = gate_key if per_key else gate_head
+    out, state = run_gla(lib, q, k, v, g, h0, scale, keys_per_lane=keys_per_lane)
+    ref_out, ref_state = naive_gated_linear_attention(q, k, v, g, h0, scale)
+    _close(out, ref_out, 1e-5)
+    _close(state, ref_state, 1e-5)
+    out, state = run_delta(lib, q, k, v, gate_head, beta, h0, scale, keys_per_lane=keys_per_lane)
+    ref_out, ref_state = naive_gated_delta_rule(q, k, v, gate_head, beta, h0, scale)
+    _close(out, ref_out, 1e-5)
+    _close(state, ref_state, 1e-5)
+
+
+def test_lane_splits_only_reorder_the_sums(lib):
+    """All splits agree with each other to rounding (a lane bug would not)."""
+    s = {"B": 1, "T": 6, "H": 2, "K": 24, "V": 5, "with_h0": True, "seed": 11}
+    q, k, v, gate_key, _, _, h0 = _tensors(s)
+    outs = [run_gla(lib, q, k, v, gate_key, h0, 0.2, keys_per_lane=e)[0] for e in KEYS_PER_LANE]
+    for other in outs[1:]:
+        np.testing.assert_allclose(other, outs[0], rtol=0, atol=1e-5)
+
+
+def test_unbuilt_lane_split_is_refused(lib):
+    q = torch.zeros(1, 1, 1, 8)
+    out = np.zeros((1, 1, 1, 2), np.float32)
+    state = np.zeros((1, 1, 8, 2), np.float32)
+    code = lib.eg_cpu_gla_lanes_f32(
+        4, *(_ptr(_c(t, np.float32)) for t in (q, q, torch.zeros(1, 1, 1, 2), q)), 1, None,
+        _ptr(out), _ptr(state), 1, 1, 1, 8, 2, ctypes.c_float(1.0),
+    )  # fmt: skip
+    assert code != 0
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    B=st.integers(1, 64), H=st.integers(1, 32), K=st.integers(1, 128), V=st.integers(1, 128),
+    sm_count=st.sampled_from([1, 16, 132]), forced=st.sampled_from([0, *KEYS_PER_LANE]),
+)  # fmt: skip
+def test_launch_layout_covers_the_problem(lib, B, H, K, V, sm_count, forced):
+    """The grid the kernels take: 64/128-thread blocks, lanes in a warp, every (b, h, column)
+    covered once, staged inputs within 48 KiB of shared memory."""
+    lanes_needed = -(-K // forced) if forced else 1
+    if forced and lanes_needed > 32:
+        return  # no layout with this split: the launcher falls back (tested on the GPU)
+    got = layout(lib, B, H, K, V, sm_count, forced)
+    E, lanes = got["keys_per_lane"], got["lanes"]
+    assert E in KEYS_PER_LANE and (not forced or forced == E)
+    assert got["threads"] in (64, 128)
+    assert lanes & (lanes - 1) == 0 and lanes <= 32 and lanes * E >= K and lanes * E < 2 * K + E
+    assert got["slots"] >= 1 and got["slots"] * got["tile"] * lanes <= got["threads"]
+    assert 1 <= got["tile"] <= V and got["tiles"] * got["tile"] >= V
+    assert (got["tiles"] - 1) * got["tile"] < V
+    assert got["blocks"] * got["slots"] >= B * H * got["tiles"] > (got["blocks"] - 1) * got["slots"]
+    floats = got["steps"] * got["slots"] * (3 * lanes * E + got["tile"] + 2)
+    assert 1 <= got["steps"] <= 32 and floats * 4 <= 48 * 1024
+
+
+def test_batch_one_fills_a_16_sm_gpu_where_the_shape_allows(lib):
+    """gla-lm (4 heads of 24) at batch 1 took 4 one-warp blocks; now it spreads its columns over
+    enough blocks for Orin's 16 SMs. Large batches keep the cheap split (fewest lanes)."""
+    small = layout(lib, 1, 4, 24, 24, 16)
+    assert small["blocks"] >= 16, small
+    big = layout(lib, 16, 8, 128, 128, 132)
+    assert big["keys_per_lane"] == 32 and big["blocks"] >= 2 * 132, big
+    head = layout(lib, 1, 16, 128, 128, 16)
+    assert head["blocks"] >= 32 and head["threads"] == 128, head

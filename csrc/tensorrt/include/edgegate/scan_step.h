@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 
 #if defined(__CUDACC__)
 #define EG_HD __host__ __device__ __forceinline__
@@ -19,9 +20,10 @@
 
 namespace edgegate {
 
-// Largest key dim a state column holds on chip (registers on the GPU).
+// Largest key dim a state column holds on chip (registers of up to a warp of lanes on the GPU).
 constexpr int kMaxKeyDim = 128;
-// Largest value dim the kernels take (threads of one block walk the value columns).
+// Largest value dim the plugins take (the kernels tile value columns over blocks, so this bounds
+// the interface, not registers).
 constexpr int kMaxValueDim = 128;
 
 using half_bits = uint16_t;
@@ -85,56 +87,159 @@ EG_HD float load(const half_bits* p, int64_t i) { return half_to_float(p[i]); }
 EG_HD void store(float* p, int64_t i, float v) { p[i] = v; }
 EG_HD void store(half_bits* p, int64_t i, float v) { p[i] = float_to_half(v); }
 
-// One step of gated linear attention on a state column s = S[:, j] (K entries):
-//   S = diag(exp(g)) S + k^T v;  o_j = scale * (q . S[:, j]).
-// ``g`` holds K log-decays (per key), or ``g_scalar`` one per head when ``g`` is null.
-// KMAX is a compile-time bound, so a GPU thread keeps ``s`` in registers.
-template <int KMAX>
-EG_HD float gla_column_step(float (&s)[KMAX], const float* q, const float* k, const float* g,
-                            float g_scalar, float v_j, float scale, int K) {
+// ---- The state column split across lanes --------------------------------------------------
+// A state column S[:, j] (K keys) is spread over ``lanes`` threads (a power of two, at most a
+// warp): lane l holds keys l E .. l E + E - 1 in ``s[0..E)``, E = keys per lane, a compile-time
+// bound so that a GPU thread keeps its share in registers. The staged rows of q, k and decays
+// are padded to lanes * E keys with neutral entries (q = k = 0, decay = 1; the state there stays
+// 0), so the step functions below run E entries without bounds checks: a lane passes pointers
+// to its own E entries. Each step gives one partial dot product per lane; ``lanes_sum`` (device:
+// xor-shuffle butterfly; host: lanes_butterfly_sum, the same pairing) adds them. Decays arrive as
+// exp(g), computed once per step.
+
+// Keys per lane the kernels are built for, most to fewest: few lanes cost the least work, many
+// lanes shorten each step's dependent chain and give small batches more threads.
+constexpr int kKeysPerLaneChoices[3] = {32, 8, 2};
+constexpr int kMaxLanes = 32;  // the lanes of one column stay within a warp
+
+// exp of a log-space gate: the decay, computed once per step and head (or key) by the staging.
+EG_HD float gate_decay(float g) { return expf(g); }
+
+// Smallest power of two >= ceil(K / keys_per_lane): the lanes one column spreads over.
+EG_HD int lanes_for(int K, int keys_per_lane) {
+    int const needed = (K + keys_per_lane - 1) / keys_per_lane;
+    int lanes = 1;
+    while (lanes < needed) lanes *= 2;
+    return lanes;
+}
+
+// Gated linear attention, one step, one lane's E keys of column j:
+//   S = diag(decay) S + k^T v_j;  returns this lane's part of q . S[:, j] (unscaled).
+// ``decay`` holds the lane's per-key decays, or is null for one per head (``head_decay``).
+template <int E>
+EG_HD float gla_lane_step(float (&s)[E], const float* q, const float* k, const float* decay,
+                          float head_decay, float v_j) {
     float read = 0.f;
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
-    for (int i = 0; i < KMAX; ++i) {
-        if (i < K) {
-            float decay = expf(g != nullptr ? g[i] : g_scalar);
-            s[i] = decay * s[i] + k[i] * v_j;
-            read += q[i] * s[i];
-        }
+    for (int e = 0; e < E; ++e) {
+        float const d = decay != nullptr ? decay[e] : head_decay;
+        s[e] = d * s[e] + k[e] * v_j;
+        read += q[e] * s[e];
     }
-    return scale * read;
+    return read;
 }
 
-// One step of the gated delta rule on a state column s = S[:, j]:
-//   S = exp(g) S;  u_j = beta (v_j - k . S[:, j]);  S[:, j] += k u_j;  o_j = scale q . S[:, j].
-// Every column updates on its own, which is what lets a thread own one.
-template <int KMAX>
-EG_HD float delta_column_step(float (&s)[KMAX], const float* q, const float* k, float g,
-                              float beta, float v_j, float scale, int K) {
-    float decay = expf(g);
+// Gated delta rule, first half of a step on one lane's E keys of column j:
+//   S = decay S;  returns this lane's part of k . S[:, j] (the prediction of v_j).
+template <int E>
+EG_HD float delta_lane_decay(float (&s)[E], const float* k, float decay) {
     float predicted = 0.f;
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
-    for (int i = 0; i < KMAX; ++i) {
-        if (i < K) {
-            s[i] *= decay;
-            predicted += k[i] * s[i];
-        }
+    for (int e = 0; e < E; ++e) {
+        s[e] *= decay;
+        predicted += k[e] * s[e];
     }
-    float u = beta * (v_j - predicted);
+    return predicted;
+}
+
+// The delta rule's correction of column j: u_j = beta (v_j - k . S[:, j]).
+EG_HD float delta_correction(float beta, float v_j, float predicted) {
+    return beta * (v_j - predicted);
+}
+
+// Gated delta rule, second half: S[:, j] += k u_j; returns this lane's part of q . S[:, j].
+template <int E>
+EG_HD float delta_lane_update(float (&s)[E], const float* q, const float* k, float u) {
     float read = 0.f;
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
-    for (int i = 0; i < KMAX; ++i) {
-        if (i < K) {
-            s[i] += k[i] * u;
-            read += q[i] * s[i];
+    for (int e = 0; e < E; ++e) {
+        s[e] += k[e] * u;
+        read += q[e] * s[e];
+    }
+    return read;
+}
+
+// Host form of the device's lane sum: at each distance o = lanes/2, ..., 1 every lane adds the
+// value of lane (l xor o), the pairing of __shfl_xor_sync, so every lane ends with the same
+// bits as on the GPU. ``partial`` holds one value per lane; all of them hold the sum after.
+inline void lanes_butterfly_sum(float* partial, int lanes) {
+    float next[kMaxLanes];
+    for (int o = lanes / 2; o > 0; o /= 2) {
+        for (int l = 0; l < lanes; ++l) next[l] = partial[l] + partial[l ^ o];
+        for (int l = 0; l < lanes; ++l) partial[l] = next[l];
+    }
+}
+
+// ---- How a launch covers the problem ------------------------------------------------------
+// Work unit: one (batch, head, value tile of ``tile`` columns). A block of ``threads`` (64 or
+// 128) threads holds ``slots`` units side by side, each column on ``lanes`` threads; the whole
+// block stages ``steps_per_chunk`` time steps of q, k, decays, beta and v in shared memory at a
+// time. Plain host code, so the CPU build (and the tests) see the very layout a launch uses.
+struct ScanLayout {
+    int keys_per_lane;    // E: state entries per thread
+    int lanes;            // threads per state column
+    int threads;          // per block
+    int tile;             // value columns per unit
+    int slots;            // units per block
+    int tiles;            // units per (batch, head)
+    int64_t units;        // B * H * tiles
+    int64_t blocks;       // ceil(units / slots)
+    int steps_per_chunk;  // time steps staged per __syncthreads pair
+};
+
+constexpr int kMaxThreads = 128;
+constexpr int kMaxStageFloats = 8192;  // 32 KiB of staged inputs per block
+constexpr int kMaxStepsPerChunk = 32;
+
+// Floats of shared memory one staged step takes for ``slots`` units with rows of ``padded`` keys
+// (lanes * keys_per_lane).
+EG_HD int stage_floats_per_step(int slots, int padded, int tile) {
+    return slots * (3 * padded + tile + 2);
+}
+
+// The layout with ``keys_per_lane`` and ``threads`` fixed (lanes must fit a warp).
+inline ScanLayout layout_with(int B, int H, int K, int V, int keys_per_lane, int threads) {
+    ScanLayout l{};
+    l.keys_per_lane = keys_per_lane;
+    l.lanes = lanes_for(K, keys_per_lane);
+    l.threads = threads;
+    int const columns = threads / l.lanes;
+    l.tile = V < columns ? V : columns;
+    l.slots = columns / l.tile;
+    int const padded = l.lanes * keys_per_lane;
+    int const fit = kMaxStageFloats / stage_floats_per_step(1, padded, l.tile);
+    if (l.slots > fit) l.slots = fit > 0 ? fit : 1;
+    l.tiles = (V + l.tile - 1) / l.tile;
+    l.units = int64_t(B) * H * l.tiles;
+    l.blocks = (l.units + l.slots - 1) / l.slots;
+    int steps = kMaxStageFloats / stage_floats_per_step(l.slots, padded, l.tile);
+    l.steps_per_chunk = steps < 1 ? 1 : (steps > kMaxStepsPerChunk ? kMaxStepsPerChunk : steps);
+    return l;
+}
+
+// The launch layout: the fewest lanes per column (least work) whose grid still gives every SM
+// ``2 * sm_count`` blocks; failing that, the layout with the most blocks (small batches).
+// ``forced_keys_per_lane`` (one of kKeysPerLaneChoices, else 0) pins E, for benchmarks.
+inline ScanLayout choose_layout(int B, int H, int K, int V, int sm_count,
+                                int forced_keys_per_lane = 0) {
+    ScanLayout best{};
+    bool have = false;
+    for (int keys_per_lane : kKeysPerLaneChoices) {
+        if (forced_keys_per_lane != 0 && keys_per_lane != forced_keys_per_lane) continue;
+        if (lanes_for(K, keys_per_lane) > kMaxLanes) continue;
+        for (int threads : {kMaxThreads, kMaxThreads / 2}) {
+            ScanLayout const l = layout_with(B, H, K, V, keys_per_lane, threads);
+            if (l.blocks >= 2 * int64_t(sm_count)) return l;
+            if (!have || l.blocks > best.blocks) best = l, have = true;
         }
     }
-    return scale * read;
+    return best;
 }
 
 // One step of the gated linear scan on one channel: h = exp(g) h + x (the output is h).
