@@ -2,15 +2,16 @@
 # Sourced by the kit's build.sh and run by `edgegate export --build`:
 #   . cuda_arch.sh && CUDA_ARCHS=$(cuda_arch) || exit 1
 # cuda_arch prints the architectures, or one line on stderr saying why none was found and
-# returns 1. In order: $CUDA_ARCHS when set (checked: "87" or "87;90"); nvidia-smi's compute_cap
-# of the first GPU (checked to be a number like 8.7); a Jetson (Tegra: nvidia-smi there may
-# lack compute_cap) is Orin, 87; "native" only with CMake 3.24 or newer (JetPack 6's Ubuntu
-# 22.04 ships CMake 3.22, which does not know it).
+# returns 1. In order: $CUDA_ARCHS when set (checked: "87", "87;90"; "native" from CMake
+# 3.24); nvidia-smi's compute_cap of the first GPU (checked to be a number like 8.7); a Jetson
+# (Tegra, whose nvidia-smi may lack compute_cap) is Orin, 87; "native" only with CMake 3.24 or
+# newer (JetPack 6's Ubuntu 22.04 ships CMake 3.22, which does not know it).
 # Tests point the Tegra probes elsewhere: EDGEGATE_TEGRA_RELEASE, EDGEGATE_DT_COMPATIBLE.
 
-# "87", "90", "87;90": CMake's list of real architectures.
+# CMake's list of architectures: "87", "87;90", "90a", "87-real".
 cuda_arch_valid() {
-  [[ "$1" =~ ^[1-9][0-9]*(\;[1-9][0-9]*)*$ ]]
+  local one='[1-9][0-9]*[af]?(-real|-virtual)?'
+  [[ "$1" =~ ^$one(\;$one)*$ ]]
 }
 
 # A Jetson: L4T's release file, the device tree's "nvidia,tegra...", or an L4T kernel.
@@ -30,6 +31,11 @@ cuda_arch_cmake_at_least() {
 }
 
 cuda_arch() {
+  if [ "${CUDA_ARCHS:-}" = native ]; then
+    if cuda_arch_cmake_at_least 3.24; then echo native; return 0; fi
+    echo "CUDA_ARCHS=native needs CMake 3.24 or newer: give the number, e.g. 87 for Orin" >&2
+    return 1
+  fi
   if [ -n "${CUDA_ARCHS:-}" ]; then
     if cuda_arch_valid "$CUDA_ARCHS"; then echo "$CUDA_ARCHS"; return 0; fi
     echo "CUDA_ARCHS='$CUDA_ARCHS' is not a CUDA architecture list such as 87 or 87;90" >&2
