@@ -78,9 +78,13 @@ def first_error(output: str) -> str:
     "Configuring incomplete", which says nothing)."""
     lines = [line.strip() for line in output.splitlines()]
     for i, line in enumerate(lines):
-        if line.startswith("CMake Error"):
-            detail = next((text for text in lines[i + 1 :] if text), "")
-            return f"{line} {detail}".strip()
+        if line.startswith("CMake Error"):  # the message follows, wrapped, up to a blank line
+            detail = []
+            for text in lines[i + 1 :]:
+                if not text and detail:
+                    break
+                detail += [text] if text else []
+            return " ".join([line, *detail])
         if "error:" in line.lower():  # gcc's and nvcc's diagnostics
             return line
     return next((line for line in reversed(lines) if line), "no output")

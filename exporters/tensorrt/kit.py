@@ -197,7 +197,7 @@ python3 compare.py . || fail "the engine does not match PyTorch (see results.jso
 
 
 PLUGIN_STEP = """# 2. the plugin library (TensorRT headers only: symbols resolve at load time)
-. {plugin_dir}/cuda_arch.sh
+. {plugin_dir}/cuda_arch.sh || fail "{plugin_dir}/cuda_arch.sh is missing: copy the whole kit"
 if [ -z "${{CUDACXX:-}}" ] && ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
   export CUDACXX=/usr/local/cuda/bin/nvcc  # JetPack installs CUDA outside PATH
 fi

@@ -53,7 +53,7 @@ def test_compute_cap_of_the_first_gpu(machine, cap, arch):
     assert (done.returncode, done.stdout.strip()) == (0, arch), done.stderr
 
 
-@pytest.mark.parametrize("output", ["[N/A]", "8.7; rm -rf /", "87", "", "Field \"compute_cap\""])
+@pytest.mark.parametrize("output", ["[N/A]", "8.7; rm -rf /", "87", "", 'Field "compute_cap"'])
 def test_a_compute_cap_that_is_no_number_is_not_used(machine, output):
     done = machine({**smi(output), "cmake": "echo 'cmake version 3.22.1'"})
     assert done.returncode == 1 and done.stdout == "", done.stdout
