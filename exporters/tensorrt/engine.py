@@ -1,7 +1,8 @@
 """Build a kit's engines in this process, for machines with TensorRT and a GPU (``--build``).
 
 The plugin library is built from the kit's sources with CMake (TensorRT's headers needed, as on
-the device), loaded through the plugin registry, and each ONNX file becomes ``<part>.engine``
+the device; the architecture found as build.sh finds it, never CMake's "native" before 3.24),
+loaded through the plugin registry, and each ONNX file becomes ``<part>.engine``
 with the kit's shape ranges and precision (builder flags on 10.x; 11.x is strongly typed).
 """
 
@@ -30,9 +31,26 @@ def tensorrt_headers() -> Path | None:
     return None
 
 
+def find_nvcc() -> str | None:
+    """nvcc: CUDACXX, PATH, CUDA_PATH, then CUDA's default install, which JetPack leaves off
+    PATH (CMake 3.22 looks on PATH and in CUDA_PATH only)."""
+    cuda_path = os.environ.get("CUDA_PATH", "")
+    for candidate in (
+        os.environ.get("CUDACXX", ""),
+        shutil.which("nvcc") or "",
+        os.path.join(cuda_path, "bin", "nvcc") if cuda_path else "",
+        "/usr/local/cuda/bin/nvcc",
+    ):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
 def check_toolchain() -> Path:
     """BackendUnavailable naming what is missing to build the plugin library here."""
-    missing = [tool for tool in ("cmake", "nvcc") if shutil.which(tool) is None]
+    missing = [tool for tool in ("cmake", "bash") if shutil.which(tool) is None]
+    if find_nvcc() is None:
+        missing.append("nvcc")
     headers = tensorrt_headers()
     if headers is None:
         missing.append("TensorRT's headers (set TENSORRT_INCLUDE_DIR)")
@@ -42,33 +60,58 @@ def check_toolchain() -> Path:
     return headers
 
 
-def build_plugin(kit: Path, headers: Path, archs: str = "native") -> Path:
-    """Compile the kit's plugin library with CMake; returns the .so."""
-    build = kit / "plugin" / "build"
+def cuda_archs(plugin: Path) -> str:
+    """The CUDA architectures of this machine, by the kit's own cuda_arch.sh (build.sh's rules:
+    CUDA_ARCHS, nvidia-smi's compute_cap, a Jetson is 87, "native" only from CMake 3.24)."""
+    proc = subprocess.run(
+        ["bash", "-c", ". ./cuda_arch.sh && cuda_arch"], cwd=plugin, capture_output=True,
+        text=True, check=False,
+    )  # fmt: skip
+    archs = proc.stdout.strip()
+    if proc.returncode != 0 or not archs:
+        reason = (proc.stderr.strip().splitlines() or ["cuda_arch.sh printed nothing"])[-1]
+        raise BackendUnavailable(f"the plugin library cannot be built here: {reason}")
+    return archs
+
+
+def first_error(output: str) -> str:
+    """The line that says what went wrong in CMake's or a compiler's output (CMake ends with
+    "Configuring incomplete", which says nothing)."""
+    lines = [line.strip() for line in output.splitlines()]
+    for i, line in enumerate(lines):
+        if line.startswith("CMake Error"):  # the message follows, wrapped, up to a blank line
+            detail = []
+            for text in lines[i + 1 :]:
+                if not text and detail:
+                    break
+                detail += [text] if text else []
+            return " ".join([line, *detail])
+        if "error:" in line.lower():  # gcc's and nvcc's diagnostics
+            return line
+    return next((line for line in reversed(lines) if line), "no output")
+
+
+def build_plugin(kit: Path, headers: Path, archs: str | None = None) -> Path:
+    """Compile the kit's plugin library with CMake for ``archs`` (default: this machine's GPU,
+    found as build.sh finds it); returns the .so. A failure is the toolchain's: exit 3."""
+    plugin = kit / "plugin"
+    build = plugin / "build"
+    archs = archs or cuda_archs(plugin)
+    nvcc = find_nvcc()
+    compiler = [f"-DCMAKE_CUDA_COMPILER={nvcc}"] if nvcc else []
     for command in (
-        ["cmake", "-S", str(kit / "plugin"), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-         f"-DTENSORRT_INCLUDE_DIR={headers}", f"-DCMAKE_CUDA_ARCHITECTURES={archs}"],
+        ["cmake", "-S", str(plugin), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+         f"-DTENSORRT_INCLUDE_DIR={headers}", f"-DCMAKE_CUDA_ARCHITECTURES={archs}", *compiler],
         ["cmake", "--build", str(build), "-j"],
     ):  # fmt: skip
         proc = subprocess.run(command, capture_output=True, text=True, check=False)
         if proc.returncode != 0:  # the kit's own sources: never the user's input
+            reason = first_error(f"{proc.stderr}\n{proc.stdout}")
             raise ToolchainFailed(
                 f"the plugin library did not build ({' '.join(command[:2])}, exit "
-                f"{proc.returncode}): {tool_message(proc.stderr, proc.stdout)}"
+                f"{proc.returncode}): {reason}"
             )
     return build / "libedgegate_trt_plugins.so"
-
-
-def tool_message(*outputs: str) -> str:
-    """The line of a tool's output that says what went wrong: the first that mentions an
-    error (with the next line when it only says where, as CMake's "CMake Error at ...:"
-    does), else the last line."""
-    lines = [line.strip() for text in outputs for line in text.splitlines() if line.strip()]
-    for i, line in enumerate(lines):
-        if "error" in line.lower():
-            follows = line.endswith(":") and i + 1 < len(lines)
-            return f"{line} {lines[i + 1]}" if follows else line
-    return lines[-1] if lines else "no output"
 
 
 def build_engine(

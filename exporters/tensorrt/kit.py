@@ -35,8 +35,8 @@ from edgegate.exporters.tensorrt.trtexec import (
 PLUGIN_DIR = "plugin"
 GOLDEN_DIR = "golden"
 PLUGIN_LIBRARY = f"{PLUGIN_DIR}/build/libedgegate_trt_plugins.so"
-PLUGIN_SOURCES = ("CMakeLists.txt", "include/edgegate/scan_step.h", "src/scan_kernels.h",
-                  "src/scan_kernels.cu", "src/plugins.cpp")  # fmt: skip
+PLUGIN_SOURCES = ("CMakeLists.txt", "cuda_arch.sh", "include/edgegate/scan_step.h",
+                  "src/scan_kernels.h", "src/scan_kernels.cu", "src/plugins.cpp")  # fmt: skip
 TOLERANCE_KEYS = ("precision", "max_abs_rel", "min_cosine", "min_top1_agreement",
                   "min_gate_agreement", "agreement_suffices", "gate_threshold")  # fmt: skip
 
@@ -158,7 +158,8 @@ BUILD_SCRIPT = """#!/usr/bin/env bash
 # Builds the plugin library and the engine(s), runs them on the golden inputs, compares the
 # outputs with PyTorch's (compare.py, Python 3 + numpy), times them, and ends with PASS or FAIL.
 # Environment: TENSORRT_INCLUDE_DIR (folder of NvInferVersion.h), TENSORRT_ROOT, TRTEXEC,
-# CUDA_ARCHS (e.g. 87 for Orin; default: the GPU found here), EDGEGATE_DRY_RUN=1 (print only),
+# CUDA_ARCHS (e.g. 87 for Orin; default: the GPU found here, see plugin/cuda_arch.sh),
+# CUDACXX (nvcc outside PATH), EDGEGATE_DRY_RUN=1 (print only),
 # TRT_MAJOR (override the version read from the headers).
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -211,11 +212,16 @@ python3 compare.py . || fail "the engine does not match PyTorch (see results.jso
 
 
 PLUGIN_STEP = """# 2. the plugin library (TensorRT headers only: symbols resolve at load time)
-if [ -z "${{CUDA_ARCHS:-}}" ]; then
-  CUDA_ARCHS=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null \\
-    | head -1 | tr -d '.' || true)
-  if [ -z "$CUDA_ARCHS" ] && [ -f /etc/nv_tegra_release ]; then CUDA_ARCHS=87; fi  # Orin
-  CUDA_ARCHS=${{CUDA_ARCHS:-native}}
+. {plugin_dir}/cuda_arch.sh || fail "{plugin_dir}/cuda_arch.sh is missing: copy the whole kit"
+if [ -z "${{CUDACXX:-}}" ] && ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export CUDACXX=/usr/local/cuda/bin/nvcc  # JetPack installs CUDA outside PATH
+fi
+if CUDA_ARCHS=$(cuda_arch); then
+  echo "CUDA architectures: $CUDA_ARCHS"
+elif [ "$DRY_RUN" = 1 ]; then
+  CUDA_ARCHS="<CUDA_ARCHS>"
+else
+  fail "no CUDA architecture for the plugin (see above): set CUDA_ARCHS, e.g. 87 for Orin"
 fi
 run cmake -S {plugin_dir} -B {plugin_dir}/build -DCMAKE_BUILD_TYPE=Release \\
   -DTENSORRT_INCLUDE_DIR="$TRT_INCLUDE" -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCHS" \\

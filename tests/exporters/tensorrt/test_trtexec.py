@@ -15,6 +15,7 @@ from edgegate.exporters.tensorrt import ShapeRange, build_command, golden_comman
 from edgegate.exporters.tensorrt.kit import KitPart, render_build_script, shape_ranges
 
 RANGES = [ShapeRange("tokens", (1, 1), (1, 16), (8, 16))]
+CUDA_ARCH_SH = Path(__file__).resolve().parents[3] / "csrc" / "tensorrt" / "cuda_arch.sh"
 PRECISION_FLAGS = {"--fp16", "--int8", "--best", "--calib", "--bf16", "--fp8"}
 
 
@@ -66,6 +67,8 @@ def kit(tmp_path) -> Path:
     stage = KitPart("stage1", "stage1.onnx", torch.nn.Identity(), (torch.zeros(1, 16),),
                     ["tokens"], ["gate"], RANGES)  # fmt: skip
     (tmp_path / "build.sh").write_text(render_build_script("toy", "fp16", [part, stage]))
+    (tmp_path / "plugin").mkdir()
+    shutil.copyfile(CUDA_ARCH_SH, tmp_path / "plugin" / "cuda_arch.sh")
     for major in (10, 11):
         headers = tmp_path / f"trt{major}"
         headers.mkdir()
@@ -80,8 +83,9 @@ def test_build_script_is_valid_bash(kit):
     subprocess.run([bash, "-n", str(kit / "build.sh")], check=True)
 
 
-def _dry_run(kit: Path, major: int) -> list[str]:
-    env = {**os.environ, "EDGEGATE_DRY_RUN": "1", "TENSORRT_INCLUDE_DIR": str(kit / f"trt{major}")}
+def _dry_run(kit: Path, major: int, **extra: str) -> list[str]:
+    env = {**os.environ, "EDGEGATE_DRY_RUN": "1", "TENSORRT_INCLUDE_DIR": str(kit / f"trt{major}"),
+           **extra}  # fmt: skip
     env.pop("TRT_MAJOR", None)
     proc = subprocess.run(["bash", str(kit / "build.sh")], env=env, capture_output=True,
                           text=True, check=True)  # fmt: skip
@@ -110,3 +114,24 @@ def test_build_script_refuses_an_unsupported_version(kit):
     proc = subprocess.run(["bash", str(kit / "build.sh")], env=env, capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stdout.strip().splitlines()[-1].startswith("FAIL:")
+
+
+def test_build_script_builds_the_plugin_for_the_gpu_nvidia_smi_reports(kit):
+    """The architecture comes from plugin/cuda_arch.sh (tested in tests/csrc/test_cuda_arch.py),
+    here through a fake nvidia-smi first on PATH."""
+    fake = kit / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 8.7\n")
+    fake.chmod(0o755)
+    path = f"{fake.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {"PATH": path, "EDGEGATE_TEGRA_RELEASE": str(kit / "none")}
+    commands = _dry_run(kit, 10, **env)
+    cmake = [c for c in commands if c.startswith("cmake -S plugin")]
+    assert cmake and "-DCMAKE_CUDA_ARCHITECTURES=87" in cmake[0], commands
+
+
+def test_build_script_fails_without_cuda_arch_sh(kit):
+    (kit / "plugin" / "cuda_arch.sh").unlink()
+    env = {**os.environ, "EDGEGATE_DRY_RUN": "1", "TENSORRT_INCLUDE_DIR": str(kit / "trt10")}
+    proc = subprocess.run(["bash", str(kit / "build.sh")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 1 and "cuda_arch.sh is missing" in proc.stdout
