@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.edgegate-installed
 
-.PHONY: demo test test-all lint format bench weights clean
+.PHONY: demo test test-slow test-all lint format bench weights clean
 
 $(STAMP): pyproject.toml setup.py
 	python3 -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest
+
+# The slow acceptance tests (every target's export/validate matrix, INT8 checks, QAT, the
+# TensorRT kits, hf: models); CI runs them after `make test`.
+test-slow: $(STAMP)
+	$(VENV)/bin/pytest -m slow
 
 test-all: $(STAMP)
 	$(VENV)/bin/pytest -m ''
