@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgegate.errors import EXIT_BACKEND_UNAVAILABLE, BackendUnavailable
+from edgegate.errors import EXIT_BACKEND_UNAVAILABLE, BackendUnavailable, ToolchainFailed
 from edgegate.exporters.tensorrt.engine import build_plugin, cuda_archs, find_nvcc, first_error
 from edgegate.exporters.tensorrt.kit import PLUGIN_DIR, PLUGIN_SOURCES
 
@@ -51,7 +51,7 @@ def test_a_failed_plugin_build_names_cmakes_error(kit, tmp_path):
         pytest.skip("cmake is not installed")
     no_headers = tmp_path / "empty"
     no_headers.mkdir()
-    with pytest.raises(BackendUnavailable, match="holds no NvInferRuntime.h") as info:
+    with pytest.raises(ToolchainFailed, match="holds no NvInferRuntime.h") as info:
         build_plugin(kit, no_headers, archs="87")
     assert "Configuring incomplete" not in str(info.value)
 
