@@ -4,7 +4,8 @@
 //
 // Layout [B, T, H, D]; gates in log space (decay = exp(g)); state [B, H, K, V] (or [B, H, D])
 // always in fp32. Inputs and outputs are fp32 or fp16; fp16 travels as its 16 bits and is
-// converted here, by the same code on both sides.
+// converted here: in code on the CPU, by the conversion instructions on the GPU (both round to
+// nearest even, so the bits agree).
 #pragma once
 
 #include <cmath>
@@ -13,6 +14,7 @@
 #include <initializer_list>
 
 #if defined(__CUDACC__)
+#include <cuda_fp16.h>
 #define EG_HD __host__ __device__ __forceinline__
 #else
 #define EG_HD inline
@@ -83,9 +85,23 @@ EG_HD half_bits float_to_half(float x) {
 
 // Element access in either precision: the kernels and the CPU build load and store alike.
 EG_HD float load(const float* p, int64_t i) { return p[i]; }
-EG_HD float load(const half_bits* p, int64_t i) { return half_to_float(p[i]); }
+// On the GPU the conversion instructions (cvt, round to nearest even like the code above: the
+// same bits) replace the bit manipulation, whose branches held back the loads in flight.
+EG_HD float load(const half_bits* p, int64_t i) {
+#if defined(__CUDA_ARCH__)
+    return __half2float(__ushort_as_half(p[i]));
+#else
+    return half_to_float(p[i]);
+#endif
+}
 EG_HD void store(float* p, int64_t i, float v) { p[i] = v; }
-EG_HD void store(half_bits* p, int64_t i, float v) { p[i] = float_to_half(v); }
+EG_HD void store(half_bits* p, int64_t i, float v) {
+#if defined(__CUDA_ARCH__)
+    p[i] = __half_as_ushort(__float2half_rn(v));
+#else
+    p[i] = float_to_half(v);
+#endif
+}
 
 // ---- The state column split across lanes --------------------------------------------------
 // A state column S[:, j] (K keys) is spread over ``lanes`` threads (a power of two, at most a
