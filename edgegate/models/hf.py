@@ -250,6 +250,12 @@ class CausalLMLogits(nn.Module):
         """A fresh stream's states, per layer (conv + recurrent, or keys + values)."""
         return zero_states(self._slots(), batch, device)
 
+    @property
+    def max_context(self) -> int | None:
+        """The positions the model was built for: how long a stream's KV cache may grow."""
+        value = getattr(self.model.config, "max_position_embeddings", None)
+        return int(value) if isinstance(value, int) and value > 0 else None
+
     def state_dynamic_dims(self) -> list[tuple[int, ...]]:
         """Per state, the dims that vary between calls: batch, and a KV cache's length."""
         return [slot.dynamic for slot in self._slots()]

@@ -34,6 +34,9 @@ from edgegate.targets import ExportedFile, ExportPart, Target
 from edgegate.validate.parity import Tolerance
 from edgegate.validate.ranges import RangeCheck, check_ranges, narrow, probes, resize
 
+# A stream's KV cache is declared up to the model's context, at most this long: the longest
+# past the range check runs (a few points, each one call of the step)
+MAX_CHECKED_PAST = 1024
 MAX_ATTEMPTS = 4  # export, then at most three narrowings (batch; then the other dims; recheck)
 
 
@@ -45,14 +48,19 @@ class RangePolicy:
     min_side: int | None = None
     fixed_input: bool = False
     max_batch: int | None = None  # a .pt2 program's own bound on its batch
+    max_context: int | None = None  # an LM's positions (a streaming KV cache grows to it)
 
     @classmethod
     def of(cls, loaded: LoadedModel) -> RangePolicy:
         info = loaded.info
         max_batch = getattr(loaded.module, "max_batch", None)
+        max_context = getattr(loaded.module, "max_context", None)
         if info is None:
-            return cls(max_batch=max_batch)
-        return cls(info.min_input if info.min_input > 1 else None, info.fixed_input, max_batch)
+            return cls(max_batch=max_batch, max_context=max_context)
+        return cls(
+            info.min_input if info.min_input > 1 else None, info.fixed_input, max_batch,
+            max_context,
+        )  # fmt: skip
 
 
 def declared_ranges(
@@ -98,8 +106,9 @@ def _bounds(
     )
     if tokens:  # a token sequence: down to one token
         return 1, high, capped
-    if label == PAST:  # a KV cache: from empty (a fresh stream) up
-        return 0, high, capped
+    if label == PAST:  # a KV cache: from empty (a fresh stream) to the context checked
+        longest = min(policy.max_context or high, MAX_CHECKED_PAST)
+        return 0, max(high, longest), capped
     if policy.fixed_input and name == "images":
         return traced, traced, "the model takes one image size (learned position embeddings)"
     smallest = max(1, traced // 2) if policy.min_side is None else min(policy.min_side, traced)

@@ -146,6 +146,11 @@ def test_cli_int8_streaming_export(run_cli, kind, request, small_text, tmp_path)
     assert summary["passed"], summary["failures"]
     report = json.loads((out / "report.json").read_text())
     assert report["recurrences"]["swapped"] and not report["recurrences"]["traced"]
+    declared = [r for part in summary["ranges"].values() for r in part["ranges"]]
+    pasts = {(r["min"], r["max"]) for r in declared if r["name"] == "past_len"}
+    if kind == "qwen3_next":  # a KV cache, declared from empty to the context, checked there
+        assert pasts == {(0, 1024)}, declared
+        assert all(1024 in r["checked"] for r in declared if r["name"] == "past_len")
     runner = OnnxRuntimeRunner(str(out / "model.int8.onnx"))
     specs = runner.input_specs()[1:]
     names = [s.name for s in specs]
