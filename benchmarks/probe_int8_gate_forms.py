@@ -15,7 +15,11 @@ forms, and for each form reports ORT's kernel time per op type (its profiler), t
 - ``staged``: the form's own fake-quant arithmetic (each integer tensor it adds rounded where the
   form rounds it), which a brevitas model could reproduce exactly.
 
-Differences are in quantization steps of the output. Activations are u8 asymmetric per tensor,
+Each piece sits between two identity depthwise QLinearConvs, so that ORT lays it out as in the
+whole model (NHWC, with one transpose at each graph edge); their time is left out of the piece's
+kernel time, and is in both sides of the wall-time ratio. Sigmoid gates (not in MobileNetV3) are
+probed too, for the GC model and gated attention. Differences are in quantization steps of the
+output. Activations are u8 asymmetric per tensor,
 weights s8 per channel: the ``onnxruntime`` profile (edgegate.quant.profiles).
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -56,6 +61,8 @@ HSWISH_SHAPES = {
     (960, 7): 5,
     (1280, 1): 1,
 }
+# sigmoid gates are not in this model (count 0): shapes of the same sizes, for the GC model
+SIGMOID_SHAPES = {(240, 28): 0, (960, 7): 0}
 # SE blocks: (channels, squeeze channels, side) -> count
 SE_SHAPES = {(72, 24, 28): 1, (120, 32, 28): 2, (480, 120, 14): 1, (672, 168, 14): 1,
              (672, 168, 7): 1, (960, 240, 7): 2}  # fmt: skip
@@ -96,16 +103,26 @@ class Graph:
         return self.const(f"{name}_s", q.scale), self.const(f"{name}_z", q.zero, np.uint8)
 
     def node(self, op: str, inputs: list[str], output: str, domain: str = "", **attrs) -> str:
-        self.nodes.append(helper.make_node(op, inputs, [output], domain=domain, **attrs))
+        node = helper.make_node(op, inputs, [output], name=output, domain=domain, **attrs)
+        self.nodes.append(node)
         return output
 
+    def identity_conv(self, x: str, q: Q, channels: int, output: str) -> str:
+        """A depthwise 1x1 QLinearConv that passes u8 values through unchanged."""
+        ins = [x, *self.qparams(f"{output}_in", q)]
+        ins += [self.const(f"{output}_w", np.ones((channels, 1, 1, 1)), np.int8)]
+        ins += [self.const(f"{output}_ws", 1.0), self.const(f"{output}_wz", 0, np.int8)]
+        ins += [*self.qparams(f"{output}_out", q)]
+        return self.node("QLinearConv", ins, output, group=channels)
+
     def model(self, inputs: dict[str, list[int]], output: str) -> onnx.ModelProto:
+        # every piece probed here keeps its input's shape
+        shape = next(iter(inputs.values()))
         graph = helper.make_graph(
             self.nodes,
             "probe",
             [helper.make_tensor_value_info(n, U8, s) for n, s in inputs.items()],
-            # every piece probed here keeps its input's shape
-            [helper.make_tensor_value_info(output, U8, next(iter(inputs.values())))],
+            [helper.make_tensor_value_info(output, U8, shape)],
             self.inits,
         )
         model = helper.make_model(graph, opset_imports=OPSETS, ir_version=10)
@@ -203,6 +220,38 @@ HSWISH_FORMS: dict[str, tuple[Callable, str | None]] = {
     "qlinear_add_mul": (hswish_qlinear, "staged"),
     "qdq_add_mul_fused": (hswish_qdq, "staged"),
     "lut_cast_gather": (hswish_lut, None),
+}
+
+
+# ---------------------------------------------------------------- sigmoid gate (not in MobileNetV3:
+# the GC model's gate head and gated attention's output gates)
+
+
+@dataclass(frozen=True)
+class SigmoidCase:
+    """A sigmoid gate on a u8 ``t`` into [0, 1] as u8 at 1/255, zero point 0."""
+
+    t: Q = Q.of_range(-7.31, 9.87)
+    y: Q = Q(GATE_SCALE, 0)
+
+    def today_ref(self, t: np.ndarray) -> np.ndarray:
+        return self.y.quant(1.0 / (1.0 + np.exp(-self.t.deq(t))))
+
+
+def sigmoid_today(c: SigmoidCase, g: Graph) -> str:
+    x = g.node("DequantizeLinear", ["t", *g.qparams("t", c.t)], "tf")
+    return g.node("QuantizeLinear", [g.node("Sigmoid", [x], "sig"), *g.qparams("y", c.y)], "y")
+
+
+def sigmoid_qlinear(c: SigmoidCase, g: Graph) -> str:
+    """com.microsoft.QLinearSigmoid: ORT's kernel for it is a 256-entry table built at load."""
+    ins = ["t", *g.qparams("t", c.t), *g.qparams("y", c.y)]
+    return g.node("QLinearSigmoid", ins, "y", domain=MS)
+
+
+SIGMOID_FORMS: dict[str, tuple[Callable, str | None]] = {
+    "today_dq_sigmoid_q": (sigmoid_today, None),
+    "qlinear_sigmoid": (sigmoid_qlinear, None),
 }
 
 
@@ -339,15 +388,47 @@ def se_qlinear_folded(c: SeCase, g: Graph) -> str:
     return _gate_mul(c, g, gate)
 
 
+def _qdq_conv(c: SeCase, g: Graph, x: str, xq: Q, name: str, w, s_w, b, out: Q) -> str:
+    """A 1x1 conv as Q/DQ: DQ input, DQ s8 per-channel weight, DQ int32 bias, Conv, Q."""
+    xf = g.node("DequantizeLinear", [x, *g.qparams(f"{name}_in", xq)], f"{name}_xf")
+    zw = g.const(f"{name}_wz", np.zeros(len(s_w)), np.int8)
+    wf = [g.const(f"{name}_w", w, np.int8), g.const(f"{name}_ws", s_w), zw]
+    wf = g.node("DequantizeLinear", wf, f"{name}_wf", axis=0)
+    zb = g.const(f"{name}_bz", np.zeros(len(s_w)), np.int32)
+    bs = g.const(f"{name}_bs", np.float32(xq.scale) * s_w)
+    bf = g.node("DequantizeLinear", [g.const(f"{name}_b", b, np.int32), bs, zb], f"{name}_bf")
+    conv = g.node("Conv", [xf, wf, bf], f"{name}_f")
+    return g.node("QuantizeLinear", [conv, *g.qparams(f"{name}_out", out)], name)
+
+
+def se_qdq_folded(c: SeCase, g: Graph) -> str:
+    """The folded form written as Q/DQ only (GlobalAveragePool, Conv, Mul between DQ and Q; the
+    gate's Q at 6/255 read back by a DQ at 1/255), for ORT's QDQ fusions to make integer."""
+    pooled = _float_pool(c, g, "GlobalAveragePool")
+    h = _qdq_conv(c, g, pooled, c.pool, "squeeze", c.w1, c.s_w1, c.b1, c.h)
+    gate = _qdq_conv(c, g, h, c.h, "excite", c.w2, c.s_w2, c.b2_plus3, Q(SIX_SCALE, 0))
+    unit = g.node("DequantizeLinear", [gate, *g.qparams("unit", Q(GATE_SCALE, 0))], "unit")
+    xf = g.node("DequantizeLinear", ["x", *g.qparams("xg", c.x)], "xgf")
+    y = g.node("Mul", [xf, unit], "yf")
+    return g.node("QuantizeLinear", [y, *g.qparams("y", c.y)], "y")
+
+
 SE_FORMS: dict[str, tuple[Callable, str | None]] = {
     "today_reducemean_hsig": (se_today, None),
     "gap_qdq_hsig": (se_gap_qdq, None),
     "qgap_qlinear_add": (se_qlinear_add, "staged_add"),
     "qgap_bias_folded": (se_qlinear_folded, "staged"),
+    "qdq_bias_folded_fused": (se_qdq_folded, "staged"),
 }
 
 
 # ---------------------------------------------------------------- measuring
+
+WRAP = "wrap_out"  # the consumer conv; it and "t"/"x" (the producer) are not the piece
+WRAP_NODES = ("t", "x", WRAP)
+# ORT's layout transformer puts the quantized convs in NHWC and leaves one Transpose at the
+# graph's input and one at its output (as in the whole model, which has two): not the piece
+EDGE_OP = "Transpose"
 
 
 def session(
@@ -380,33 +461,62 @@ class Built:
     exact: dict[str, dict[str, float]]
 
 
-def build_hswish(form: str, channels: int, side: int, seed: int = 0) -> Built:
-    case = HswishCase()
-    builder, staged = HSWISH_FORMS[form]
+ELEMENTWISE = {"hswish": (HswishCase, HSWISH_FORMS), "sigmoid": (SigmoidCase, SIGMOID_FORMS)}
+
+
+def build_hswish(form: str, channels: int, side: int, seed: int = 0, wrap: bool = True) -> Built:
+    """Hard-swish ``form`` on [1, channels, side, side]; with ``wrap``, between two identity
+    QLinearConvs, so that ORT lays the piece out as in the model (NHWC, its layout for
+    quantized convs) instead of leaving it NCHW between transposes."""
+    return build_elementwise("hswish", form, channels, side, seed, wrap)
+
+
+def build_sigmoid(form: str, channels: int, side: int, seed: int = 0, wrap: bool = True) -> Built:
+    """A sigmoid gate ``form``, as build_hswish."""
+    return build_elementwise("sigmoid", form, channels, side, seed, wrap)
+
+
+def build_elementwise(kind: str, form: str, channels: int, side: int, seed: int, wrap: bool):
+    case_type, forms = ELEMENTWISE[kind]
+    case = case_type()
+    builder, staged = forms[form]
     g = Graph()
     shape = [1, channels, side, side] if side > 1 else [1, channels]
-    model = g.model({"t": shape}, builder(case, g))
+    if wrap and side > 1:
+        g.identity_conv("t_in", case.t, channels, "t")
+        model = g.model({"t_in": shape}, g.identity_conv(builder(case, g), case.y, channels, WRAP))
+    else:
+        model = g.model({"t": shape}, builder(case, g))
     t = np.random.default_rng(seed).integers(0, 256, shape).astype(np.uint8)
     t.flat[:256] = np.arange(256) if t.size >= 256 else t.flat[:256]  # every code, where it fits
-    got = session(model, 1).run(None, {"t": t})[0]
+    feed = {model.graph.input[0].name: t}
+    got = session(model, 1).run(None, feed)[0]
     exact = {"today": steps(got, case.today_ref(t))}
     if staged:
         exact[staged] = steps(got, case.staged_ref(t))
-    return Built(model, {"t": t}, exact)
+    return Built(model, feed, exact)
 
 
-def build_se(form: str, channels: int, squeeze: int, side: int, seed: int = 0) -> Built:
+def build_se(
+    form: str, channels: int, squeeze: int, side: int, seed: int = 0, wrap: bool = True
+) -> Built:
+    """SE ``form`` on [1, channels, side, side]; ``wrap`` as for build_hswish."""
     case = SeCase(channels, squeeze, seed=seed)
     builder, staged = SE_FORMS[form]
     g = Graph()
     shape = [1, channels, side, side]
-    model = g.model({"x": shape}, builder(case, g))
+    if wrap:
+        g.identity_conv("x_in", case.x, channels, "x")
+        model = g.model({"x_in": shape}, g.identity_conv(builder(case, g), case.y, channels, WRAP))
+    else:
+        model = g.model({"x": shape}, builder(case, g))
     x = np.random.default_rng(seed + 1).integers(0, 256, shape).astype(np.uint8)
-    got = session(model, 1).run(None, {"x": x})[0]
+    feed = {model.graph.input[0].name: x}
+    got = session(model, 1).run(None, feed)[0]
     exact = {"today": steps(got, case.today_ref(x))}
     if staged:
         exact[staged] = steps(got, getattr(case, f"{staged}_ref")(x))
-    return Built(model, {"x": x}, exact)
+    return Built(model, feed, exact)
 
 
 def kernel_profile(built: Built, threads: int, runs: int, tmp: Path) -> dict[str, dict]:
@@ -414,22 +524,32 @@ def kernel_profile(built: Built, threads: int, runs: int, tmp: Path) -> dict[str
     sess = session(built.model, threads, str(tmp / "prof"))
     for _ in range(5):
         sess.run(None, built.feed)
-    start = time.perf_counter_ns() // 1000 - sess.get_profiling_start_time_ns() // 1000
     for _ in range(runs):
         sess.run(None, built.feed)
     path = Path(sess.end_profiling())
     events = json.loads(path.read_text())
     path.unlink()
-    by_op: dict[str, dict] = defaultdict(lambda: {"ms": 0.0, "types": set()})
+    starts = sorted(e["ts"] for e in events if e.get("name") == "model_run")
+    start = starts[-runs]  # the timed runs, not the warm-up ones
+    # per node, the median over runs: on a shared machine one preempted run would else
+    # dominate a mean of microsecond kernels
+    per_node: dict[str, list[float]] = defaultdict(list)
+    node_op: dict[str, str] = {}
+    types: dict[str, set] = defaultdict(set)
     for e in events:
         if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < start:
             continue
-        entry = by_op[e["args"]["op_name"]]
-        entry["ms"] += e["dur"] / 1e3 / runs
+        if re.sub(r"_token_\d+$", "", e["name"].removesuffix("_kernel_time")) in WRAP_NODES:
+            continue
+        op = node_op.setdefault(e["name"], e["args"]["op_name"])
+        per_node[e["name"]].append(e["dur"] / 1e3)
         for io in ("input_type_shape", "output_type_shape"):
             for t in e["args"].get(io, []):
-                entry["types"].update(t)
-    return {op: {"ms": v["ms"], "types": sorted(v["types"])} for op, v in by_op.items()}
+                types[op].update(t)
+    by_op: dict[str, float] = defaultdict(float)
+    for name, durs in per_node.items():
+        by_op[node_op[name]] += statistics.median(durs)
+    return {op: {"ms": ms, "types": sorted(types[op])} for op, ms in by_op.items()}
 
 
 def wall_times(builts: dict[str, Built], threads: int, rounds: int) -> dict[str, float]:
@@ -446,28 +566,38 @@ def wall_times(builts: dict[str, Built], threads: int, rounds: int) -> dict[str,
 
 
 def probe(kind: str, shapes: dict, args, tmp: Path) -> list[dict]:
-    forms = HSWISH_FORMS if kind == "hswish" else SE_FORMS
-    build = build_hswish if kind == "hswish" else build_se
+    forms = {"hswish": HSWISH_FORMS, "sigmoid": SIGMOID_FORMS, "se": SE_FORMS}[kind]
+    build = {"hswish": build_hswish, "sigmoid": build_sigmoid, "se": build_se}[kind]
     rows = []
     for shape, count in shapes.items():
         builts = {form: build(form, *shape) for form in forms}
         wall = wall_times(builts, args.threads, args.rounds)
         today = next(iter(forms))
+        kernels = {
+            f: kernel_profile(b, args.threads, args.profile_runs, tmp) for f, b in builts.items()
+        }
         for form, built in builts.items():
-            kernels = kernel_profile(built, args.threads, args.profile_runs, tmp)
             rows.append({
                 "kind": kind, "shape": list(shape), "count": count, "form": form,
-                "kernel_ms": kernels, "kernel_total_ms": sum(k["ms"] for k in kernels.values()),
+                "kernel_ms": kernels[form], "kernel_total_ms": piece_ms(kernels[form]),
+                "kernel_speedup": piece_ms(kernels[today]) / piece_ms(kernels[form]),
                 "wall_ms": wall[form], "speedup": wall[today] / wall[form],
                 "exact": built.exact,
             })  # fmt: skip
     return rows
 
 
+def piece_ms(kernels: dict[str, dict]) -> float:
+    """Kernel ms of the piece itself: every op type but the edge transposes."""
+    return sum(v["ms"] for op, v in kernels.items() if op != EDGE_OP)
+
+
 def model_totals(rows: list[dict]) -> dict[str, dict[str, float]]:
     """Each form's wall and kernel ms summed over mobilenet-v3-large-se's instances."""
     totals: dict[str, dict[str, float]] = defaultdict(lambda: {"wall_ms": 0.0, "kernel_ms": 0.0})
     for r in rows:
+        if not r["count"]:
+            continue
         key = f"{r['kind']}:{r['form']}"
         totals[key]["wall_ms"] += r["wall_ms"] * r["count"]
         totals[key]["kernel_ms"] += r["kernel_total_ms"] * r["count"]
@@ -494,14 +624,17 @@ def contrib_ops() -> dict[str, list[str]]:
 
 
 def print_table(rows: list[dict], totals: dict) -> None:
-    head = f"{'form':24} {'shape':>14} {'wall ms':>8} {'x today':>7} {'exact (steps)':>24}  kernels"
-    print(head)
+    print("wall: the piece between two identity QLinearConvs and edge transposes (in both")
+    print("today's form and the form); piece: its own kernels' ms (ORT profiler, median per node)")
+    head = f"{'form':22} {'shape':>11} {'wall ms':>7} {'x today':>7} {'piece ms':>8} {'x today':>7}"
+    print(f"{head} {'exact (steps)':>30}  kernels by op type (ms)")
     for r in rows:
         exact = " ".join(f"{k}:{v['max']}({v['share']:.1%})" for k, v in r["exact"].items())
         kern = " ".join(f"{op}={v['ms']:.3f}" for op, v in sorted(r["kernel_ms"].items()))
         shape = "x".join(map(str, r["shape"]))
-        print(f"{r['form']:24} {shape:>14} {r['wall_ms']:8.4f} {r['speedup']:7.2f} "
-              f"{exact:>24}  {kern}")  # fmt: skip
+        wall = f"{r['wall_ms']:7.4f} {r['speedup']:7.2f}"
+        piece = f"{r['kernel_total_ms']:8.4f} {r['kernel_speedup']:7.2f}"
+        print(f"{r['form']:22} {shape:>11} {wall} {piece} {exact:>30}  {kern}")
     print("\nsummed over mobilenet-v3-large-se at 224 (instances x per-instance time):")
     for key, v in totals.items():
         print(f"  {key:34} wall {v['wall_ms']:7.3f} ms   kernels {v['kernel_ms']:7.3f} ms")
@@ -524,6 +657,7 @@ def main() -> None:
         print(f"  {name}: {', '.join(types) or 'any type'}")
     with tempfile.TemporaryDirectory() as tmp:
         rows = probe("hswish", hs, args, Path(tmp)) + probe("se", se, args, Path(tmp))
+        rows += probe("sigmoid", SIGMOID_SHAPES, args, Path(tmp))
     totals = model_totals(rows)
     print_table(rows, totals)
     if args.json_out:
