@@ -26,6 +26,7 @@ from edgegate.errors import (
     raised_in_edgegate,
 )
 from edgegate.exporters.onnx.functions import attach_functions, iter_nodes
+from edgegate.exporters.onnx.global_pool import global_average_pools
 from edgegate.exporters.onnx.lowering import lower_to_ort_linear_attention
 from edgegate.exporters.onnx.schemas import DOMAIN, translation_table
 from edgegate.manifest import InputSpec
@@ -94,7 +95,7 @@ def export_onnx(
         raise
     except Exception as exc:
         raise export_error(module, exc) from exc
-    model = attach_functions(program.model_proto)
+    model = global_average_pools(attach_functions(program.model_proto))
     name_dims(model, _flat_tensors(tuple(args)))
     if lower == "onnxruntime":
         shapes = [list(a.shape) for a in _flat_tensors(args)]

@@ -221,3 +221,16 @@ def test_gated_scan_model_exports_with_its_custom_op(tmp_path, profile):
         ours = twin(x).numpy()
     assert got.shape == ours.shape
     np.testing.assert_allclose(got, ours, atol=1e-3 * max(1.0, float(np.abs(ours).max())))
+
+
+def test_onnxruntime_keeps_the_se_pooling_in_integers(cnn_onnx, tmp_path):
+    """The SE block's pooling is exported as GlobalAveragePool, which ORT fuses with its Q/DQ
+    into QLinearGlobalAveragePool (a ReduceMean would run in float between a DQ and a Q)."""
+    model = onnx.load(cnn_onnx["onnxruntime"])
+    assert "ReduceMean" not in {n.op_type for n in model.graph.node}
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(cnn_onnx["onnxruntime"]), options, providers=["CPUExecutionProvider"])
+    fused = {n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node}
+    assert "QLinearGlobalAveragePool" in fused, sorted(fused)
