@@ -60,8 +60,10 @@ def global_average_pools(model: onnx.ModelProto) -> onnx.ModelProto:
             continue  # a rank we cannot read, or not NCHW: left as it is
         freed.update(node.input[1:])
         pooled = onnx.helper.make_node(
-            "GlobalAveragePool", [node.input[0]], list(node.output), name=node.name
-        )
+            "GlobalAveragePool", [node.input[0]], list(node.output), name=node.name,
+            doc_string=node.doc_string or None,
+        )  # fmt: skip
+        pooled.metadata_props.extend(node.metadata_props)  # the module it came from (--localize)
         node.CopyFrom(pooled)
     _drop_unused(graph, freed)
     return model
