@@ -6,14 +6,11 @@ Small shapes, one thread: what is checked here is arithmetic and ORT's kernel ch
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import load_benchmark
+
 INTEGER_OPS = {"QLinearAdd", "QLinearMul", "QLinearConv", "QLinearGlobalAveragePool"}
 INTEGER_OPS |= {"QLinearSigmoid"}
 
@@ -25,12 +22,7 @@ def piece_ops(probe, built, tmp_path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def probe():
-    path = REPO / "benchmarks" / "probe_int8_gate_forms.py"
-    spec = importlib.util.spec_from_file_location("probe_int8_gate_forms", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("probe_int8_gate_forms", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("probe_int8_gate_forms")
 
 
 @pytest.mark.parametrize("form", ["qlinear_add_mul", "qdq_add_mul_fused"])

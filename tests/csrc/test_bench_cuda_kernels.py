@@ -7,7 +7,6 @@ nvcc line it builds compiles the kernels for sm_90.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -15,17 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_benchmark
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    path = REPO / "benchmarks" / "bench_cuda_kernels.py"
-    spec = importlib.util.spec_from_file_location("bench_cuda_kernels", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_cuda_kernels", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_cuda_kernels")
 
 
 def test_arguments_defaults_and_refusals(bench):

@@ -8,13 +8,13 @@ and 392 bytes of spill stores for the delta rule at K = 128). Registers per kern
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import load_benchmark
 
 REPO = Path(__file__).resolve().parents[2]
 CSRC = REPO / "csrc" / "tensorrt"
@@ -23,12 +23,7 @@ ARCHS = ("87", "90")
 
 def _bench():
     """benchmarks/bench_cuda_kernels.py: the one ptxas parser (and nvcc line) the GPU run uses."""
-    path = REPO / "benchmarks" / "bench_cuda_kernels.py"
-    spec = importlib.util.spec_from_file_location("bench_cuda_kernels", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_cuda_kernels", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_cuda_kernels")
 
 
 @pytest.fixture(scope="module")

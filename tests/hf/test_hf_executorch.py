@@ -8,11 +8,11 @@ program then failed at any other shape (edgegate.exporters.executorch.export).""
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 
 from edgegate.manifest import read_manifest
+from tests.conftest import load_benchmark
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("executorch") is None,
@@ -62,7 +62,6 @@ def test_recurrences_benchmark_times_its_static_executorch_program(qwen3_next_di
     ("Attempted to resize a static tensor. Expected shape (0, 0, 0), but received
     (64, 0, 386356576)"). The program itself was sound (its export's smoke run passed)."""
     import argparse
-    import importlib.util
 
     import numpy as np
     import torch
@@ -71,12 +70,7 @@ def test_recurrences_benchmark_times_its_static_executorch_program(qwen3_next_di
     from edgegate.pipeline.recurrences import prepare_recurrences
     from edgegate.runtime import ExecuTorchRunner
 
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location(
-        "bench_hf_recurrences", root / "benchmarks" / "bench_hf_recurrences.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_hf_recurrences")
 
     module = load_model(f"hf:{qwen3_next_dir}").module.eval()
     tokens = torch.randint(0, 256, (2, 512), generator=torch.Generator().manual_seed(0))
