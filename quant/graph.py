@@ -29,6 +29,13 @@ from edgegate.models.lm import StreamingLM
 from edgegate.quant.batch_norm import fold_batch_norm
 from edgegate.quant.exported import is_exported, plain_graph_module
 from edgegate.quant.gates import gate_output_quant
+from edgegate.quant.integer_gates import (
+    IntegerHardswish,
+    fold_gate_offsets,
+    folded_gate_user,
+    integer_hardswish,
+    saturating_gate,
+)
 from edgegate.quant.profiles import QuantProfile
 from edgegate.quant.quantizers import act_quantizer, bias_quantizer, weight_quantizer
 from edgegate.recognise import Recognition, recognise
@@ -329,6 +336,8 @@ def _place_quantizers(graph_module: fx.GraphModule, config: QuantConfig) -> None
             if known is None:
                 quantized[source] = (layer.input_quant, False)
             relu = _sole_relu_user(node, modules)
+            if folded_gate_user(node, modules):
+                continue  # the gate's own 6/255 quantizer is this layer's output quantizer
             if relu is not None:
                 non_negative = act_quantizer(profile, config.method, non_negative=True)
                 _insert_quant_after(
@@ -336,6 +345,8 @@ def _place_quantizers(graph_module: fx.GraphModule, config: QuantConfig) -> None
                 )
             else:
                 _insert_quant_after(graph_module, node, f"{node.name}_output_quant", act, quantized)
+        elif isinstance(module, IntegerHardswish):
+            _insert_quant_after(graph_module, node, f"{node.name}_output_quant", act, quantized)
         elif node.op in ("call_function", "call_method") and not weight_only:
             if node.target in _MATMULS or node.target in ("matmul", "bmm"):
                 _quantize_inputs(graph_module, node, act, "input_quant", quantized, share)
@@ -359,7 +370,9 @@ def _insert_gate_quant(
     graph_module: fx.GraphModule, profile: QuantProfile, recognition: Recognition
 ) -> list[dict[str, str]]:
     """A fixed-range [0, 1] quantizer after every recognised gate output; returns each gate's
-    record with the name of its quantizer module."""
+    record with the name of its quantizer module. Under profiles with ``integer_gates`` a
+    hard-sigmoid gate becomes a saturating requantization instead (`SaturatingHardSigmoid`),
+    which puts its output on the same [0, 1] grid."""
     names = set(dict(graph_module.named_modules()))
     records = []
     for found in recognition.found:
@@ -369,14 +382,30 @@ def _insert_gate_quant(
         while name in names:
             name = f"{name}_"
         names.add(name)
+        records.append({**found.to_dict(), "node": node.name, "quantizer": name})
+        if profile.integer_gates and found.kind == "hardsigmoid":
+            saturating_gate(graph_module, node, name)
+            continue
         graph_module.add_module(name, gate_output_quant(profile))
         with graph_module.graph.inserting_after(node):
             quant_node = graph_module.graph.call_module(name, (node,))
         node.replace_all_uses_with(quant_node, delete_user_cb=_not(quant_node))
-        records.append({**found.to_dict(), "node": node.name, "quantizer": name})
     graph_module.graph.lint()
     graph_module.recompile()
     return records
+
+
+def _integer_gate_forms(graph_module: fx.GraphModule) -> None:
+    """Hard-swish after a conv or linear as `IntegerHardswish`, and each saturating gate's +3
+    folded into the layer before it (``integer_gates`` profiles; edgegate.quant.integer_gates).
+    Only a hard-swish whose input is a compute layer's (quantized) output: elsewhere its input
+    may be float by design (a scan region), and the integer form would quantize it."""
+    modules = dict(graph_module.named_modules())
+    integer_hardswish(
+        graph_module,
+        lambda node: node.op == "call_module" and plain_layer(modules.get(node.target)) is not None,
+    )
+    fold_gate_offsets(graph_module, lambda layer: plain_layer(layer) is not None)
 
 
 def _insert_state_quant(graph_module: fx.GraphModule, config: QuantConfig) -> int:
@@ -441,6 +470,8 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> fx.GraphModule:
             for found in recognition.found
         ]
     graph_module.gate_record = gate_record(gates, recognition)
+    if config.profile.integer_gates and config.profile.act_bits is not None:
+        _integer_gate_forms(graph_module)
     if state_count(model):
         _insert_state_quant(graph_module, config)
     _place_quantizers(graph_module, config)

@@ -35,6 +35,9 @@ class QuantProfile:
     # 8 quantizes each state input per tensor with the profile's activation scheme, its range
     # calibrated from states reached over whole calibration sequences (``--quantize-state``).
     state_bits: int | None = None
+    # hard-sigmoid gates and hard-swish as saturating requantizations of x + 3 (edgegate.quant.
+    # integer_gates), which ONNX Runtime runs as integer adds and multiplies
+    integer_gates: bool = False
 
     @property
     def family(self) -> str:
@@ -56,6 +59,7 @@ def _onnxruntime(isa: str, weight_bits: int, why: str) -> QuantProfile:
         weight_bits=weight_bits,
         act_signed=False,
         qdq_on_residual_adds=True,
+        integer_gates=True,
         description=why,
     )
 

@@ -14,6 +14,7 @@ the fake-quant placement, so onnxruntime reproduces the brevitas model.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,7 @@ from brevitas.nn import QuantConv1d, QuantConv2d, QuantIdentity, QuantLinear
 from torch import fx, nn
 
 from edgegate.quant.graph import replace_module
+from edgegate.quant.integer_gates import HARD_SIGMOID_RANGE, SaturatingHardSigmoid
 
 _ops = torch.ops.quantized_decomposed
 
@@ -156,7 +158,44 @@ def _apply(
     return conv(x, weight, bias, *layer.conv_args)
 
 
+class SixToUnit(nn.Module):
+    """A `SaturatingHardSigmoid` as Q/DQ: ``x (+ 3)`` quantized to u8 at 6/255 (the clip is
+    the saturation), and the same bytes dequantized at 1/255, which divides by 6. The 3 is a
+    dequantized u8 constant, so that ONNX Runtime fuses the add into ``QLinearAdd``; the
+    quantize after a conv whose bias holds the 3 fuses into its ``QLinearConv``."""
+
+    def __init__(self, gate: SaturatingHardSigmoid) -> None:
+        super().__init__()
+        quant = tensor_quant(gate.six.act_quant)
+        assert quant is not None and not quant.signed and quant.zero_point == 0
+        self.six = quant
+        self.unit_scale = quant.scale / HARD_SIGMOID_RANGE
+        self.offset = gate.offset
+        # the offset as u8 255 at scale offset/255 (exact for 3: 255 * 3/255)
+        self.register_buffer("offset_int", torch.full((1,), 255, dtype=torch.uint8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.six
+        if self.offset:
+            offset = _ops.dequantize_per_tensor(
+                self.offset_int, self.offset / 255.0, 0, 0, 255, torch.uint8
+            )
+            x = x + offset
+        codes = _ops.quantize_per_tensor(x, q.scale, 0, q.qmin, q.qmax, q.dtype)
+        return _ops.dequantize_per_tensor(codes, self.unit_scale, 0, q.qmin, q.qmax, q.dtype)
+
+    @property
+    def quant(self) -> TensorQuant:
+        """The output's quantization: the gate's [0, 1] grid (u8, scale 1/255)."""
+        return dataclasses.replace(self.six, scale=self.unit_scale)
+
+    def extra_repr(self) -> str:
+        return f"offset={self.offset:g}, scale={self.six.scale:.6g} -> {self.unit_scale:.6g}"
+
+
 def _twin(module: nn.Module) -> nn.Module | None:
+    if isinstance(module, SaturatingHardSigmoid):
+        return SixToUnit(module)
     if isinstance(module, (QuantConv1d, QuantConv2d, QuantLinear)):
         return QDQLayer(module)
     if isinstance(module, QuantIdentity):
@@ -169,11 +208,15 @@ def _twin(module: nn.Module) -> nn.Module | None:
 def to_qdq(model: fx.GraphModule) -> fx.GraphModule:
     """A copy of the calibrated fake-quant ``model`` in plain torch + quantized_decomposed ops."""
     qdq = copy.deepcopy(model).eval()
+    replaced: list[str] = []
     for name, module in list(qdq.named_modules()):
+        if any(name.startswith(f"{done}.") for done in replaced):
+            continue  # inside a module already replaced by its twin
         twin = _twin(module)
         if twin is None:
             continue
         replace_module(qdq, name, twin)
+        replaced.append(name)
     return qdq
 
 
@@ -181,7 +224,7 @@ def activation_quants(qdq: nn.Module) -> dict[str, TensorQuant]:
     """Every activation Q/DQ of a twin by module name (for profile checks and reports)."""
     found: dict[str, TensorQuant] = {}
     for name, module in qdq.named_modules():
-        if isinstance(module, QuantDequant):
+        if isinstance(module, (QuantDequant, SixToUnit)):
             found[name] = module.quant
     return found
 

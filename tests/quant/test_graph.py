@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
 from torch import nn
 
@@ -14,6 +15,7 @@ from edgegate.quant.batch_norm import fold_batch_norm
 from edgegate.quant.calibrate import calibrate
 from edgegate.quant.graph import KeepFloat, QuantConfig, quantize_model, trace
 from edgegate.quant.graph import scan_feeders as find_scan_feeders
+from edgegate.quant.integer_gates import HARD_SIGMOID_OFFSET, SaturatingHardSigmoid
 from edgegate.quant.profiles import get_profile
 from edgegate.quant.qdq import tensor_quant, to_qdq
 from tests.quant.tiny_models import PROFILES, attention_net, mixer_net, tiny_cnn
@@ -95,6 +97,9 @@ def test_every_gate_gets_a_fixed_unit_range_quantizer(kind, profile):
     assert expected <= set(quants), sorted(quants)
     probe = torch.cat([torch.tensor([0.0, 1.0, 0.5]), torch.rand(61)])
     for name, quant in quants.items():
+        if isinstance(quant, SaturatingHardSigmoid):
+            check_saturating_gate(quant)
+            continue
         assert isinstance(quant, QuantIdentity), name
         params = tensor_quant(quant.act_quant)
         assert params is not None, name
@@ -105,6 +110,23 @@ def test_every_gate_gets_a_fixed_unit_range_quantizer(kind, profile):
             out = quant(probe)
         assert out[0].item() == 0.0 and out[1].item() == 1.0, name
         assert (out - probe).abs().max() <= params.scale / 2 + 1e-7, name
+
+
+def check_saturating_gate(gate: SaturatingHardSigmoid) -> None:
+    """A hard-sigmoid gate as a saturating requantization: its output is hardsigmoid of the
+    pre-activation on the fixed u8 [0, 1] grid (1/255), with 0 and 1 exact."""
+    six = tensor_quant(gate.six.act_quant)
+    assert six.scale == pytest.approx(6 / 255, rel=1e-6) and six.zero_point == 0
+    assert not six.signed
+    pre = torch.cat([torch.tensor([-9.0, 9.0, -3.0, 3.0]), torch.linspace(-4, 4, 97)])
+    # a folded gate's input already holds the +3 (in the bias of the layer before it)
+    shift = HARD_SIGMOID_OFFSET - gate.offset
+    with torch.no_grad():
+        out = gate(pre + shift)
+    assert out[:4].tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert (out - F.hardsigmoid(pre)).abs().max() <= 0.5 / 255 + 1e-6
+    codes = out * 255
+    torch.testing.assert_close(codes, codes.round(), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("variant", ["softmax", "clipped"])
@@ -229,15 +251,20 @@ def test_tensorrt_layers_quantize_inputs_only_with_float_bias(calibrated_cnns):
             assert not layer.bias_quant.is_quant_enabled, name
 
 
-def _output_quantizer(qmodel: nn.Module, node) -> tuple[str, object]:
-    """The quantizer a compute layer's output goes through: straight after it, or after its
-    one ReLU (which the runtime folds into the kernel)."""
+def _output_quantizer(qmodel: nn.Module, node) -> tuple[object, object]:
+    """The quantizer a compute layer's output goes through (its proxy and parameters):
+    straight after it, after its one ReLU (which the runtime folds into the kernel), or the
+    6/255 one of a hard-sigmoid gate whose +3 is folded into the layer's bias."""
     modules = dict(qmodel.named_modules())
     (user,) = node.users
     if isinstance(modules.get(user.target), nn.ReLU):
         (user,) = user.users
-    assert isinstance(modules.get(user.target), QuantIdentity), (node.name, user.target)
-    return user.target, tensor_quant(modules[user.target].act_quant)
+    module = modules.get(user.target)
+    if isinstance(module, SaturatingHardSigmoid):
+        assert module.offset == 0, (node.name, user.target)
+        module = module.six
+    assert isinstance(module, QuantIdentity), (node.name, user.target)
+    return module.act_quant, tensor_quant(module.act_quant)
 
 
 def test_onnxruntime_quantizes_each_tensor_once_with_int32_bias(calibrated_cnns):
@@ -256,9 +283,9 @@ def test_onnxruntime_quantizes_each_tensor_once_with_int32_bias(calibrated_cnns)
         assert layer.bias is not None, name  # folded BN gives every conv a bias
         assert layer.bias_quant.is_quant_enabled, name
         assert layer.bias_quant.quant_injector.bit_width == 32, name
-        target, quant = _output_quantizer(qmodel, nodes[name])
+        proxy, quant = _output_quantizer(qmodel, nodes[name])
         assert quant is not None, name
-        output_proxies[target] = modules[target].act_quant
+        output_proxies[name] = proxy
         if isinstance(modules.get(next(iter(nodes[name].users)).target), nn.ReLU):
             assert quant.zero_point == 0 and not quant.signed, name
     on_grid = [name for name, layer in layers.items() if layer.input_on_grid]
