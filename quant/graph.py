@@ -406,6 +406,7 @@ def _integer_gate_forms(graph_module: fx.GraphModule) -> None:
         lambda node: node.op == "call_module" and plain_layer(modules.get(node.target)) is not None,
     )
     fold_gate_offsets(graph_module, lambda layer: plain_layer(layer) is not None)
+    graph_module.delete_all_unused_submodules()  # the float hard-swish and gate modules
 
 
 def _insert_state_quant(graph_module: fx.GraphModule, config: QuantConfig) -> int:

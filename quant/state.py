@@ -21,7 +21,10 @@ from edgegate.quant.calibrate import add_corrected_bias_slots
 from edgegate.quant.graph import QuantConfig, quantize_model
 from edgegate.quant.profiles import get_profile
 
-STATE_FORMAT = "edgegate-int8/1"
+# /2: hard-swish and hard-sigmoid gates as saturating requantizations under the onnxruntime
+# profiles (edgegate.quant.integer_gates), which changed those graphs' modules and parameters
+STATE_FORMAT = "edgegate-int8/2"
+OLDER_FORMATS = ("edgegate-int8/1",)
 
 
 def tensor_hash(tensor: torch.Tensor) -> str:
@@ -48,6 +51,11 @@ def load_fake_quant(path: str | os.PathLike[str], float_module: nn.Module) -> nn
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise BadInput(f"cannot read quantized state '{path}': {exc}") from exc
+    if isinstance(state, dict) and state.get("format") in OLDER_FORMATS:
+        raise BadInput(
+            f"'{path}' was made by an older edgegate ({state['format']}, this one reads "
+            f"{STATE_FORMAT}): run `edgegate quantize` again"
+        )
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise BadInput(f"'{path}' is not an edgegate INT8 state ({STATE_FORMAT})")
     q = state["quant"]

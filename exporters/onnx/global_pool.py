@@ -6,17 +6,21 @@ the same mean, but ONNX Runtime has no integer ReduceMean: in an INT8 QDQ graph 
 leaves the integer domain (DQ -> ReduceMean -> Q, ~1 ms of mobilenet-v3-large-se's 5.3 at 224),
 while DQ -> GlobalAveragePool -> Q fuses into QLinearGlobalAveragePool (2.5x faster per SE
 pooling, the same output bits: benchmarks/probe_int8_gate_forms.py). TensorRT and the float
-graphs lose nothing by it.
+graphs lose nothing by it. A mean that drops the image axes (``x.mean((2, 3))``, a classifier
+head's pooling) becomes GlobalAveragePool and Flatten, which ORT passes quantized tensors
+through.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from edgegate.exporters.onnx.shapes import static_dims
 
 IMAGE_AXES = ({2, 3}, {-2, -1}, {2, -1}, {-2, 3})
+FLAT_SHAPE = "edgegate_pooled_flat_shape"  # [0, -1]: keep the batch, join the rest
 
 
 def _axes(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> set[int] | None:
@@ -34,8 +38,9 @@ def _keeps_dims(node: onnx.NodeProto) -> bool:
 
 
 def global_average_pools(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` with every keepdims ReduceMean over axes 2 and 3 of a rank-4 tensor (of the
-    main graph) replaced by GlobalAveragePool; ``model`` itself when there is none."""
+    """``model`` with every ReduceMean over axes 2 and 3 of a rank-4 tensor (of the main
+    graph) replaced by GlobalAveragePool (then Flatten, where the mean drops those axes);
+    ``model`` itself when there is none."""
     graph = model.graph
     constants = {t.name: t for t in graph.initializer}
     constants |= {
@@ -48,23 +53,39 @@ def global_average_pools(model: onnx.ModelProto) -> onnx.ModelProto:
         for n in graph.node
         if n.op_type == "ReduceMean"
         and n.domain in ("", "ai.onnx")
-        and _keeps_dims(n)
         and _axes(n, constants) in IMAGE_AXES
     ]
     if not candidates:
         return model
     dims = static_dims(model)
     freed: set[str] = set()
+    flattens: list[tuple[onnx.NodeProto, onnx.NodeProto]] = []
     for node in candidates:
         if len(dims.get(node.input[0]) or ()) != 4:
             continue  # a rank we cannot read, or not NCHW: left as it is
         freed.update(node.input[1:])
+        keeps = _keeps_dims(node)
+        pooled_name = node.output[0] if keeps else f"{node.output[0]}_pooled"
         pooled = onnx.helper.make_node(
-            "GlobalAveragePool", [node.input[0]], list(node.output), name=node.name,
+            "GlobalAveragePool", [node.input[0]], [pooled_name], name=node.name,
             doc_string=node.doc_string or None,
         )  # fmt: skip
         pooled.metadata_props.extend(node.metadata_props)  # the module it came from (--localize)
+        if not keeps:  # [N, C, 1, 1] -> [N, C], as the mean without its image axes
+            # Reshape, not Flatten: ORT moves a Q back through a Reshape onto the pool's output
+            # (so the pool fuses), not through a Flatten
+            if not flattens:
+                shape = numpy_helper.from_array(np.array([0, -1], np.int64), FLAT_SHAPE)
+                graph.initializer.append(shape)
+            flat = onnx.helper.make_node(
+                "Reshape", [pooled_name, FLAT_SHAPE], list(node.output), name=f"{node.name}_flat"
+            )
+            flat.metadata_props.extend(node.metadata_props)
+            flattens.append((node, flat))
         node.CopyFrom(pooled)
+    for pool, flat in flattens:  # each right after its pool, so the nodes stay sorted
+        nodes = list(graph.node)
+        graph.node.insert(nodes.index(pool) + 1, flat)
     _drop_unused(graph, freed)
     return model
 

@@ -1,5 +1,6 @@
 """ReduceMean over an NCHW tensor's two image axes is exported as GlobalAveragePool (the same
-mean, which ONNX Runtime keeps in integers under Q/DQ); every other ReduceMean stays."""
+mean, which ONNX Runtime keeps in integers under Q/DQ; then a Reshape to [N, C] where the mean
+drops those axes); every other ReduceMean stays."""
 
 from __future__ import annotations
 
@@ -40,8 +41,9 @@ def test_image_means_become_global_pools_and_the_others_stay(tmp_path, others):
     x = torch.randn(2, 5, 7, 9)
     path = export_onnx(module, (x,), tmp_path / "pools.onnx")
     ops = _ops(path)
-    assert ops["GlobalAveragePool"] == 3
-    assert ops["ReduceMean"] == (2 if others else 0)  # channel mean; mean without keepdim
+    assert ops["GlobalAveragePool"] == (4 if others else 3)  # the mean without keepdim too
+    assert ops["Reshape"] == (1 if others else 0)  # ... to [N, C]
+    assert ops["ReduceMean"] == (1 if others else 0)  # the channel mean
     model = onnx.load(path)
     read = {name for n in model.graph.node for name in n.input}
     assert all(t.name in read for t in model.graph.initializer)  # no axes left behind

@@ -242,6 +242,17 @@ def test_rebuild_restores_biases_that_bias_correction_added(tmp_path):
         assert torch.equal(rebuilt(x), qmodel.eval()(x))
 
 
+def test_a_state_from_an_older_edgegate_is_refused_in_one_line(tmp_path):
+    import torch
+
+    from edgegate.errors import BadInput
+
+    path = tmp_path / "old.int8.pt"
+    torch.save({"format": "edgegate-int8/1", "spec": "x", "quant": {}, "state": {}}, path)
+    with pytest.raises(BadInput, match="older edgegate .* run `edgegate quantize` again"):
+        load_fake_quant(path, torch.nn.Linear(2, 2))
+
+
 def test_qlm_int8_quantizes_and_validates(tmp_path, run_cli):
     """The LM path end to end: sequences calibrate whole, the state rebuilds (bias correction
     gives the tied head a bias), and `validate` passes on decisions that are not near-ties."""
