@@ -26,7 +26,9 @@ def quantized(tmp_path_factory):
 
 
 def _gate_quant_scales(path) -> list[float]:
-    """Scale of the QuantizeLinear right after each Sigmoid/HardSigmoid (None: no Q there)."""
+    """Scale of the QuantizeLinear right after each Sigmoid/HardSigmoid (None: no Q there),
+    then the [0, 1] grid of each hard-sigmoid gate exported as a saturating requantization
+    (u8 at 6/255 with zero point 0, read back at 1/255: edgegate.quant.integer_gates)."""
     graph = onnx.load(path).graph
     values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     for node in graph.node:
@@ -41,7 +43,28 @@ def _gate_quant_scales(path) -> list[float]:
         if node.op_type in ("Sigmoid", "HardSigmoid"):
             q = [c for c in consumers[node.output[0]] if c.op_type == "QuantizeLinear"]
             scales.append(float(values[q[0].input[1]]) if q else None)
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or float(values[node.input[1]]) != pytest.approx(
+            6 / 255
+        ):
+            continue
+        assert int(values[node.input[2]]) == 0
+        reads = [c for c in consumers[node.output[0]] if c.op_type == "DequantizeLinear"]
+        if any(_is_hardswish(graph, node, read, consumers) for read in reads):
+            continue  # x * hardsigmoid(x): an activation, not a gate
+        scales += [float(values[c.input[1]]) for c in reads]
     return scales
+
+
+def _is_hardswish(graph, quant, read, consumers) -> bool:
+    """Whether the saturating requantization ``quant`` of ``x + 3``, read back by ``read``,
+    multiplies ``x`` itself (hard-swish) rather than another tensor (a gate)."""
+    producers = {out: n for n in graph.node for out in n.output}
+    add = producers.get(quant.input[0])
+    if add is None or add.op_type != "Add":
+        return False
+    muls = [c for c in consumers[read.output[0]] if c.op_type == "Mul"]
+    return any(set(add.input) & set(mul.input) for mul in muls)
 
 
 def test_every_gate_gets_one_fixed_range_quantizer_and_no_batch_norm_ships(quantized):
