@@ -17,9 +17,12 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnxruntime as ort
+
+Key = TypeVar("Key")  # how the caller names its sessions
 
 # The op types that do a model's multiply-accumulates (convolutions and matrix products), in
 # the forms ORT's CPU provider runs them after its graph optimizations: float, integer and
@@ -115,10 +118,10 @@ def profiled_session(model: str | bytes, threads: int, prefix: Path) -> ort.Infe
 
 
 def profile(
-    sessions: dict[str, tuple[ort.InferenceSession, dict[str, np.ndarray]]],
+    sessions: dict[Key, tuple[ort.InferenceSession, dict[str, np.ndarray]]],
     runs: int,
     warmup: int = 5,
-) -> dict[str, OpBreakdown]:
+) -> dict[Key, OpBreakdown]:
     """Run each profiling session ``warmup`` + ``runs`` times, round-robin (each round runs
     every session once, so a busy spell of the machine hits them alike), then read and delete
     their traces."""
