@@ -17,8 +17,9 @@ adds, never outputs. On top of that this pass applies two of TensorRT's rules:
   alone: TensorRT fuses that chain into the conv before it.
 
 Every change is a brevitas quantizer added to, or taken out of, the fake-quant graph, so the
-Q/DQ twin (`quant.qdq`) computes exactly what the calibrated model does. docs: README.md,
-"TensorRT's Q/DQ rules".
+Q/DQ twin (`quant.qdq`) computes exactly what the calibrated model does. The rules and their
+sources: README.md, "Where the `tensorrt` profile puts Q/DQ"; one test per rule in
+tests/quant/test_tensorrt_placement.py.
 """
 
 from __future__ import annotations
