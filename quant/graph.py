@@ -38,6 +38,7 @@ from edgegate.quant.integer_gates import (
 )
 from edgegate.quant.profiles import QuantProfile
 from edgegate.quant.quantizers import act_quantizer, bias_quantizer, weight_quantizer
+from edgegate.quant.tensorrt_placement import place_for_tensorrt
 from edgegate.recognise import Recognition, recognise
 from edgegate.recognise.graph import SCAN_TYPES, depends_on_input, plain_layer
 
@@ -358,6 +359,8 @@ def _place_quantizers(graph_module: fx.GraphModule, config: QuantConfig) -> None
                 _quantize_inputs(graph_module, node, act, "residual_quant", quantized, share)
                 if share:
                     _insert_quant_after(graph_module, node, f"{node.name}_quant", act, quantized)
+    if not share and not weight_only:  # TensorRT: its fusion rules on top (own module)
+        place_for_tensorrt(graph_module, profile, config.method)
     graph_module.graph.lint()
     graph_module.recompile()
 

@@ -303,8 +303,9 @@ def test_onnxruntime_quantizes_each_tensor_once_with_int32_bias(calibrated_cnns)
 
 
 def test_residual_adds_are_quantized_per_profile(calibrated_cnns):
-    """TensorRT: Q/DQ on both add inputs. onnxruntime: inputs on a grid and the sum quantized,
-    so the add runs as one integer QLinearAdd."""
+    """TensorRT: Q/DQ on both add inputs (neither comes straight from a conv here), the sum
+    quantized only as the head pooling's input. onnxruntime: inputs on a grid and the sum
+    quantized, so the add runs as one integer QLinearAdd."""
     for profile, qmodel in calibrated_cnns.items():
         modules = dict(qmodel.named_modules())
         adds = [n for n in qmodel.graph.nodes if n.op == "call_function" and "add" in n.name]
@@ -316,8 +317,11 @@ def test_residual_adds_are_quantized_per_profile(calibrated_cnns):
             if profile == "tensorrt":
                 assert "residual_quant" in arg.target and quant.signed and quant.zero_point == 0
         (user,) = adds[0].users
-        after = modules.get(user.target)
-        assert isinstance(after, QuantIdentity) == profile.startswith("onnxruntime"), profile
+        assert isinstance(modules.get(user.target), QuantIdentity), profile
+        if profile == "tensorrt":  # quant.tensorrt_placement: DQ -> pool -> Q fuses
+            assert user.target.endswith("_trt_quant")
+            (pool,) = user.users
+            assert isinstance(modules.get(pool.target), nn.AdaptiveAvgPool2d)
 
 
 # --- bad input --------------------------------------------------------------------------------
