@@ -157,6 +157,27 @@ def scan_feeders(graph_module: fx.GraphModule) -> set[str]:
     return feeders
 
 
+MAX_STEM_CHANNELS = 4  # RGB, RGBA, grey: an image, not a feature map
+
+
+def image_stems(graph_module: fx.GraphModule) -> set[str]:
+    """The convs that read a graph input of at most ``MAX_STEM_CHANNELS`` channels directly
+    (a vision model's stem; BN already folded into them)."""
+    modules = dict(graph_module.named_modules())
+    stems = set()
+    for node in graph_module.graph.nodes:
+        module = modules.get(node.target) if node.op == "call_module" else None
+        if (
+            plain_layer(module) in (nn.Conv1d, nn.Conv2d)
+            and module.in_channels <= MAX_STEM_CHANNELS
+            and node.args
+            and isinstance(node.args[0], fx.Node)
+            and node.args[0].op == "placeholder"
+        ):
+            stems.add(node.target)
+    return stems
+
+
 def _keep_float(model: nn.Module, names: set[str]) -> None:
     for name in names:
         replace_module(model, name, KeepFloat(model.get_submodule(name)))
@@ -463,6 +484,8 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> fx.GraphModule:
         _keep_float(model, scan_feeders(trace(model)))
     graph_module = trace(model)
     fold_batch_norm(graph_module)
+    if config.profile.float_image_stem:
+        _keep_float(graph_module, image_stems(graph_module))
     recognition = recognise(graph_module)
     # gates first, so matmul inputs that are gate outputs are not re-quantized by a calibrated
     # quantizer on top of the fixed [0, 1] one

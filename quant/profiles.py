@@ -38,6 +38,10 @@ class QuantProfile:
     # hard-sigmoid gates and hard-swish as saturating requantizations of x + 3 (edgegate.quant.
     # integer_gates), which ONNX Runtime runs as integer adds and multiplies
     integer_gates: bool = False
+    # a conv reading the model's image input (at most MAX_STEM_CHANNELS channels) stays float:
+    # ONNX Runtime's u8 convs over 3 input channels are slower than its FP32 ones, and the
+    # float image then needs no quantizing at full resolution (edgegate.quant.graph)
+    float_image_stem: bool = False
 
     @property
     def family(self) -> str:
@@ -60,6 +64,7 @@ def _onnxruntime(isa: str, weight_bits: int, why: str) -> QuantProfile:
         act_signed=False,
         qdq_on_residual_adds=True,
         integer_gates=True,
+        float_image_stem=True,
         description=why,
     )
 

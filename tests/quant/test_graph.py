@@ -273,7 +273,7 @@ def test_onnxruntime_quantizes_each_tensor_once_with_int32_bias(calibrated_cnns)
     and a consumer of a tensor already on a grid shares that quantizer without a second Q/DQ."""
     qmodel = calibrated_cnns["onnxruntime"]
     layers = compute_layers(qmodel)
-    assert len(layers) == 5
+    assert len(layers) == 4  # the image stem stays float under onnxruntime
     modules = dict(qmodel.named_modules())
     nodes = {n.target: n for n in qmodel.graph.nodes if n.op == "call_module"}
     output_proxies = {}

@@ -10,18 +10,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 from brevitas.graph.calibrate import calibration_mode
+from brevitas.nn import QuantConv2d
 from torch import nn
 
 from edgegate.exporters.onnx.export import export_onnx
 from edgegate.models.blocks import SqueezeExcite
 from edgegate.quant.calibrate import calibrate
-from edgegate.quant.graph import QuantConfig, quantize_model
+from edgegate.quant.graph import KeepFloat, QuantConfig, quantize_model
 from edgegate.quant.integer_gates import IntegerHardswish, SaturatingHardSigmoid
 from edgegate.quant.profiles import get_profile
 from edgegate.quant.qdq import SixToUnit, to_qdq
 
 # the host's variant, and AVX2's (exact on every x86 host)
 ORT_PROFILES = ("onnxruntime", "onnxruntime:x86-avx2")
+IN = 6  # input channels
 FLOAT_BETWEEN = {"HardSigmoid", "HardSwish", "Mul", "Add", "Sigmoid", "GlobalAveragePool"}
 
 
@@ -31,7 +33,7 @@ class SEBlock(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.expand = nn.Conv2d(3, 16, 3, padding=1)
+        self.expand = nn.Conv2d(IN, 16, 3, padding=1)  # not an image stem (> 4 channels)
         self.act = nn.Hardswish()
         self.se = SqueezeExcite(16)
         self.project = nn.Conv2d(16, 8, 1)
@@ -45,7 +47,7 @@ class SEBlock(nn.Module):
 
 def batches(n: int = 3, seed: int = 0) -> list[tuple[torch.Tensor]]:
     gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(8, 3, 12, 12, generator=gen),) for _ in range(n)]
+    return [(torch.randn(8, IN, 12, 12, generator=gen),) for _ in range(n)]
 
 
 def quantized(profile: str) -> nn.Module:
@@ -143,3 +145,29 @@ def test_onnxruntime_runs_the_block_in_integers(ort_models, profile, tmp_path):
     assert np.abs(ours - fake).max() <= step + 1e-6
     assert np.abs(got - fake).max() <= step + 1e-6
     assert (got.argmax(1) == fake.argmax(1)).all()
+
+
+def test_an_image_stem_stays_float_under_onnxruntime(tmp_path):
+    """A conv reading a <= 4-channel model input stays float (ORT's u8 conv over 3 channels is
+    slower than its FP32 one), with its hard-swish; the rest is quantized as before."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, 2), nn.Hardswish(), nn.Conv2d(8, 8, 1)).eval()
+    for profile, float_stem in (("onnxruntime", True), ("tensorrt", False)):
+        qmodel = quantize_model(model, QuantConfig(get_profile(profile), "minmax"))
+        modules = dict(qmodel.named_modules())
+        assert isinstance(modules["0"], KeepFloat) is float_stem, profile
+        assert isinstance(modules["2"], QuantConv2d), profile
+    assert not any(isinstance(m, IntegerHardswish) for m in qmodel.modules())
+    qmodel = quantize_model(model, QuantConfig(get_profile("onnxruntime"), "minmax"))
+    calibrate(qmodel, [(torch.randn(8, 3, 16, 16),)])
+    x = torch.randn(2, 3, 16, 16)
+    path = export_onnx(to_qdq(qmodel), (x,), tmp_path / "stem.onnx")
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert ops[0] == "Conv" and ops.count("QuantizeLinear") >= 1
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        want = qmodel(x).numpy()
+    outputs = [m for n, m in qmodel.named_modules() if n.endswith("output_quant")]
+    step = float(outputs[-1].act_quant.scale())
+    assert np.abs(got - want).max() <= step + 1e-6

@@ -85,7 +85,7 @@ def _weights(path) -> list[np.ndarray]:
 
 def test_avx2_weights_are_7_bit_and_vnni_weights_full_range(exported):
     avx2, vnni = _weights(exported["x86-avx2"][1]), _weights(exported["x86-vnni"][1])
-    assert len(avx2) == len(vnni) == 5
+    assert len(avx2) == len(vnni) == 4  # the image stem stays float under onnxruntime
     assert max(int(np.abs(w).max()) for w in avx2) == 63
     assert max(int(np.abs(w).max()) for w in vnni) == 127
 
