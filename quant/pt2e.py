@@ -16,6 +16,12 @@ pools). edgegate adds what that quantizer cannot know about gated networks:
   the scan itself, whose states would compound the error of quantized inputs over time. After
   ``edgegate.ops.decompose`` that region is plain aten with no quantize/dequantize in it.
   ``quantize_scan_inputs`` quantizes the projections too, as for the other profiles.
+- Integer-friendly forms (``edgegate.quant.pt2e_forms``): a hard-sigmoid gate read straight
+  off a convolution or linear layer (the SE gate of every MobileNetV3) is folded into that
+  layer, the gate becoming a clamp to [0, 1] that XNNPACK fuses into the layer's int8
+  kernel, its output on the fixed grid; an image stem (a convolution reading a model input of
+  at most 4 channels) stays float, as XNNPACK's int8 layout transpose of the input costs more
+  than its int8 convolution saves.
 - Calibration methods: ``minmax`` observes running min/max; ``mse`` uses PyTorch's histogram
   observer, which searches the range that minimises the quantization error (XNNPACK's own
   default). ``percentile`` has no PT2E observer here and is refused.
@@ -42,6 +48,7 @@ from edgegate.errors import BadInput
 from edgegate.libs import import_optional, quiet_imports
 from edgegate.ops.decompose import SCAN_OP_NAMES
 from edgegate.quant.exported import is_exported, plain_graph_module
+from edgegate.quant.pt2e_forms import FOLDED_GATE, fold_hardsigmoid_gates, image_stems
 from edgegate.recognise.graph import depends_on_input
 
 # 0 -> -128 and 1 -> 127, both exact; the grid of design.md's "u8 scale 1/255" in int8
@@ -131,7 +138,9 @@ def gate_outputs(graph: fx.Graph, region: Iterable[fx.Node] = ()) -> list[fx.Nod
     return [
         n
         for n in graph.nodes
-        if _target(n) in _GATE_OPS and n not in excluded and depends_on_input(n)
+        if (_target(n) in _GATE_OPS or n.meta.get(FOLDED_GATE))
+        and n not in excluded
+        and depends_on_input(n)
     ]
 
 
@@ -255,13 +264,28 @@ def gate_aware_quantizer(method: str = "minmax", quantize_scan_inputs: bool = Fa
         from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 
     class GateAwareXNNPACKQuantizer(XNNPACKQuantizer):
+        def transform_for_annotation(self, model: fx.GraphModule) -> fx.GraphModule:
+            model = super().transform_for_annotation(model)
+            fold_hardsigmoid_gates(model, gate_outputs(model.graph, scan_region(model.graph)))
+            return model
+
         def annotate(self, model: fx.GraphModule) -> fx.GraphModule:
             graph = model.graph
             region = set() if quantize_scan_inputs else scan_region(graph)
             self.set_filter_function(lambda node: node not in region)
             self._annotate_for_quantization_config(model)
+            for stem in image_stems(graph):  # float input and weights, quantized output
+                annotation = stem.meta.get(Q_ANNOTATION_KEY)
+                if annotation is not None:
+                    annotation.input_qspec_map = {}
             unit = unit_range_spec()
             for gate in gate_outputs(graph, scan_region(graph)):
+                if gate.meta.get(FOLDED_GATE):
+                    # the layer's int32 sums go through the fused clamp straight onto the
+                    # gate grid: no quantizer between the layer and the clamp
+                    layer = gate.args[0].meta.get(Q_ANNOTATION_KEY)
+                    if layer is not None:
+                        layer.output_qspec = None
                 existing = gate.meta.get(Q_ANNOTATION_KEY)
                 if existing is not None:
                     existing.output_qspec = unit

@@ -69,7 +69,7 @@ def test_gate_outputs_get_the_fixed_unit_grid_whatever_the_data(gated_twice):
     from edgegate.quant.pt2e import GATE_SCALE, GATE_ZERO_POINT
 
     for converted in gated_twice:
-        hard = _after(converted, "aten.hardsigmoid.default")  # the SE gate
+        hard = _after(converted, "aten.hardtanh.default")  # the SE gate, folded into its conv
         soft = _after(converted, "aten.sigmoid.default")  # the decision
         assert len(hard) == 1 and len(soft) == 1
         for scale, zero_point in [*hard.values(), *soft.values()]:
@@ -110,7 +110,7 @@ def test_the_gate_is_consumed_on_its_own_grid(gated_twice):
     from edgegate.quant.pt2e import GATE_SCALE, _target
 
     graph = gated_twice[1].graph
-    gate = next(n for n in graph.nodes if _target(n) == "aten.hardsigmoid.default")
+    gate = next(n for n in graph.nodes if _target(n) == "aten.hardtanh.default")
     (quantize,) = list(gate.users)
     (dequantize,) = list(quantize.users)
     assert _target(dequantize).startswith("quantized_decomposed.dequantize_per_tensor")
