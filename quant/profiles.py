@@ -38,6 +38,10 @@ class QuantProfile:
     # hard-sigmoid gates and hard-swish as saturating requantizations of x + 3 (edgegate.quant.
     # integer_gates), which ONNX Runtime runs as integer adds and multiplies
     integer_gates: bool = False
+    # attention blocks kept in integer kernels: shared grids through layout ops, quantized
+    # gate products and softmax inputs, the clipped softmax as a requantization, linears on
+    # 3D inputs as 2D Gemms (edgegate.quant.integer_attention), as ONNX Runtime runs them
+    integer_attention: bool = False
 
     @property
     def family(self) -> str:
@@ -60,6 +64,7 @@ def _onnxruntime(isa: str, weight_bits: int, why: str) -> QuantProfile:
         act_signed=False,
         qdq_on_residual_adds=True,
         integer_gates=True,
+        integer_attention=True,
         description=why,
     )
 
