@@ -29,6 +29,12 @@ from edgegate.models.lm import StreamingLM
 from edgegate.quant.batch_norm import fold_batch_norm
 from edgegate.quant.exported import is_exported, plain_graph_module
 from edgegate.quant.gates import gate_output_quant
+from edgegate.quant.integer_attention import (
+    holds_attention,
+    integer_attention_forms,
+    integer_clipped_softmax,
+    viewed_quantizer,
+)
 from edgegate.quant.integer_gates import (
     IntegerHardswish,
     fold_gate_offsets,
@@ -342,6 +348,8 @@ def _place_quantizers(graph_module: fx.GraphModule, config: QuantConfig) -> None
     act = act_quantizer(profile, config.method)
     weight_only = profile.act_bits is None
     share = integer_outputs(profile)
+    # attention graphs: a layer reading a view of a quantized tensor shares its quantizer
+    views = share and profile.integer_attention and holds_attention(graph_module)
     quantized: Quantized = {}
     for node in list(graph_module.graph.nodes):
         module = modules.get(node.target) if node.op == "call_module" else None
@@ -350,8 +358,12 @@ def _place_quantizers(graph_module: fx.GraphModule, config: QuantConfig) -> None
         elif module is not None and plain_layer(module) is not None:
             source = node.args[0]
             known = quantized.get(source) if share else None
+            if known is None and views:
+                known = viewed_quantizer(source, quantized)
             layer = _quant_layer(module, config, known[0] if known else None)
             layer.input_on_grid = bool(known and known[1])  # read by quant.qdq
+            # a [B, T, C] linear as a 2D Gemm, which ORT fuses with its Q/DQ into one QGemm
+            layer.gemm_2d = profile.integer_attention  # read by quant.qdq
             replace_module(graph_module, node.target, layer)
             if not share:
                 continue
@@ -501,5 +513,11 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> fx.GraphModule:
         _integer_gate_forms(graph_module)
     if state_count(model):
         _insert_state_quant(graph_module, config)
+    # attention blocks in ORT's integer kernels (edgegate.quant.integer_attention)
+    attention = config.profile.integer_attention and holds_attention(graph_module)
+    if attention:
+        integer_clipped_softmax(graph_module)
     _place_quantizers(graph_module, config)
+    if attention:
+        integer_attention_forms(graph_module, act_quantizer(config.profile, config.method))
     return graph_module.eval()

@@ -42,6 +42,10 @@ class QuantProfile:
     # ONNX Runtime's u8 convs over 3 input channels are slower than its FP32 ones, and the
     # float image then needs no quantizing at full resolution (edgegate.quant.graph)
     float_image_stem: bool = False
+    # attention blocks kept in integer kernels: shared grids through layout ops, quantized
+    # gate products and softmax inputs, the clipped softmax as a requantization, linears on
+    # 3D inputs as 2D Gemms (edgegate.quant.integer_attention), as ONNX Runtime runs them
+    integer_attention: bool = False
 
     @property
     def family(self) -> str:
@@ -65,6 +69,7 @@ def _onnxruntime(isa: str, weight_bits: int, why: str) -> QuantProfile:
         qdq_on_residual_adds=True,
         integer_gates=True,
         float_image_stem=True,
+        integer_attention=True,
         description=why,
     )
 

@@ -17,6 +17,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers quantized_decomposed ops)
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from brevitas.nn import QuantConv1d, QuantConv2d, QuantIdentity, QuantLinear
 from torch import fx, nn
 
 from edgegate.quant.graph import replace_module
+from edgegate.quant.integer_attention import IntegerClippedSoftmax, OnGrid
 from edgegate.quant.integer_gates import HARD_SIGMOID_RANGE, SaturatingHardSigmoid
 
 _ops = torch.ops.quantized_decomposed
@@ -101,6 +103,7 @@ class QDQLayer(nn.Module):
         # an input on its producer's grid already (quant.graph shares that quantizer) gets
         # no second Q/DQ; its scale still sets the int32 bias's
         on_grid = getattr(layer, "input_on_grid", False)
+        self.gemm_2d = getattr(layer, "gemm_2d", False)
         self.input_qdq = QuantDequant(input_quant) if input_quant and not on_grid else None
         with torch.no_grad():
             weight = layer.quant_weight()
@@ -153,6 +156,8 @@ def _apply(
 ) -> torch.Tensor:
     """The layer's linear or convolution of ``x`` with ``weight`` and ``bias``."""
     if layer.kind == "linear":
+        if getattr(layer, "gemm_2d", False) and x.dim() > 2:
+            return F.linear(x.flatten(0, -2), weight, bias).unflatten(0, x.shape[:-1])
         return F.linear(x, weight, bias)
     conv = F.conv2d if layer.kind == "conv2d" else F.conv1d
     return conv(x, weight, bias, *layer.conv_args)
@@ -193,11 +198,65 @@ class SixToUnit(nn.Module):
         return f"offset={self.offset:g}, scale={self.six.scale:.6g} -> {self.unit_scale:.6g}"
 
 
+# --- attention forms (edgegate.quant.integer_attention) -----------------------------------------
+
+
+class GridView(nn.Module):
+    """An `OnGrid` as Q/DQ: the grid's Q (exact: the values are on it), then a DQ at ``scale *
+    factor``. ONNX Runtime keeps the integer tensor through Gather and Transpose between a
+    Q and a DQ of one grid, and reads ``x * factor`` off the same codes."""
+
+    def __init__(self, module: OnGrid) -> None:
+        super().__init__()
+        quant = tensor_quant(module.grid)
+        assert quant is not None, "OnGrid follows an enabled quantizer"
+        self.grid, self.factor = quant, module.factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.grid
+        codes = _ops.quantize_per_tensor(x, q.scale, q.zero_point, q.qmin, q.qmax, q.dtype)
+        scale = float(np.float32(q.scale) * np.float32(self.factor))
+        return _ops.dequantize_per_tensor(codes, scale, q.zero_point, q.qmin, q.qmax, q.dtype)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.grid.scale:.6g}, factor={self.factor:g}"
+
+
+class ClippedSoftmaxQDQ(nn.Module):
+    """An `IntegerClippedSoftmax` as Q/DQ: softmax -> Q on the gate grid -> DQ at ``(zeta -
+    gamma) / 255`` -> + gamma (a dequantized u8 constant), which ORT fuses with the gate
+    quantizer's Q after it into one QLinearAdd."""
+
+    def __init__(self, module: IntegerClippedSoftmax) -> None:
+        super().__init__()
+        quant = tensor_quant(module.unit.act_quant)
+        assert quant is not None and not quant.signed and quant.zero_point == 0
+        self.unit, self.dim = quant, module.dim
+        self.stretch = float(np.float32(quant.scale) * np.float32(module.zeta - module.gamma))
+        # gamma <= 0 as the u8 code 0 with zero point 1 and scale -gamma: exactly gamma
+        self.shift = -module.gamma
+        self.register_buffer("shift_int", torch.zeros(1, dtype=torch.uint8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.unit
+        p = torch.softmax(x, self.dim)
+        codes = _ops.quantize_per_tensor(p, q.scale, 0, q.qmin, q.qmax, q.dtype)
+        stretched = _ops.dequantize_per_tensor(codes, self.stretch, 0, q.qmin, q.qmax, q.dtype)
+        if not self.shift:
+            return stretched
+        gamma = _ops.dequantize_per_tensor(self.shift_int, self.shift, 1, 0, 255, torch.uint8)
+        return stretched + gamma
+
+
 def _twin(module: nn.Module) -> nn.Module | None:
     if isinstance(module, SaturatingHardSigmoid):
         return SixToUnit(module)
     if isinstance(module, (QuantConv1d, QuantConv2d, QuantLinear)):
         return QDQLayer(module)
+    if isinstance(module, OnGrid):
+        return GridView(module)
+    if isinstance(module, IntegerClippedSoftmax):
+        return ClippedSoftmaxQDQ(module)
     if isinstance(module, QuantIdentity):
         quant = tensor_quant(module.act_quant)
         return QuantDequant(quant) if quant is not None else nn.Identity()

@@ -23,8 +23,10 @@ from edgegate.quant.profiles import get_profile
 
 # /2: hard-swish and hard-sigmoid gates as saturating requantizations under the onnxruntime
 # profiles (edgegate.quant.integer_gates), which changed those graphs' modules and parameters
-STATE_FORMAT = "edgegate-int8/2"
-OLDER_FORMATS = ("edgegate-int8/1",)
+# /3: attention blocks in integer forms under the onnxruntime profiles (edgegate.quant.
+# integer_attention): shared grids, gate-product, scores and clipped-softmax quantizers
+STATE_FORMAT = "edgegate-int8/3"
+OLDER_FORMATS = ("edgegate-int8/1", "edgegate-int8/2")
 
 
 def tensor_hash(tensor: torch.Tensor) -> str:
