@@ -263,8 +263,9 @@ def test_the_program_computes_what_the_converted_model_does(tiny_mobile, lowered
     last = output.args[0][0] if isinstance(output.args[0], tuple | list) else output.args[0]
     step = float(last.args[1])  # the logits' quantization step
     with torch.no_grad():
-        for image in images[:8]:
-            got = method.execute((image[None],))[0]
-            want = converted(image[None])
+        for feed in [*(image[None] for image in images[:6]), images[6:9]]:  # and a batch of 3
+            got = method.execute((feed,))[0]
+            want = converted(feed)
+            assert got.shape == want.shape
             assert float((got - want).abs().max()) <= step * (1 + 1e-4)
     assert math.isfinite(step) and step > 0
