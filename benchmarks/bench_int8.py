@@ -89,17 +89,7 @@ class ImageReader(CalibrationDataReader):
 
 
 def _session(path: Path, threads: int, profile_prefix: str | None = None) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # ORT's pool threads spin after each run by default; with three sessions taking turns on
-    # two cores, one session's spinning threads would steal the next one's time
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if profile_prefix is not None:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort_profile.benchmark_session(str(path), threads, profile_prefix)
 
 
 def _calibration(size: int, calib_samples: int) -> torch.Tensor:

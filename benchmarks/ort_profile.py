@@ -102,19 +102,29 @@ def parse_profile(events: list[dict], runs: int) -> OpBreakdown:
     return OpBreakdown(runs, dict(ms), dict(nodes), run_ms)
 
 
-def profiled_session(model: str | bytes, threads: int, prefix: Path) -> ort.InferenceSession:
-    """A session made as the benchmarks make theirs (no spinning pool threads), profiling into
-    ``prefix``_<date and time to the ms>.json (in the cwd unless the prefix has a folder; give
-    each session of one `profile` call its own prefix)."""
+def benchmark_session(
+    model: str | bytes, threads: int, profile_prefix: str | Path | None = None
+) -> ort.InferenceSession:
+    """A CPU session as every benchmark here makes it: ``threads`` intra-op threads that do not
+    spin (ORT's pool threads spin after each run by default; with sessions taking turns on two
+    cores, one session's spinning threads would steal the next one's time), all graph
+    optimizations, and a profile under ``profile_prefix`` when one is given."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
-    options.enable_profiling = True
-    options.profile_file_prefix = str(prefix)
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def profiled_session(model: str | bytes, threads: int, prefix: Path) -> ort.InferenceSession:
+    """A benchmark session profiling into ``prefix``_<date and time to the ms>.json (in the cwd
+    unless the prefix has a folder; give each session of one `profile` call its own prefix)."""
+    return benchmark_session(model, threads, prefix)
 
 
 def profile(

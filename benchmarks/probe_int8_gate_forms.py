@@ -30,6 +30,7 @@ import json
 import os
 import re
 import statistics
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -41,6 +42,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules, however loaded
+import ort_profile  # noqa: E402
 
 MS = "com.microsoft"
 OPSETS = [helper.make_opsetid("", 20), helper.make_opsetid(MS, 1)]
@@ -434,16 +438,7 @@ EDGE_OP = "Transpose"
 def session(
     model: onnx.ModelProto, threads: int, profile: str | None = None
 ) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    if profile is not None:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile
-    return ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+    return ort_profile.benchmark_session(model.SerializeToString(), threads, profile)
 
 
 def steps(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
