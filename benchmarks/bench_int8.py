@@ -26,7 +26,9 @@ edgegate INT8; top-1 loss), and writes them as JSON and a PNG chart.
 Two more measurements say where the time goes and how much faster it could be:
 - ORT profile breakdown: each ONNX Runtime cell again in a profiled session, outside the timed
   rounds (profiling slows a run), ``--profile-runs`` runs: kernel time per run and node count
-  per op type, and the share of kernel time outside conv/matmul (``ort_profile.COMPUTE_OPS``);
+  per op type, and the share of kernel time outside conv/matmul (``ort_profile.COMPUTE_OPS``),
+  with the conv time split by kind (depthwise, 1x1, spatial) read from ORT's optimized graph:
+  ORT's u8 depthwise kernel is slower than its FP32 NCHWc one, and this shows by how much;
 - roofline: this host's FP32 and INT8 MAC rates in ONNX Runtime's kernels (host_roofline.py)
   and each model's conv/matmul MACs at ``--size``; each row gets ``roofline_ms`` (MACs at the
   rate of its precision) and ``fraction_of_roofline`` (roofline_ms / p50). The rates are ORT's
@@ -369,6 +371,11 @@ def profile_table(profiles: list[dict], top: int = TOP_OPS) -> str:
         table.append(["total kernel"] + [_cell_text(c["total_kernel_ms"], sum(c["nodes"].values()))
                                          for c in cells])  # fmt: skip
         table.append(["conv/matmul"] + [f"{c['compute_kernel_ms']:8.3f}" for c in cells])
+        kinds = dict.fromkeys(k for c in cells for k in c.get("conv_kernel_ms_by_kind", {}))
+        for kind in kinds:  # where ORT's INT8 convs gain on FP32, and where they lose
+            table.append([f"  conv {kind}"] + [
+                _cell_text(c["conv_kernel_ms_by_kind"].get(kind, 0.0),
+                           c["conv_nodes_by_kind"].get(kind)) for c in cells])  # fmt: skip
         table.append(["outside conv/matmul"]
                      + [f"{c['outside_conv_matmul_share']:8.1%}" for c in cells])  # fmt: skip
         table.append(["profiled run (wall)"] + [f"{c['profiled_run_ms']:8.3f}" for c in cells])

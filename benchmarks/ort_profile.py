@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 Key = TypeVar("Key")  # how the caller names its sessions
@@ -46,6 +47,10 @@ class OpBreakdown:
     ms: dict[str, float]
     nodes: dict[str, int]
     run_ms: float  # median wall time of a profiled run (ORT's model_run event)
+    # conv kernel ms per run and nodes by kind (depthwise, 1x1, spatial, grouped), when the
+    # optimized graph was at hand: INT8 and FP32 kernels differ most by kind
+    conv_ms: dict[str, float] = field(default_factory=dict)
+    conv_nodes: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_ms(self) -> float:
@@ -75,31 +80,68 @@ class OpBreakdown:
             "compute_kernel_ms": round(self.compute_ms, 4),
             "outside_conv_matmul_share": round(self.outside_share, 4),
             "profiled_run_ms": round(self.run_ms, 4),
+            "conv_kernel_ms_by_kind": {k: round(ms, 4) for k, ms in self.conv_ms.items()},
+            "conv_nodes_by_kind": dict(self.conv_nodes),
         }
 
 
-def parse_profile(events: list[dict], runs: int) -> OpBreakdown:
+CONV_OPS = frozenset({"Conv", "FusedConv", "NhwcFusedConv", "QLinearConv", "ConvInteger",
+                      "NhwcConv"})  # fmt: skip
+
+
+def conv_kinds(model: onnx.ModelProto) -> dict[str, str]:
+    """{node name: kind} for the convolutions of an ORT-optimized graph, whose node names are
+    the profile's. Kinds: ``depthwise`` (one input channel per group), ``grouped``, ``1x1`` and
+    ``spatial`` (a dense kxk conv, such as an image stem). ORT rewrites convs into NCHWc,
+    channels-last and QLinear forms, all of which keep ``group`` and ``kernel_shape``."""
+    weights = {i.name: list(i.dims) for i in model.graph.initializer}
+    kinds = {}
+    for node in model.graph.node:
+        if node.op_type not in CONV_OPS:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        w = weights.get(node.input[3] if node.op_type == "QLinearConv" else node.input[1], [])
+        kernel = list(attrs.get("kernel_shape", w[2:]))
+        if attrs.get("group", 1) > 1:
+            kinds[node.name] = "depthwise" if len(w) > 1 and w[1] == 1 else "grouped"
+        else:
+            kinds[node.name] = "1x1" if kernel and all(k == 1 for k in kernel) else "spatial"
+    return kinds
+
+
+def parse_profile(
+    events: list[dict], runs: int, kinds: dict[str, str] | None = None
+) -> OpBreakdown:
     """The breakdown of the last ``runs`` model runs in a profile's events (earlier runs are
-    warm-up). Nodes are told apart by their index in the optimized graph."""
+    warm-up). Nodes are told apart by their index in the optimized graph; ``kinds`` (from
+    `conv_kinds`) splits the conv time by kind."""
     starts = sorted((e["ts"], e["dur"]) for e in events if e.get("name") == "model_run")
     if len(starts) < runs or runs < 1:
         raise ValueError(f"the profile holds {len(starts)} model runs, {runs} were asked for")
     first = starts[-runs][0]
     durs: dict[str, list[float]] = defaultdict(list)
     node_op: dict[str, str] = {}
+    node_name: dict[str, str] = {}
     for e in events:
         if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < first:
             continue
         key = e["args"].get("node_index", e["name"])
         node_op[key] = e["args"]["op_name"]
+        node_name[key] = e["name"].removesuffix("_kernel_time")
         durs[key].append(e["dur"] / 1e3)
     ms: dict[str, float] = defaultdict(float)
     nodes: dict[str, int] = defaultdict(int)
+    conv_ms: dict[str, float] = defaultdict(float)
+    conv_nodes: dict[str, int] = defaultdict(int)
     for key, times in durs.items():
         ms[node_op[key]] += statistics.median(times)
         nodes[node_op[key]] += 1
+        kind = (kinds or {}).get(node_name[key])
+        if kind is not None:
+            conv_ms[kind] += statistics.median(times)
+            conv_nodes[kind] += 1
     run_ms = statistics.median(d / 1e3 for _, d in starts[-runs:])
-    return OpBreakdown(runs, dict(ms), dict(nodes), run_ms)
+    return OpBreakdown(runs, dict(ms), dict(nodes), run_ms, dict(conv_ms), dict(conv_nodes))
 
 
 def benchmark_session(
@@ -108,7 +150,8 @@ def benchmark_session(
     """A CPU session as every benchmark here makes it: ``threads`` intra-op threads that do not
     spin (ORT's pool threads spin after each run by default; with sessions taking turns on two
     cores, one session's spinning threads would steal the next one's time), all graph
-    optimizations, and a profile under ``profile_prefix`` when one is given."""
+    optimizations, and a profile under ``profile_prefix`` when one is given, with the optimized
+    graph beside it (``<prefix>_optimized.onnx``, for `conv_kinds`)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -118,6 +161,7 @@ def benchmark_session(
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = str(profile_prefix)
+        options.optimized_model_filepath = f"{profile_prefix}_optimized.onnx"
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
@@ -139,11 +183,21 @@ def profile(
         for session, feed in sessions.values():
             session.run(None, feed)
     paths = {name: Path(session.end_profiling()) for name, (session, _) in sessions.items()}
+    graphs = {name: Path(session.get_session_options().optimized_model_filepath)
+              for name, (session, _) in sessions.items()}  # fmt: skip
     try:
         if len(set(paths.values())) < len(paths):  # ORT names a trace by prefix and time (ms)
             raise ValueError("profiled sessions share a trace file: give each its own prefix")
-        return {name: parse_profile(json.loads(path.read_text()), runs)
+        return {name: parse_profile(json.loads(path.read_text()), runs, _kinds(graphs[name]))
                 for name, path in paths.items()}  # fmt: skip
     finally:
-        for path in paths.values():
-            path.unlink(missing_ok=True)
+        for path in [*paths.values(), *graphs.values()]:
+            if path.name:
+                path.unlink(missing_ok=True)
+
+
+def _kinds(graph: Path) -> dict[str, str]:
+    """The conv kinds of a session's optimized graph, or none when it was not written."""
+    if not graph.name or not graph.is_file():
+        return {}
+    return conv_kinds(onnx.load(str(graph), load_external_data=False))

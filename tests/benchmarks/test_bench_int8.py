@@ -127,3 +127,36 @@ def test_roofline_columns(bench):
     bench.add_roofline(rows, {"fp32_mac_s": 100e9, "int8_mac_s": 400e9})
     assert [r["roofline_ms"] for r in rows] == [20.0, 5.0]
     assert [r["fraction_of_roofline"] for r in rows] == [0.5, 0.125]
+
+
+def conv_model() -> bytes:
+    """x [1, 8, 6, 6] -> 3x3 depthwise -> 1x1 -> 3x3 dense: one conv of each kind."""
+    rng = np.random.default_rng(0)
+    w = lambda name, *shape: numpy_helper.from_array(rng.random(shape, np.float32), name)  # noqa: E731
+    nodes = [
+        helper.make_node("Conv", ["x", "dw"], ["a"], group=8, pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["a", "pw"], ["b"]),
+        helper.make_node("Conv", ["b", "full"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "convs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [w("dw", 8, 1, 3, 3), w("pw", 16, 8, 1, 1), w("full", 4, 16, 3, 3)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return model.SerializeToString()
+
+
+def test_conv_time_split_by_kind(ort_profile, tmp_path):
+    """The optimized graph ORT writes beside the trace names each conv's kind, and is deleted
+    with the trace once read."""
+    session = ort_profile.profiled_session(conv_model(), 1, tmp_path / "convs")
+    feed = {"x": np.ones((1, 8, 6, 6), np.float32)}
+    kernels = ort_profile.profile({"convs": (session, feed)}, runs=3, warmup=1)["convs"]
+    assert kernels.conv_nodes == {"depthwise": 1, "1x1": 1, "spatial": 1}
+    assert sum(kernels.conv_ms.values()) <= kernels.total_ms + 1e-9
+    assert all(ms > 0 for ms in kernels.conv_ms.values())
+    assert kernels.as_json()["conv_nodes_by_kind"]["depthwise"] == 1
+    assert list(tmp_path.iterdir()) == []
