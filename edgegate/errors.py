@@ -19,6 +19,15 @@ TOOLCHAIN_PACKAGES = frozenset(
 )  # fmt: skip
 
 
+def first_line(exc: BaseException, fallback: str | None = None) -> str:
+    """An exception's message cut to its first line (what a one-line error can quote), or
+    ``fallback`` (the exception's type name by default) when the message is empty."""
+    text = str(exc).strip()
+    if text:
+        return text.splitlines()[0].strip()
+    return type(exc).__name__ if fallback is None else fallback
+
+
 class EdgegateError(Exception):
     """Base class: every subclass knows its exit code, so the CLI never guesses."""
 

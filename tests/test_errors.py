@@ -43,3 +43,11 @@ def test_within_narrows_to_one_package(monkeypatch):
 )
 def test_exit_codes(error, code):
     assert error("x").exit_code == code
+
+
+def test_first_line_of_an_exception():
+    from edgegate.errors import first_line
+
+    assert first_line(ValueError("  bad shape\n  at layer 3")) == "bad shape"
+    assert first_line(KeyError()) == "KeyError"
+    assert first_line(RuntimeError(""), "") == ""

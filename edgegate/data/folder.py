@@ -14,7 +14,7 @@ from PIL import Image
 
 from edgegate.data.imagedata import ImageData
 from edgegate.data.imaging import check_channels, check_size, normalize
-from edgegate.errors import BadInput
+from edgegate.errors import BadInput, first_line
 
 __all__ = ["IMAGE_EXTENSIONS", "load_image_folder"]
 
@@ -46,7 +46,7 @@ def _load_one(path: str, size: int, mode: str) -> np.ndarray:
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.float32) / 255.0
     except Exception as e:  # any decode failure of a user file is the user's to fix
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = first_line(e)
         raise BadInput(f"cannot read image '{path}' ({reason})") from e
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 

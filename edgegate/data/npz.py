@@ -20,7 +20,7 @@ from edgegate.data.imaging import (
     normalize,
     resize,
 )
-from edgegate.errors import BadInput
+from edgegate.errors import BadInput, first_line
 
 __all__ = ["IMAGE_KEYS", "LABEL_KEYS", "TOKEN_KEYS", "load_npz_images", "load_npz_tokens"]
 
@@ -63,7 +63,7 @@ def _read(path: str | os.PathLike[str], keys: tuple[str, ...], what: str) -> dic
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
         # pickled/object arrays, truncated zips, bad CRCs and random bytes all land here
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = first_line(e)
         raise BadInput(f"'{p}' is not a valid .npz file ({reason})") from e
     return out
 

@@ -63,7 +63,7 @@ def graph_ready(
     from torch.export import Dim
 
     from edgegate.dims import dim_name, shapes_for_signature
-    from edgegate.errors import BadInput
+    from edgegate.errors import BadInput, first_line
     from edgegate.models.checkpoint import ExportedModule, program_max_batch
     from edgegate.quant.graph import trace
 
@@ -94,7 +94,7 @@ def graph_ready(
             strict=False,
         )
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise BadInput(
             f"cannot capture {type(module).__name__} for graph-mode quantization: FX cannot "
             f"trace it and torch.export fails ({first})"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgegate.errors import BackendUnavailable, BadInput
+from edgegate.errors import BackendUnavailable, BadInput, first_line
 from edgegate.runtime.base import Runner, TensorSpec
 
 _ORT_TYPES = {
@@ -25,7 +25,7 @@ _ORT_TYPES = {
 
 def ort_message(exc: BaseException) -> str:
     """ORT's error without its boilerplate: the node and what went wrong there."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    text = first_line(exc, repr(exc))
     text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
     text = re.sub(r"^Non-zero status code returned while running ", "", text)
     text = re.sub(r"/onnxruntime_src/\S+ ", "", text)
@@ -83,7 +83,7 @@ class OnnxRuntimeRunner(Runner):
             model = self.model_bytes if self.model_bytes is not None else os.fspath(self.path)
             self._session = ort.InferenceSession(model, options, providers=list(self.providers))
         except Exception as exc:  # ORT raises its own untyped errors for bad files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise BadInput(f"'{self.path}' is not a loadable ONNX model: {first}") from None
 
     def deactivate(self) -> None:

@@ -24,7 +24,7 @@ from torch import nn
 from torch.fx.experimental import _config as fx_config
 
 from edgegate.dims import shapes_for_signature
-from edgegate.errors import BadInput, InternalError, raised_in_edgegate
+from edgegate.errors import BadInput, InternalError, first_line, raised_in_edgegate
 from edgegate.models.checkpoint import export_failure
 from edgegate.ops.decompose import SCAN_OP_NAMES, decompose, remaining_edgegate_ops
 
@@ -91,7 +91,7 @@ def export_program(
             with bfloat16_as_float32(module):
                 program = _export(module, args, from_two)
         except Exception:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             message = f"torch.export of {type(module).__name__} failed: {first}"
             if raised_in_edgegate(exc):
                 raise InternalError(f"{message} (in edgegate's code)") from exc

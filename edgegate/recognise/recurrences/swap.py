@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgegate.errors import first_line
 from edgegate.recognise.recurrences.base import (
     EdgegateForm,
     RecurrenceRecogniser,
@@ -124,7 +125,7 @@ def _disagreement(form: EdgegateForm, io: tuple[tuple, dict, Any] | None) -> str
         with torch.no_grad():
             got = form(*args, **kwargs)
     except Exception as err:  # the library changed the call: keep its own code
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        first = first_line(err, "")
         return f"edgegate's form failed on the block's inputs ({type(err).__name__}: {first})"
     ours, theirs = _tensors(got), _tensors(expected)
     if len(ours) != len(theirs) or any(
