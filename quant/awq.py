@@ -29,12 +29,12 @@ import torch
 from torch import fx, nn
 
 from edgegate.quant.graph import trace
-from edgegate.quant.weight_only import dequantize_groups, quantize_groups
+from edgegate.quant.groups import dequantize_groups, quantize_groups
 from edgegate.recognise.graph import plain_layer
 
 if TYPE_CHECKING:
+    from edgegate.quant.w4_config import W4Config
     from edgegate.quant.w4_select import W4Plan
-    from edgegate.quant.weight_only import W4Config
 
 
 @dataclass(frozen=True)

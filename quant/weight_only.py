@@ -15,7 +15,6 @@ Asymmetric codes lie in [0, 15] with a zero point per group.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,92 +22,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgegate.errors import BadInput
+from edgegate.quant.groups import W8_MAX, dequantize_groups, quantize_groups
+from edgegate.quant.w4_config import W4Config
 
-W4_MAX = 7  # symmetric INT4, restricted range: codes in [-7, 7]
-U4_MAX = 15  # asymmetric INT4: codes in [0, 15]
-W8_MAX = 127  # the kept layers' int8 per-channel weights, symmetric
-MIN_GROUP = 16  # ONNX Runtime's MatMulNBits: a power of two, at least 16
-KEEP_MODES = ("int8", "float")
-
-
-@dataclass(frozen=True)
-class W4Config:
-    """How a model is prepared for W4 (one object, passed to ``prepare_w4``).
-
-    ``keep``: how the layers that stay higher precision are stored: ``int8`` (weight-only,
-    per output channel) or ``float``. ``alphas``: the AWQ exponents searched per layer group;
-    0 is in the grid, so a group is never scaled worse than not at all.
-    """
-
-    group_size: int = 32
-    symmetric: bool = True
-    awq: bool = True
-    keep: str = "int8"
-    alphas: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
-    awq_rows: int = 4096  # calibration rows (tokens) per layer group the search uses
-
-    def check(self) -> None:
-        """BadInput for a configuration no target's kernel takes."""
-        gs = self.group_size
-        if gs < MIN_GROUP or gs & (gs - 1):
-            raise BadInput(
-                f"--group-size must be a power of two >= {MIN_GROUP} (ONNX Runtime's "
-                f"MatMulNBits block size), got {gs}"
-            )
-        if self.keep not in KEEP_MODES:
-            raise BadInput(f"keep must be one of {', '.join(KEEP_MODES)}, got {self.keep!r}")
-
-
-def quantize_groups(
-    weight: torch.Tensor,
-    group_size: int,
-    symmetric: bool = True,
-    clip: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Round-to-nearest INT4 of ``weight`` [out, in] per group of ``group_size`` inputs.
-
-    ``clip`` ([out, in // group_size], in (0, 1]) shrinks each group's range before rounding
-    (AWQ's clipping search picks it); the clipped extremes still land on the end codes, so the
-    scale stays max|dequantized| / 7. Returns codes (int8 [out, in]), scales (float32
-    [out, in // group_size]) and, asymmetric only, zero points (int8, same shape as scales).
-    A group of zeros gets scale 1 and codes 0.
-    """
-    out_f, in_f = weight.shape
-    if in_f % group_size:
-        raise BadInput(f"group size {group_size} does not divide in_features {in_f}")
-    w = weight.detach().float().reshape(out_f, in_f // group_size, group_size)
-    ratio = 1.0 if clip is None else clip.float()
-    if symmetric:
-        amax = w.abs().amax(-1) * ratio
-        scales = torch.where(amax > 0, amax / W4_MAX, torch.ones_like(amax))
-        codes = torch.round(w / scales[..., None]).clamp(-W4_MAX, W4_MAX)
-        return codes.reshape(out_f, in_f).to(torch.int8), scales.contiguous(), None
-    low, high = w.amin(-1) * ratio, w.amax(-1) * ratio
-    spread = high - low
-    # a constant group: its value is one step from the zero point, exactly
-    fallback = torch.where(low.abs() > 0, low.abs(), torch.ones_like(low))
-    scales = torch.where(spread > 0, spread / U4_MAX, fallback)
-    zero_points = torch.round(-low / scales).clamp(0, U4_MAX)
-    codes = (torch.round(w / scales[..., None]) + zero_points[..., None]).clamp(0, U4_MAX)
-    return (
-        codes.reshape(out_f, in_f).to(torch.int8),
-        scales.contiguous(),
-        zero_points.to(torch.int8).contiguous(),
-    )
-
-
-def dequantize_groups(
-    codes: torch.Tensor,
-    scales: torch.Tensor,
-    zero_points: torch.Tensor | None,
-    group_size: int,
-) -> torch.Tensor:
-    """float32 [out, in]: (codes - zero point) * scale, per group of ``group_size`` inputs."""
-    out_f, in_f = codes.shape
-    grouped = codes.float().reshape(out_f, in_f // group_size, group_size)
-    if zero_points is not None:
-        grouped = grouped - zero_points.float()[..., None]
-    return (grouped * scales.float()[..., None]).reshape(out_f, in_f)
+__all__ = [
+    "W4Config",
+    "W4Linear",
+    "W8Linear",
+    "dequantize_groups",
+    "prepare_w4",
+    "quantize_groups",
+]
 
 
 class _WeightOnly(nn.Module):
@@ -263,3 +187,29 @@ def load_weight_only(model: nn.Module, record: dict[str, Any], state: dict[str, 
         _replace(model, name, W8Linear.from_linear(model.get_submodule(name)))
     model.load_state_dict(state)
     return model
+
+
+W4_FORMAT = "edgegate-w4/1"
+
+
+def save_w4_state(path: Any, model: nn.Module, spec: str, record: dict[str, Any]) -> None:
+    """Write a prepared model's state with its record (``torch.load(weights_only=True)``)."""
+    from edgegate.atomic import atomic_write
+
+    payload = {"format": W4_FORMAT, "spec": spec, "quant": record, "state": model.state_dict()}
+    with atomic_write(path, "wb") as fh:
+        torch.save(payload, fh)
+
+
+def load_w4_state(path: Any, float_module: nn.Module) -> nn.Module:
+    """The fake-quant W4 model ``save_w4_state`` wrote, rebuilt on ``float_module``."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BadInput(f"cannot read W4 state '{path}': {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != W4_FORMAT:
+        raise BadInput(f"'{path}' is not an edgegate W4 state ({W4_FORMAT})")
+    record = payload["quant"]
+    if record.get("streaming"):
+        float_module = float_module.streaming()
+    return load_weight_only(float_module, record, payload["state"])

@@ -77,5 +77,7 @@ def exportable_w4(model: nn.Module) -> nn.Module:
     for name, module in list(model.named_modules()):
         if isinstance(module, WEIGHT_ONLY_TYPES):
             parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, WeightOnlyExport(module))
+            setattr(
+                model.get_submodule(parent) if parent else model, attr, WeightOnlyExport(module)
+            )
     return model

@@ -171,16 +171,11 @@ def lower_weight_only(model: onnx.ModelProto, form: WeightOnlyForm) -> onnx.Mode
             used_int4 = True
             dtype = TensorProto.INT4 if symmetric else TensorProto.UINT4
             weight = codes.T.astype(np.int8 if symmetric else np.uint8)
-            inits.append(
-                helper.make_tensor(f"{base}__w", dtype, weight.shape, weight.reshape(-1).tolist())
-            )
+            inits.append(_four_bit(f"{base}__w", dtype, weight))
             inits.append(numpy_helper.from_array(np.ascontiguousarray(scales.T), f"{base}__s"))
             dq_inputs = [f"{base}__w", f"{base}__s"]
             if not symmetric:
-                zps = zp.T.astype(np.uint8)
-                inits.append(
-                    helper.make_tensor(f"{base}__zp", dtype, zps.shape, zps.reshape(-1).tolist())
-                )
+                inits.append(_four_bit(f"{base}__zp", dtype, zp.T.astype(np.uint8)))
                 dq_inputs.append(f"{base}__zp")
             dq_attrs = {"axis": 0, "block_size": gs}
         else:  # int8 per output channel: [K, N], one scale per column
@@ -214,6 +209,13 @@ def lower_weight_only(model: onnx.ModelProto, form: WeightOnlyForm) -> onnx.Mode
                     opset.version = BLOCK_DQ_OPSET
         model.ir_version = max(model.ir_version, INT4_IR_VERSION)
     return model
+
+
+def _four_bit(name: str, dtype: int, values: np.ndarray) -> onnx.TensorProto:
+    """An int4/uint4 initializer stored raw: the flat tensor two values per byte, low nibble
+    first (two's complement nibbles for int4), as ONNX packs 4-bit types."""
+    raw = pack_nibbles((values.reshape(-1).astype(np.int16) & 0x0F)[None])[0]
+    return helper.make_tensor(name, dtype, list(values.shape), raw.tobytes(), raw=True)
 
 
 def _drop_unused(model: onnx.ModelProto) -> None:
