@@ -17,7 +17,6 @@ from edgegate.cli.options import (
     DataOpt,
     InputSizeOpt,
     JsonOpt,
-    MaxDropOpt,
     MethodOpt,
     ModelArg,
     NumClassesOpt,
@@ -61,6 +60,29 @@ QuantizeStateOpt = Annotated[
         "range calibrated on states reached mid-sequence.",
     ),
 ]
+SchemeOpt = Annotated[
+    str,
+    typer.Option(
+        "--scheme",
+        help="int8: brevitas INT8 PTQ (default). w4: weight-only INT4 for language models "
+        "(AWQ-scaled groups; scan gate and output-gate projections stay int8; activations "
+        "float): MatMulNBits for onnxruntime, int4 DequantizeLinear for tensorrt.",
+    ),
+]
+GroupSizeOpt = Annotated[
+    int,
+    typer.Option(
+        "--group-size", help="--scheme w4: input features per INT4 scale (a power of two >= 16)."
+    ),
+]
+W4MaxDropOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-drop",
+        help="Largest loss of the export against float: top-1 points, or percent perplexity "
+        "for language models (default 1.0 for int8, 3.0 for w4). Above it, exit 1.",
+    ),
+]
 TimestepReportOpt = Annotated[
     bool,
     typer.Option(
@@ -96,10 +118,11 @@ def run_int8(
     if json_out:
         emit_json(result)
     else:
-        print_rows(int8_rows(result), title=f"INT8 {result['model']}{title}")
+        scheme = "W4" if result["quant"].get("scheme") == "w4" else "INT8"
+        print_rows(int8_rows(result), title=f"{scheme} {result['model']}{title}")
         out.print(f"files in {result['output_dir']}: {', '.join(result['files'])}")
     if not result["passed"]:
-        fail(result, "INT8 check")
+        fail(result, "W4 check" if result["quant"].get("scheme") == "w4" else "INT8 check")
 
 
 def register(app: typer.Typer, choices: Choices) -> None:
@@ -116,7 +139,7 @@ def register(app: typer.Typer, choices: Choices) -> None:
         calib_samples: CalibSamplesOpt = None,
         method: MethodOpt = "minmax",
         qat_epochs: QatEpochsOpt = 0,
-        max_drop: MaxDropOpt = 1.0,
+        max_drop: W4MaxDropOpt = None,
         data: DataOpt = None,
         input_size: InputSizeOpt = None,
         seq_len: SeqLenOpt = None,
@@ -126,6 +149,8 @@ def register(app: typer.Typer, choices: Choices) -> None:
         streaming: StreamingOpt = False,
         quantize_state: QuantizeStateOpt = False,
         timestep_report: TimestepReportOpt = False,
+        scheme: SchemeOpt = "int8",
+        group_size: GroupSizeOpt = 32,
         trust_code: TrustOpt = False,
         task: TaskOpt = None,
         json_out: JsonOpt = False,
@@ -134,7 +159,8 @@ def register(app: typer.Typer, choices: Choices) -> None:
         judged before it ships: exit 1 when it strays from its fake-quant model or loses more
         than --max-drop against float (the files stay, for inspection).
 
-        Writes model.int8.pt (fake-quant state), model.int8.onnx, manifest.json and report.json.
+        Writes model.int8.pt (fake-quant state), model.int8.onnx, manifest.json and report.json
+        (--scheme w4: model.w4.pt and model.w4.onnx, with sizes against the fp32 export).
 
         Examples:
 
@@ -144,6 +170,7 @@ def register(app: typer.Typer, choices: Choices) -> None:
         - `edgegate quantize qvit:attention=clipped --qat-epochs 2 --calib-data imgs/ -o out/q`
         - `edgegate quantize gla-lm --streaming --seq-len 512 --timestep-report -o out/gla8`
         - `edgegate quantize timm:mobilenetv3_large_100 -c mnv3.pt -o out/t8`
+        - `edgegate quantize gla-lm --scheme w4 --group-size 32 --streaming -o out/gla4`
         """
         shared = int8_options(locals())
         spec = model_spec(model, num_classes, pretrained, revision)
@@ -160,5 +187,7 @@ def register(app: typer.Typer, choices: Choices) -> None:
             streaming=streaming,
             quantize_state=quantize_state,
             timestep_report=timestep_report,
+            scheme=scheme,
+            group_size=group_size,
             **shared,
         )

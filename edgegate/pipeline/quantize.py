@@ -37,7 +37,7 @@ from edgegate.pipeline.tasks import (
     resolve_task,
     torch_predict,
 )
-from edgegate.pipeline.validate import INT8_STATE, runner_predict
+from edgegate.pipeline.validate import INT8_STATE, W4_STATE, runner_predict
 from edgegate.pipeline.weights import record_weights, store_weights
 from edgegate.progress import SILENT, Progress
 from edgegate.quant.calibrate import calibrate, calibrate_streaming
@@ -48,12 +48,18 @@ from edgegate.quant.qat import QATConfig, train_qat
 from edgegate.quant.qdq import activation_quants, to_qdq
 from edgegate.quant.quantizers import check_method
 from edgegate.quant.state import save_state, tensor_hash
+from edgegate.quant.weight_only import W4Config
 from edgegate.recognise import recognise
 from edgegate.targets import Target, for_profile, get_target
 from edgegate.validate.parity import Tolerance, compare_outputs, top1_agreement
 from edgegate.validate.timestep import plot_timestep, timestep_errors
 
 INT8_STEM = "model.int8"
+W4_STEM = "model.w4"
+SCHEMES = ("int8", "w4")
+DEFAULT_GROUP_SIZE = 32
+INT8_MAX_DROP = 1.0
+W4_MAX_DROP = 3.0  # percent perplexity: issue 23's target for weight-only INT4
 DEFAULT_CALIB_SAMPLES = 256  # the whitepaper's "about 100 batches" is more than tiny sets hold
 KERNEL_CHECK_ROWS = 256
 TIMESTEP_STEM = "timestep_report"  # --timestep-report writes .json and .png under this name
@@ -212,6 +218,66 @@ class _NativeInt8:
         }
 
 
+class _WeightOnlyW4:
+    """W4 (weight-only INT4, AWQ-scaled): the prepared fake-quant model; its export twin
+    carries each weight-only layer as one custom op the target lowers."""
+
+    state_name = W4_STATE
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def exportable(self) -> nn.Module:
+        from edgegate.quant.weight_only_export import exportable_w4
+
+        return exportable_w4(self.module)
+
+    def save(self, stage: Path, spec: str, record: dict[str, Any]) -> None:
+        from edgegate.quant.weight_only import save_w4_state
+
+        save_w4_state(stage / W4_STATE, self.module, spec, record)
+
+    def gates(
+        self, float_module: nn.Module, batches: list[tuple[torch.Tensor, ...]] | None
+    ) -> dict[str, Any] | None:
+        """The recognised gates: their projections stay higher precision, activations float."""
+        try:
+            recognition = recognise(trace(float_module))
+        except BadInput:
+            return None
+        gates = [{**f.to_dict(), "quantizer": "float (weight-only W4)"} for f in recognition.found]
+        return {**gate_record(gates, recognition), "max_flip_rate": None}
+
+    def activation_summary(self, exported: nn.Module) -> dict[str, Any]:
+        return {"activation_quantizers": 0, "activation_zero_points_all_zero": True}
+
+
+def _check_w4_options(
+    *,
+    method: str,
+    qat_epochs: int,
+    report: bool,
+    quantize_state: bool,
+    w8a8: bool,
+    quantize_scan_inputs: bool,
+) -> None:
+    """Options of the INT8 flow that weight-only W4 has no use for, found before any work."""
+    given = {
+        "--qat-epochs": qat_epochs != 0,
+        "--report": report,
+        "--quantize-state": quantize_state,
+        "--w8a8": w8a8,
+        "--quantize-scan-inputs": quantize_scan_inputs,
+        f"--method {method}": method != "minmax",
+    }
+    for option, used in given.items():
+        if used:
+            raise BadInput(
+                f"{option} does not apply to --scheme w4 (weight-only INT4: AWQ scaling and "
+                "rounding, activations float, no calibrated ranges or QAT)"
+            )
+
+
 def _quantized(
     target: Target,
     float_module: nn.Module,
@@ -221,9 +287,15 @@ def _quantized(
     batches: list[tuple[torch.Tensor, ...]],
     progress: Progress,
     streaming: Streaming | None = None,
-) -> _BrevitasInt8 | _NativeInt8:
-    """The one place where a target's own INT8 toolchain and edgegate's brevitas part ways:
-    the calibrated model (everything after, scoring and judging, is shared)."""
+    w4: W4Config | None = None,
+) -> _BrevitasInt8 | _NativeInt8 | _WeightOnlyW4:
+    """The one place where a target's own INT8 toolchain, edgegate's brevitas and W4 part
+    ways: the calibrated model (everything after, scoring and judging, is shared)."""
+    if w4 is not None:
+        from edgegate.quant.weight_only import prepare_w4
+
+        with progress.phase(f"AWQ search and W4 rounding on {len(batches)} batches"):
+            return _WeightOnlyW4(prepare_w4(float_module, w4, batches))
     if target.int8_toolchain:
         with progress.phase(f"calibrate ({target.int8_toolchain}) on {len(batches)} batches"):
             native = target.quantize_native(
@@ -259,17 +331,24 @@ def quantize(
     seq_len: int | None = None,
     quantize_scan_inputs: bool = False,
     w8a8: bool = False,
-    max_drop: float = 1.0,
+    max_drop: float | None = None,
     report: bool = False,
     streaming: bool = False,
     quantize_state: bool = False,
     timestep_report: bool = False,
     trust_code: bool = False,
     task: str | None = None,
+    scheme: str = "int8",
+    group_size: int = DEFAULT_GROUP_SIZE,
     progress: Progress = SILENT,
 ) -> dict[str, Any]:
     """PTQ (+ QAT) ``model`` under a target profile; write state, Q/DQ export, manifest and
     report; judge the export. ``result["passed"]`` is False when a tolerance is broken.
+
+    ``scheme="w4"``: weight-only INT4 in groups of ``group_size`` input features, AWQ-scaled,
+    scan gate and output-gate projections kept int8 (``edgegate.quant.weight_only``); the
+    profile names the target (and for onnxruntime the deployment ISA). ``max_drop`` defaults
+    to 1.0 (INT8) or 3.0 (W4: percent perplexity).
 
     ``streaming`` (scan LMs; hf: LMs, their cache as states): the export is the streaming
     step, states in and out, calibrated over whole sequences with the state carried through
@@ -278,6 +357,20 @@ def quantize(
     mid-way (``calibrate_streaming``).
     ``timestep_report`` (LMs): float-vs-INT8-export logit error per position
     (``timestep_report.{json,png}``, summary in report.json)."""
+    if scheme not in SCHEMES:
+        raise BadInput(f"unknown --scheme '{scheme}': expected one of {', '.join(SCHEMES)}")
+    w4 = scheme == "w4"
+    if w4:
+        _check_w4_options(
+            method=method,
+            qat_epochs=qat_epochs,
+            report=report,
+            quantize_state=quantize_state,
+            w8a8=w8a8,
+            quantize_scan_inputs=quantize_scan_inputs,
+        )
+    if max_drop is None:
+        max_drop = W4_MAX_DROP if w4 else INT8_MAX_DROP
     config = QuantConfig(
         get_profile(profile, w8a8=w8a8, quantize_state=quantize_state),
         method,
@@ -286,8 +379,15 @@ def quantize(
     _checked_options(method, calib_samples, qat_epochs, max_drop)
     check_config(config)
     target = for_profile(config.profile.family)
+    w4_config: W4Config | None = None
+    w4_settings: dict[str, str] = {}
+    if w4:
+        target.check_w4()
+        w4_config = W4Config(group_size=group_size, symmetric=target.w4_symmetric)
+        w4_config.check()
+        w4_settings = target.w4_settings(config.profile.name)
     _check_streaming_options(streaming, quantize_state, qat_epochs, report, target)
-    if target.int8_toolchain:
+    if target.int8_toolchain and not w4:
         _check_native_options(target, method, qat_epochs, report)
     check_output_dir(output_dir)
     target.check_available()
@@ -339,19 +439,32 @@ def quantize(
         args = stream.example(example)
         dims, names = stream.dynamic_dims(kind.dynamic_dims()), stream.names()
         quant_source = graph_ready(stream.module(), args, dims, names[0])
+    # W4 files compute in float unless the kernel quantizes activations itself (MatMulNBits
+    # at accuracy level 4: int8): the precision they are judged at
+    precision = "int8"
+    stem = W4_STEM if w4 else INT8_STEM
+    if w4:
+        from edgegate.quant.w4_select import plan_w4
+
+        plan_w4(quant_source).check(group_size, loaded.spec)  # nothing to quantize: exit 2 now
+        precision = "int8" if w4_settings.get("w4_accuracy_level") == "4" else "fp32"
     metadata = {
         "model": loaded.spec,
         "task": kind.name,
         "target": target.name,
-        "precision": "int8",
+        "precision": precision,
         "profile": config.profile.name,
     }
+    if w4:
+        metadata.update({"scheme": "w4", "w4_group_size": str(group_size), **w4_settings})
     if stream is not None:
         metadata["streaming"] = "true"
     # what the target cannot take (a scan too long, an op it lacks) fails before calibration
-    target.check_part(make_part(INT8_STEM, quant_source, args, *names, dims, metadata))
+    target.check_part(make_part(stem, quant_source, args, *names, dims, metadata))
     started = time.perf_counter()
-    int8 = _quantized(target, quant_source, config, args, dims, batches, progress, stream)
+    int8 = _quantized(
+        target, quant_source, config, args, dims, batches, progress, stream, w4_config
+    )
     seconds = {"calibrate": round(time.perf_counter() - started, 2)}
     qmodel = int8.module
     metrics: dict[str, Any] = {}
@@ -360,7 +473,7 @@ def quantize(
     with progress.phase("score float and fake-quant models"):
         metrics["float"] = kind.score_module(float_module, test, float_run)
         metrics["ptq"] = kind.score(fake_run, test, float_module)
-    if qat_epochs:
+    if qat_epochs and not w4:
         train = kind.load(loaded, data, "train", input_size=input_size, seq_len=seq_len)
         qat_rows = QATConfig.batch_size if limit is None else min(QATConfig.batch_size, limit)
         train_qat(
@@ -399,14 +512,25 @@ def quantize(
         ],
         "recurrences": recurrences,
     }
+    if w4:
+        quant_record = {
+            "scheme": "w4",
+            **quant_record,
+            "method": "awq" if w4_config.awq else "rtn",
+            **getattr(qmodel, "w4_record", {}),
+            "form": target.w4_form,
+            **{key.removeprefix("w4_"): value for key, value in w4_settings.items()},
+        }
+        for key in ("quantize_scan_inputs", "w8a8", "qat_epochs", "quantize_state"):
+            quant_record.pop(key, None)
     part, fixed = declare(
-        make_part(INT8_STEM, qdq, args, *names, dims, metadata), target, RangePolicy.of(loaded)
+        make_part(stem, qdq, args, *names, dims, metadata), target, RangePolicy.of(loaded)
     )
     target.check_part(part)
     rows = test_inputs[: target.max_batch]  # the range checks' base: real rows
     base = (rows,) if stream is None else stream.example(rows)
     with staged_directory(output_dir) as stage:
-        with progress.phase(f"export {target.file_name(INT8_STEM)}"):
+        with progress.phase(f"export {target.file_name(stem)}"):
             started = time.perf_counter()
             checked = export_checked(
                 target,
@@ -415,7 +539,7 @@ def quantize(
                 qmodel,
                 base,
                 fixed,
-                precision="int8",
+                precision=precision,
                 gate_outputs=kind.gate_outputs,
                 keep_failed=True,
                 progress=progress,
@@ -435,7 +559,12 @@ def quantize(
             max_drop,
             progress,
             stream,
+            precision,
+            "W4" if w4 else "INT8",
         )
+        if w4:
+            with progress.phase("fp32 export, for the size ratio"):
+                summary["sizes"] = _sizes(target, written.path, part, quant_source, args)
         if not checked.passed:  # wrong at its traced shape: judged, kept for inspection
             summary["failures"] = [*summary["failures"], *checked.failures()]
             summary["passed"] = False
@@ -504,7 +633,7 @@ def quantize(
         manifest = Manifest(
             model=loaded.spec,
             target=target.name,
-            precision="int8",
+            precision=precision,
             inputs=written.inputs,
             outputs=names[1],
             task=kind.name,
@@ -549,36 +678,39 @@ def _judge(
     max_drop: float,
     progress: Progress,
     stream: Streaming | None = None,
+    precision: str = "int8",
+    label: str = "INT8",
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Score the shipped export and decide: fake-quant parity (validate's rule) and the loss
     against float within ``max_drop``. ``fake`` and ``reference`` are the fake-quant and float
     outputs on the test split, in order. Returns the verdict and the export's outputs."""
     test_inputs = kind.model_inputs(test)
-    with progress.phase("score the INT8 export"), target.runner(path, threads=2) as runner:
+    export_key = "w4_export" if label == "W4" else "int8_onnx"
+    with progress.phase(f"score the {label} export"), target.runner(path, threads=2) as runner:
         predict = (
             runner_predict(runner, kind.input_name)
             if stream is None
             else stream.runner_predict(runner)
         )
         shipped_run = Recorder(predict)
-        metrics["int8_onnx"] = kind.score(shipped_run, test, float_module)
+        metrics[export_key] = kind.score(shipped_run, test, float_module)
     shipped = shipped_run.outputs
     names = list(kind.output_names)
     parity = compare_outputs(
         dict(zip(names, fake, strict=True)),
         dict(zip(names, shipped, strict=True)),
-        Tolerance.for_precision("int8"),
+        Tolerance.for_precision(precision),
         gate_outputs=kind.gate_outputs,
         classifier_outputs={kind.classifier_output},
     )
-    loss = kind.quality_loss(metrics["float"], metrics["int8_onnx"])
+    loss = kind.quality_loss(metrics["float"], metrics[export_key])
     budget = kind.loss_budget(metrics["float"], max_drop)
-    failures = [f"INT8 export vs fake-quant: {f}" for f in parity.failures]
+    failures = [f"{label} export vs fake-quant: {f}" for f in parity.failures]
     if loss > budget:
         what = "perplexity rose by" if kind.quality_metric == "perplexity" else "lost"
         unit = "" if kind.quality_metric == "perplexity" else " top-1 points"
         failures.append(
-            f"INT8 export {what} {loss:g}{unit} against float, more than --max-drop allows "
+            f"{label} export {what} {loss:g}{unit} against float, more than --max-drop allows "
             f"({budget:g}{unit})"
         )
     summary: dict[str, Any] = {
@@ -588,6 +720,10 @@ def _judge(
         kind.loss_key: loss,
         "loss_budget": budget,
         "onnx_vs_fake_quant": agreement(fake, shipped),
+        "parity": {
+            "precision": precision,
+            **{name: asdict(value) for name, value in parity.outputs.items()},
+        },
         "gate_agreement": parity.gate_agreement,
     }
     rows = np.ascontiguousarray(test_inputs.numpy()[:KERNEL_CHECK_ROWS])
@@ -604,6 +740,26 @@ def _judge(
             "onnx_vs_fake_quant": flip_rate(fake, shipped, threshold),
         }
     return summary, shipped
+
+
+def _sizes(
+    target: Target,
+    written: Path,
+    part: Any,
+    float_module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+) -> dict[str, Any]:
+    """The W4 file's bytes against the same graph exported in fp32 by the same target."""
+    import tempfile
+
+    float_part = make_part(
+        "model", float_module, args, part.input_names, part.output_names,
+        list(part.dynamic_dims), {},
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = target.export(float_part, Path(tmp)).path.stat().st_size
+    size = written.stat().st_size
+    return {"export_bytes": size, "fp32_export_bytes": fp32, "ratio": round(size / fp32, 4)}
 
 
 def quantize_for_target(

@@ -175,6 +175,15 @@ def int8_rows(result: dict[str, Any]) -> Rows:
     decisive_text = "no row is decisive" if decisive is None else f"{decisive:.2f} %"
     rows.append(("  where not a near-tie", decisive_text))
     rows += kernel_rows(result)
+    if "sizes" in result:
+        sizes = result["sizes"]
+        rows.append(
+            (
+                "size vs fp32 export",
+                f"{sizes['export_bytes']:,} / {sizes['fp32_export_bytes']:,} bytes "
+                f"({sizes['ratio']:.3f}x)",
+            )
+        )
     if "gate_flip_rate" in result:
         rows.append(
             ("gate flips (onnx vs float)", f"{result['gate_flip_rate']['onnx_vs_float']} %")

@@ -33,6 +33,7 @@ from edgegate.validate.parity import Tolerance, compare_outputs
 from edgegate.validate.ranges import resize
 
 INT8_STATE = "model.int8.pt"  # the fake-quant state an INT8 export carries
+W4_STATE = "model.w4.pt"  # the W4 (weight-only INT4) fake-quant state a W4 export carries
 
 
 def runner_predict(runner: Runner, input_name: str, dtype: str | None = None):
@@ -59,7 +60,13 @@ def input_dtype(art: Artifact, name: str) -> str | None:
 def reference_for(art: Artifact, loaded: LoadedModel):
     """The module an artifact is judged against: for an INT8 export, the quantized model it was
     exported from (the target's own, e.g. ExecuTorch's PT2E model, else brevitas' fake-quant
-    model, which loads only then); else the float model itself."""
+    model, which loads only then); a W4 export, its W4 fake-quant model; else the float model
+    itself."""
+    w4_state = art.part(W4_STATE)
+    if w4_state is not None:
+        from edgegate.quant.weight_only import load_w4_state
+
+        return load_w4_state(w4_state, loaded.module)
     if art.precision != "int8":
         return loaded.module
     native = art.part(art.target.int8_reference) if art.target.int8_toolchain else None

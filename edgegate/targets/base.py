@@ -99,6 +99,12 @@ class Target(ABC):
     # whether ``package`` stores golden cases (``ExportPart.samples``) for an on-device check
     golden_samples: bool = False
     sequences_bounded_by_export: bool = False  # token sequences only (loop-free scan forms)
+    # W4 (`quantize --scheme w4`, weight-only INT4): the form the target's file gives weight-only
+    # layers (``edgegate.exporters.onnx.weight_only.FORMS``), None where W4 has not landed yet
+    # (``w4_missing`` says where it will); whether its INT4 codes are symmetric (no zero points)
+    w4_form: str | None = None
+    w4_symmetric: bool = True
+    w4_missing: str = "is not available"
 
     def file_name(self, stem: str) -> str:
         return f"{stem}{self.suffix}"
@@ -115,6 +121,18 @@ class Target(ABC):
                 f"target '{self.name}' needs {', '.join(missing)}, which is not installed: "
                 f"{self.install_hint}"
             )
+
+    def check_w4(self) -> None:
+        """BadInput, before any work, where this target writes no W4 file."""
+        if self.w4_form is None:
+            from edgegate.errors import BadInput
+
+            raise BadInput(f"--scheme w4: W4 for target '{self.name}' {self.w4_missing}")
+
+    def w4_settings(self, profile: str) -> dict[str, str]:
+        """What a W4 export of this target records and its exporter reads (``ExportPart``
+        metadata), for the deployment variant ``profile`` names."""
+        return {}
 
     def check_part(self, part: ExportPart) -> None:  # noqa: B027 - optional hook
         """BadInput when the target cannot take ``part``: called for every part before any

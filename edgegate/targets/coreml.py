@@ -29,6 +29,7 @@ INPUT_DOCS = {
 
 class CoreMLTarget(Target):
     name = "coreml"
+    w4_missing = "lands with Core ML's iOS18 per-block int4 lowering (not wired in yet)"
     summary = "Core ML ML Program (.mlpackage): fp16 with fp32 scans; predict on macOS only"
     suffix = ".mlpackage"
     requires = ("coremltools",)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edgegate.exporters.onnx import auto_dynamic_shapes, custom_ops_used, export_onnx
 from edgegate.exporters.onnx.export import graph_inputs
+from edgegate.exporters.onnx.weight_only import WeightOnlyForm
 from edgegate.runtime import OnnxRuntimeRunner, Runner
 from edgegate.targets.base import ExportedFile, ExportPart, Target
 
@@ -28,6 +29,12 @@ class OnnxTarget(Target):
     portable = True
     lowering: str | None = None  # a graph pass of the ONNX exporter, by name
     fuse_qdq = False  # Q/DQ run as written: dequantize, then float
+    w4_form = "blockdq"  # standard ONNX: opset-21 int4 DequantizeLinear with block_size
+
+    def weight_only(self, part: ExportPart) -> WeightOnlyForm:
+        """The weight-only form this target's file takes (W4 exports)."""
+        level = int(part.metadata.get("w4_accuracy_level", "0"))
+        return WeightOnlyForm(self.w4_form or "blockdq", level)
 
     def export(self, part: ExportPart, directory: Path) -> ExportedFile:
         path = export_onnx(
@@ -39,6 +46,7 @@ class OnnxTarget(Target):
             output_names=part.output_names,
             dynamic_shapes=auto_dynamic_shapes(part.args, part.module, part.dynamic_dims),
             metadata=part.metadata,
+            weight_only=self.weight_only(part),
         )
         return ExportedFile(path, graph_inputs(path), custom_ops_used(path))
 

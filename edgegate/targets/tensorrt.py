@@ -21,6 +21,7 @@ import torch
 from edgegate.errors import BadInput
 from edgegate.exporters.onnx import custom_ops_used, export_onnx
 from edgegate.exporters.onnx.export import auto_dynamic_shapes, graph_inputs
+from edgegate.exporters.onnx.weight_only import WeightOnlyForm
 from edgegate.exporters.tensorrt import KitPart, for_tensorrt, with_fallbacks, write_kit
 from edgegate.exporters.tensorrt.kit import PLUGIN_LIBRARY, shape_ranges
 from edgegate.exporters.tensorrt.onnx_model import MAX_HEAD_DIM, PLUGIN_OPS
@@ -49,6 +50,10 @@ class TensorRTTarget(Target):
     profile_families = ("tensorrt",)
     precisions = ("fp32", "fp16")
     golden_samples = True  # the kit checks its engine on real cases on the device
+    # INT4 weight-only as blocked DequantizeLinear -> MatMul; symmetric: TensorRT's INT4
+    # dequantize takes no zero point
+    w4_form = "blockdq"
+    w4_symmetric = True
 
     def check_part(self, part: ExportPart) -> None:
         """Run the part once and look at every gated scan it calls: the plugin takes the
@@ -74,6 +79,7 @@ class TensorRTTarget(Target):
             output_names=part.output_names,
             dynamic_shapes=auto_dynamic_shapes(part.args, part.module, part.dynamic_dims),
             metadata=part.metadata,
+            weight_only=WeightOnlyForm(self.w4_form),
         )
         shapes = [list(a.shape) for a in part.args]
         model = for_tensorrt(onnx.load(path), shapes, fp16=part.precision == "fp16")

@@ -29,6 +29,7 @@ from edgegate.exporters.onnx.functions import attach_functions, iter_nodes
 from edgegate.exporters.onnx.global_pool import global_average_pools
 from edgegate.exporters.onnx.lowering import lower_to_ort_linear_attention
 from edgegate.exporters.onnx.schemas import DOMAIN, translation_table
+from edgegate.exporters.onnx.weight_only import WeightOnlyForm, lower_weight_only
 from edgegate.manifest import InputSpec
 from edgegate.models.checkpoint import export_failure
 
@@ -66,8 +67,12 @@ def export_onnx(
     output_names: list[str] | None = None,
     dynamic_shapes: Any = None,
     metadata: dict[str, str] | None = None,
+    weight_only: WeightOnlyForm | None = None,
 ) -> Path:
     """Export with the dynamo exporter; attach fallback functions; optionally lower; check; save.
+
+    ``weight_only``: the form weight-only (W4) layers take (``exporters.onnx.weight_only``);
+    a graph holding such layers needs one.
 
     The file is written atomically, so a failed export leaves nothing at ``path``.
     """
@@ -97,6 +102,8 @@ def export_onnx(
         raise export_error(module, exc) from exc
     model = global_average_pools(attach_functions(program.model_proto))
     name_dims(model, _flat_tensors(tuple(args)))
+    if weight_only is not None:  # before the scan lowering, which takes only scan nodes
+        model = lower_weight_only(model, weight_only)
     if lower == "onnxruntime":
         shapes = [list(a.shape) for a in _flat_tensors(args)]
         model = lower_to_ort_linear_attention(model, example_shapes=shapes)

@@ -148,8 +148,12 @@ def log_sigmoid_onnx(x):
 
 
 def translation_table() -> dict:
+    from edgegate.exporters.onnx.weight_only import weight_only_linear_onnx
+    from edgegate.quant import weight_only_export  # noqa: F401  registers weight_only_linear
+
     E = torch.ops.edgegate
     return {
+        E.weight_only_linear.default: weight_only_linear_onnx,
         E.gated_linear_scan.default: gated_linear_scan_onnx,
         E.gated_linear_attention.default: gated_linear_attention_onnx,
         E.gated_delta_rule.default: gated_delta_rule_onnx,

@@ -15,6 +15,7 @@ from edgegate.errors import BadInput
 from edgegate.exporters.onnx.functions import attach_functions, iter_nodes
 from edgegate.exporters.onnx.schemas import DOMAIN
 from edgegate.exporters.onnx.shapes import static_dims
+from edgegate.exporters.onnx.weight_only import BLOCK_DQ_OPSET
 
 PLUGIN_OPS = ("GatedLinearScan", "GatedLinearAttention", "GatedDeltaRule")
 # What each creator's getFieldNames() lists: the only attributes the parser passes on.
@@ -72,13 +73,21 @@ def _cast_state_to_fp32(model: onnx.ModelProto) -> None:
     graph.node.extend(nodes)
 
 
+def _holds_int4(model: onnx.ModelProto) -> bool:
+    four_bit = (TensorProto.INT4, TensorProto.UINT4)
+    return any(init.data_type in four_bit for init in model.graph.initializer)
+
+
 def for_tensorrt(
     model: onnx.ModelProto, example_shapes: list[list[int]], *, fp16: bool = False
 ) -> onnx.ModelProto:
     """A copy of ``model`` ready for TensorRT: checked, plugin functions dropped, fp32 state."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     opset = next((o.version for o in model.opset_import if o.domain == ""), None)
-    if opset is not None and opset > MAX_PARSER_OPSET:
+    # opset 21 only for INT4 weight-only graphs (int4 DequantizeLinear with block_size), which
+    # need a TensorRT whose parser reads it
+    limit = BLOCK_DQ_OPSET if _holds_int4(model) else MAX_PARSER_OPSET
+    if opset is not None and opset > limit:
         raise BadInput(f"the graph uses ONNX opset {opset}; TensorRT 10.3 parses up to opset 20")
     check_supported(model, example_shapes)
     keep = [f for f in model.functions if not (f.domain == DOMAIN and f.name in PLUGIN_OPS)]
