@@ -61,6 +61,26 @@ QuantizeStateOpt = Annotated[
         "range calibrated on states reached mid-sequence.",
     ),
 ]
+EqualizeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--equalize",
+        help="Cross-layer equalization (Nagel et al. 2019) of the float model after BN "
+        "folding, before calibration: layer pairs joined by identity or ReLU (and SE blocks) "
+        "get balanced channel ranges, same function; hard-swish/ReLU6 pairs are left alone. "
+        "Helps most with per-tensor weights.",
+    ),
+]
+WeightGranularityOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--weight-granularity",
+        metavar="channel|tensor",
+        help="Weight scales: one per output channel, or one per tensor for runtimes whose "
+        "kernels take per-tensor weights only (e.g. NNAPI before Android 10 / feature "
+        "level 3). Default: the profile's own (per channel).",
+    ),
+]
 TimestepReportOpt = Annotated[
     bool,
     typer.Option(
@@ -126,6 +146,8 @@ def register(app: typer.Typer, choices: Choices) -> None:
         streaming: StreamingOpt = False,
         quantize_state: QuantizeStateOpt = False,
         timestep_report: TimestepReportOpt = False,
+        equalize: EqualizeOpt = False,
+        weight_granularity: WeightGranularityOpt = None,
         trust_code: TrustOpt = False,
         task: TaskOpt = None,
         json_out: JsonOpt = False,
@@ -144,6 +166,7 @@ def register(app: typer.Typer, choices: Choices) -> None:
         - `edgegate quantize qvit:attention=clipped --qat-epochs 2 --calib-data imgs/ -o out/q`
         - `edgegate quantize gla-lm --streaming --seq-len 512 --timestep-report -o out/gla8`
         - `edgegate quantize timm:mobilenetv3_large_100 -c mnv3.pt -o out/t8`
+        - `edgegate quantize mobilenet-v3-large-se --weight-granularity tensor --equalize`
         """
         shared = int8_options(locals())
         spec = model_spec(model, num_classes, pretrained, revision)
@@ -160,5 +183,7 @@ def register(app: typer.Typer, choices: Choices) -> None:
             streaming=streaming,
             quantize_state=quantize_state,
             timestep_report=timestep_report,
+            equalize=equalize,
+            granularity=weight_granularity,
             **shared,
         )
