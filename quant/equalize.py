@@ -134,7 +134,7 @@ class Equalization:
                 {
                     **region,
                     "range_ratio": {
-                        name: list(self.ratios[name])
+                        name: list(self.ratios.get(name, (None, None)))
                         for name in (*region["sources"], *region["sinks"])
                     },
                 }
