@@ -27,6 +27,7 @@ from edgegate.models.blocks.attention import ClippedSoftmax
 from edgegate.models.blocks.gate import Gate
 from edgegate.models.lm import StreamingLM
 from edgegate.quant.batch_norm import fold_batch_norm
+from edgegate.quant.equalize import equalize_graph
 from edgegate.quant.exported import is_exported, plain_graph_module
 from edgegate.quant.gates import gate_output_quant
 from edgegate.quant.integer_attention import (
@@ -59,6 +60,8 @@ class QuantConfig:
     profile: QuantProfile
     method: str = "minmax"
     quantize_scan_inputs: bool = False
+    # cross-layer equalization of the float graph, after BN folding (edgegate.quant.equalize)
+    equalize: bool = False
 
 
 class KeepFloat(nn.Module):
@@ -487,8 +490,14 @@ def check_config(config: QuantConfig) -> None:
         act_quantizer(config.profile, config.method)
 
 
-def quantize_model(model: nn.Module, config: QuantConfig) -> fx.GraphModule:
-    """Fake-quant copy of ``model`` (eval mode, BN folded), ready for calibration."""
+def quantize_model(
+    model: nn.Module, config: QuantConfig, example: tuple[torch.Tensor, ...] | None = None
+) -> fx.GraphModule:
+    """Fake-quant copy of ``model`` (eval mode, BN folded), ready for calibration.
+
+    Under ``config.equalize`` the float graph is equalized after BN folding, and ``example``
+    inputs (the model's) check that it still computes the same; the record is the result's
+    ``equalization`` attribute."""
     check_config(config)
     # a .pt2 becomes its plain graph first (a copy), so layers are found and kept by name
     model = plain_graph_module(model) if is_exported(model) else copy.deepcopy(model).eval()
@@ -496,6 +505,8 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> fx.GraphModule:
         _keep_float(model, scan_feeders(trace(model)))
     graph_module = trace(model)
     fold_batch_norm(graph_module)
+    if config.equalize:  # on the folded weights: those are the ones quantized
+        graph_module.equalization = equalize_graph(graph_module, example)
     if config.profile.float_image_stem:
         _keep_float(graph_module, image_stems(graph_module))
     recognition = recognise(graph_module)

@@ -123,10 +123,32 @@ def check_profile_name(name: str) -> str:
     return name
 
 
-def get_profile(name: str, *, w8a8: bool = False, quantize_state: bool = False) -> QuantProfile:
+WEIGHT_GRANULARITIES: tuple[str, ...] = ("channel", "tensor")
+
+
+def weight_granularity(profile: QuantProfile) -> str:
+    """``channel`` or ``tensor``: how many scales each weight tensor gets under ``profile``."""
+    return "channel" if profile.weight_per_channel else "tensor"
+
+
+def get_profile(
+    name: str,
+    *,
+    w8a8: bool = False,
+    quantize_state: bool = False,
+    granularity: str | None = None,
+) -> QuantProfile:
     """The profile called ``name`` (host aliases resolved), W8A8 under weight-only targets,
-    with 8-bit streaming state inputs when ``quantize_state``."""
+    with 8-bit streaming state inputs when ``quantize_state``, and one weight scale per
+    output channel or per tensor when ``granularity`` says so (None: the profile's own)."""
     profile = PROFILES[resolve_name(check_profile_name(name))]
+    if granularity is not None:
+        if granularity not in WEIGHT_GRANULARITIES:
+            raise BadInput(
+                f"unknown weight granularity '{granularity}': expected one of "
+                f"{', '.join(WEIGHT_GRANULARITIES)}"
+            )
+        profile = replace(profile, weight_per_channel=granularity == "channel")
     if w8a8 and profile.act_bits is None:
         profile = replace(profile, act_bits=8, act_signed=False)
     if quantize_state:

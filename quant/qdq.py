@@ -107,7 +107,11 @@ class QDQLayer(nn.Module):
         self.input_qdq = QuantDequant(input_quant) if input_quant and not on_grid else None
         with torch.no_grad():
             weight = layer.quant_weight()
+            # brevitas gives a per-tensor scale as a 0-d tensor, a per-channel one as [C, 1, ..];
+            # a per-tensor scale is kept as a Python float too, so the export sees a constant
+            self.weight_per_tensor = weight.scale.dim() == 0
             scale = weight.scale.detach().flatten().float()
+            self.tensor_scales: tuple[float, float] | None = None
             self.register_buffer("weight_int", weight.int().detach().to(torch.int8))
             self.register_buffer("weight_scale", scale)
             self.register_buffer("weight_zero", torch.zeros_like(scale, dtype=torch.int64))
@@ -119,12 +123,18 @@ class QDQLayer(nn.Module):
                 bias_int = torch.round(layer.bias / bias_scale).to(torch.int32)
             elif layer.bias is not None:
                 bias_float = layer.bias.detach().clone()
+            if self.weight_per_tensor:
+                bias_tensor_scale = float(bias_scale) if bias_scale is not None else 0.0
+                self.tensor_scales = (float(scale), bias_tensor_scale)
             self.register_buffer("bias_int", bias_int)
             self.register_buffer("bias_scale", bias_scale)
             self.register_buffer("bias_float", bias_float)
 
     def _weight(self) -> torch.Tensor:
         low, high = self.weight_range
+        if self.tensor_scales is not None:  # one DequantizeLinear scale for the whole tensor
+            scale = self.tensor_scales[0]
+            return _ops.dequantize_per_tensor(self.weight_int, scale, 0, low, high, torch.int8)
         return _ops.dequantize_per_channel(
             self.weight_int, self.weight_scale, self.weight_zero, 0, low, high, torch.int8
         )
@@ -132,6 +142,11 @@ class QDQLayer(nn.Module):
     def _bias(self) -> torch.Tensor | None:
         if self.bias_int is None:
             return self.bias_float
+        if self.tensor_scales is not None:
+            scale = self.tensor_scales[1]
+            return _ops.dequantize_per_tensor(
+                self.bias_int, scale, 0, -(2**31), 2**31 - 1, torch.int32
+            )
         return _ops.dequantize_per_channel(
             self.bias_int,
             self.bias_scale,

@@ -20,6 +20,8 @@ from brevitas.quant import (
     Int8ActPerTensorFloatMSE,
     Int8WeightPerChannelFloat,
     Int8WeightPerChannelFloatMSE,
+    Int8WeightPerTensorFloat,
+    Int8WeightPerTensorFloatMSE,
     Int32Bias,
     ShiftedUint8ActPerTensorFloat,
     ShiftedUint8ActPerTensorFloatMSE,
@@ -97,22 +99,35 @@ class Int7WeightPerChannelMSE(Int8WeightPerChannelFloatMSE):
     bit_width = 7
 
 
+class Int7WeightPerTensor(Int8WeightPerTensorFloat):
+    """7-bit symmetric weights with one scale per tensor (``--weight-granularity tensor`` on
+    a 7-bit profile)."""
+
+    bit_width = 7
+
+
+class Int7WeightPerTensorMSE(Int8WeightPerTensorFloatMSE):
+    bit_width = 7
+
+
+# (bits, mse, per channel) -> quantizer
 _WEIGHTS = {
-    (8, False): Int8WeightPerChannelFloat,
-    (8, True): Int8WeightPerChannelFloatMSE,
-    (7, False): Int7WeightPerChannel,
-    (7, True): Int7WeightPerChannelMSE,
+    (8, False, True): Int8WeightPerChannelFloat,
+    (8, True, True): Int8WeightPerChannelFloatMSE,
+    (7, False, True): Int7WeightPerChannel,
+    (7, True, True): Int7WeightPerChannelMSE,
+    (8, False, False): Int8WeightPerTensorFloat,
+    (8, True, False): Int8WeightPerTensorFloatMSE,
+    (7, False, False): Int7WeightPerTensor,
+    (7, True, False): Int7WeightPerTensorMSE,
 }
 
 
 def weight_quantizer(profile: QuantProfile, method: str) -> type:
-    """Symmetric per-output-channel weights at the profile's bit width (8, or 7 on AVX2)."""
+    """Symmetric weights at the profile's bit width (8, or 7 on AVX2): one scale per output
+    channel, or one per tensor where the profile says so (``--weight-granularity tensor``)."""
     method = check_method(method)
-    if not profile.weight_per_channel:
-        raise BadInput(
-            f"profile '{profile.name}' asks for per-tensor weights, which edgegate lacks"
-        )
-    key = (profile.weight_bits, method == "mse")
+    key = (profile.weight_bits, method == "mse", profile.weight_per_channel)
     if key not in _WEIGHTS:
         raise BadInput(
             f"profile '{profile.name}': {profile.weight_bits}-bit weights are not supported"

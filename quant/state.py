@@ -61,9 +61,13 @@ def load_fake_quant(path: str | os.PathLike[str], float_module: nn.Module) -> nn
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise BadInput(f"'{path}' is not an edgegate INT8 state ({STATE_FORMAT})")
     q = state["quant"]
+    # no equalization here even when the state was equalized: its weights are in the state
     config = QuantConfig(
         get_profile(
-            q["profile"], w8a8=q.get("w8a8", False), quantize_state=q.get("quantize_state", False)
+            q["profile"],
+            w8a8=q.get("w8a8", False),
+            quantize_state=q.get("quantize_state", False),
+            granularity=q.get("weight_granularity"),
         ),
         q["method"],
         q["quantize_scan_inputs"],

@@ -83,6 +83,26 @@ W4MaxDropOpt = Annotated[
         "for language models (default 1.0 for int8, 3.0 for w4). Above it, exit 1.",
     ),
 ]
+EqualizeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--equalize",
+        help="Cross-layer equalization (Nagel et al. 2019) of the float model after BN "
+        "folding, before calibration: layer pairs joined by identity or ReLU (and SE blocks) "
+        "get balanced channel ranges, same function; hard-swish/ReLU6 pairs are left alone. "
+        "Helps most with per-tensor weights.",
+    ),
+]
+WeightGranularityOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--weight-granularity",
+        metavar="channel|tensor",
+        help="Weight scales: one per output channel, or one per tensor for runtimes whose "
+        "kernels take per-tensor weights only (e.g. NNAPI before Android 10 / feature "
+        "level 3). Default: the profile's own (per channel).",
+    ),
+]
 TimestepReportOpt = Annotated[
     bool,
     typer.Option(
@@ -151,6 +171,8 @@ def register(app: typer.Typer, choices: Choices) -> None:
         timestep_report: TimestepReportOpt = False,
         scheme: SchemeOpt = "int8",
         group_size: GroupSizeOpt = 32,
+        equalize: EqualizeOpt = False,
+        weight_granularity: WeightGranularityOpt = None,
         trust_code: TrustOpt = False,
         task: TaskOpt = None,
         json_out: JsonOpt = False,
@@ -171,6 +193,7 @@ def register(app: typer.Typer, choices: Choices) -> None:
         - `edgegate quantize gla-lm --streaming --seq-len 512 --timestep-report -o out/gla8`
         - `edgegate quantize timm:mobilenetv3_large_100 -c mnv3.pt -o out/t8`
         - `edgegate quantize gla-lm --scheme w4 --group-size 32 --streaming -o out/gla4`
+        - `edgegate quantize mobilenet-v3-large-se --weight-granularity tensor --equalize`
         """
         shared = int8_options(locals())
         spec = model_spec(model, num_classes, pretrained, revision)
@@ -189,5 +212,7 @@ def register(app: typer.Typer, choices: Choices) -> None:
             timestep_report=timestep_report,
             scheme=scheme,
             group_size=group_size,
+            equalize=equalize,
+            granularity=weight_granularity,
             **shared,
         )

@@ -24,6 +24,7 @@ from edgegate.jsonio import write_json
 from edgegate.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_file
 from edgegate.models import load_model
 from edgegate.outputs import check_output_dir
+from edgegate.pipeline.equalization import check_equalize_options, equalization_result
 from edgegate.pipeline.export import build_engines, package_and_manifest
 from edgegate.pipeline.golden import golden_cases
 from edgegate.pipeline.ranges import RangePolicy, declare, export_checked
@@ -43,7 +44,7 @@ from edgegate.progress import SILENT, Progress
 from edgegate.quant.calibrate import calibrate, calibrate_streaming
 from edgegate.quant.gate_check import gate_summary, gate_warnings
 from edgegate.quant.graph import QuantConfig, check_config, gate_record, quantize_model, trace
-from edgegate.quant.profiles import get_profile
+from edgegate.quant.profiles import get_profile, weight_granularity
 from edgegate.quant.qat import QATConfig, train_qat
 from edgegate.quant.qdq import activation_quants, to_qdq
 from edgegate.quant.quantizers import check_method
@@ -260,9 +261,13 @@ def _check_w4_options(
     quantize_state: bool,
     w8a8: bool,
     quantize_scan_inputs: bool,
+    equalize: bool = False,
+    granularity: str | None = None,
 ) -> None:
     """Options of the INT8 flow that weight-only W4 has no use for, found before any work."""
     given = {
+        "--equalize": equalize,  # W4 scales input channels itself (AWQ)
+        f"--weight-granularity {granularity}": granularity is not None,  # groups of --group-size
         "--qat-epochs": qat_epochs != 0,
         "--report": report,
         "--quantize-state": quantize_state,
@@ -308,7 +313,7 @@ def _quantized(
             )
         if native is not None:
             return _NativeInt8(target, native, args, dynamic_dims)
-    qmodel = quantize_model(float_module, config)
+    qmodel = quantize_model(float_module, config, args)  # args: --equalize's function check
     if streaming is not None:  # whole sequences from zero states; state inputs on reached ones
         calibrate_streaming(qmodel, batches, float_module, streaming.init_states, progress=progress)
     else:
@@ -336,6 +341,8 @@ def quantize(
     streaming: bool = False,
     quantize_state: bool = False,
     timestep_report: bool = False,
+    equalize: bool = False,
+    granularity: str | None = None,
     trust_code: bool = False,
     task: str | None = None,
     scheme: str = "int8",
@@ -356,7 +363,10 @@ def quantize(
     ``QuantProfile.state_bits``), ranged on the states whole calibration sequences reach
     mid-way (``calibrate_streaming``).
     ``timestep_report`` (LMs): float-vs-INT8-export logit error per position
-    (``timestep_report.{json,png}``, summary in report.json)."""
+    (``timestep_report.{json,png}``, summary in report.json).
+    ``equalize``: cross-layer equalization of the float graph before calibration
+    (``edgegate.quant.equalize``); ``granularity`` (``channel``/``tensor``): the weight
+    scales, instead of the profile's own."""
     if scheme not in SCHEMES:
         raise BadInput(f"unknown --scheme '{scheme}': expected one of {', '.join(SCHEMES)}")
     w4 = scheme == "w4"
@@ -368,13 +378,16 @@ def quantize(
             quantize_state=quantize_state,
             w8a8=w8a8,
             quantize_scan_inputs=quantize_scan_inputs,
+            equalize=equalize,
+            granularity=granularity,
         )
     if max_drop is None:
         max_drop = W4_MAX_DROP if w4 else INT8_MAX_DROP
     config = QuantConfig(
-        get_profile(profile, w8a8=w8a8, quantize_state=quantize_state),
+        get_profile(profile, w8a8=w8a8, quantize_state=quantize_state, granularity=granularity),
         method,
         quantize_scan_inputs,
+        equalize=equalize,
     )
     _checked_options(method, calib_samples, qat_epochs, max_drop)
     check_config(config)
@@ -389,6 +402,7 @@ def quantize(
     _check_streaming_options(streaming, quantize_state, qat_epochs, report, target)
     if target.int8_toolchain and not w4:
         _check_native_options(target, method, qat_epochs, report)
+    check_equalize_options(target, equalize, granularity)
     check_output_dir(output_dir)
     target.check_available()
     loaded = load_model(model, checkpoint, trust_code=trust_code)
@@ -467,6 +481,7 @@ def quantize(
     )
     seconds = {"calibrate": round(time.perf_counter() - started, 2)}
     qmodel = int8.module
+    equalization, equalize_warnings = equalization_result(qmodel, loaded.spec)
     metrics: dict[str, Any] = {}
     fake_predict = torch_predict(qmodel) if stream is None else stream.torch_predict(qmodel)
     float_run, fake_run = Recorder(torch_predict(float_module)), Recorder(fake_predict)
@@ -495,6 +510,8 @@ def quantize(
         "method": config.method,
         "quantize_scan_inputs": config.quantize_scan_inputs,
         "w8a8": w8a8,
+        "weight_granularity": weight_granularity(config.profile),
+        "equalize": equalize,
         "qat_epochs": qat_epochs,
         "max_drop": max_drop,
         "streaming": streaming,
@@ -579,9 +596,16 @@ def quantize(
             "weights": weights.label,
             "gates": gates,
             "recurrences": recurrences,
-            "warnings": [*warnings, *gate_warnings(gates), *checked.warnings()],
+            "warnings": [
+                *warnings,
+                *equalize_warnings,
+                *gate_warnings(gates),
+                *checked.warnings(),
+            ],
             "seconds": seconds,
         }
+        if equalization is not None:
+            summary["equalization"] = equalization
         if "qat" in metrics:
             summary["qat_recovery"] = qat_recovery(kind, metrics)
         if stream is not None:

@@ -168,6 +168,10 @@ def int8_rows(result: dict[str, Any]) -> Rows:
     rows += [("profile / method", f"{quant['profile']} / {quant['method']}")]
     calib = quant["calibration"]
     rows.append(("calibration", f"{calib['samples']} samples of {calib['source']}"))
+    if quant.get("weight_granularity") == "tensor":
+        rows.append(("weight scales", "one per tensor"))
+    if result.get("equalization") is not None:
+        rows.append(("equalization", result["equalization"]["line"]))
     rows += [(f"{stage} {key}", f"{acc[stage][key]:.4g}") for stage in acc]
     agreement = result["onnx_vs_fake_quant"]
     rows.append(("onnx vs fake-quant top-1", f"{agreement['top1_agreement']:.2f} %"))

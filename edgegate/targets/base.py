@@ -87,6 +87,9 @@ class Target(ABC):
     # Q/DQ: its name, and the file holding the quantized model torch runs as the reference
     int8_toolchain: str | None = None
     int8_reference: str = ""
+    # weight scales the target's INT8 file can hold: one per output channel, one per tensor
+    # (``quantize --weight-granularity``; edgegate's brevitas INT8 only)
+    weight_granularities: tuple[str, ...] = ("channel", "tensor")
     # On-device validation (`edgegate bundle`): the runtime a bundle's run.py drives on the
     # device ("onnxruntime", "executorch", "coreml", "tensorrt"), and whether it reads its
     # inputs as raw little-endian files (trtexec's --loadInputs) besides inputs.npz

@@ -39,6 +39,9 @@ class CoreMLTarget(Target):
     precisions = ("fp16", "fp32")  # the first is the default
     converts_precision = True  # gets the fp32 module and converts to fp16 itself
     device_runtime = "coreml"
+    # the package stores the int8 weights per output channel (quantize_grid_weights): a
+    # per-tensor grid would not be found there and those weights would ship in float
+    weight_granularities = ("channel",)
     # the loop-free scan forms are built for the export's length; images may grow
     sequences_bounded_by_export = True
 

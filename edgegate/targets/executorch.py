@@ -42,6 +42,7 @@ class ExecuTorchTarget(Target):
     profile_families = ("executorch",)
     int8_toolchain = "pt2e"
     int8_reference = "model.int8.pt2"
+    weight_granularities = ("channel",)  # XNNPACK's quantizer: per-channel weights
     device_runtime = "executorch"
     bounded_by_export = True  # memory is planned for each dim's upper bound
 

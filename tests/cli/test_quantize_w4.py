@@ -14,6 +14,8 @@ from tests.conftest import assert_one_line_error
         (["--report"], "--report does not apply to --scheme w4"),
         (["--streaming", "--quantize-state"], "--quantize-state does not apply to --scheme w4"),
         (["--method", "mse"], "--method mse does not apply to --scheme w4"),
+        (["--equalize"], "--equalize does not apply to --scheme w4"),
+        (["--weight-granularity", "tensor"], "--weight-granularity tensor does not apply"),
         (["--group-size", "24"], "power of two >= 16"),
         (["--group-size", "64"], "does not divide the 96 input features of layer"),
         (["--profile", "coreml"], "W4 for target 'coreml' lands with"),
