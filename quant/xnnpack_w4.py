@@ -12,11 +12,12 @@ builds). It is built here from the W4Linear's own codes and scales, not through
 ``quantize_``: torchao's symmetric quantizer divides by (qmax - qmin) / 2 = 7.5, not 7, so it
 would re-derive other codes and scales from the dequantized weight.
 
-Two limits of XNNPACK's 4-bit weights, both from ExecuTorch's serialiser
+Three limits of XNNPACK's 4-bit weights, all from ExecuTorch's serialiser
 (``backends/xnnpack/operators/node_visitor.py``):
 
 - They are symmetric: codes are stored as ``code + 8`` in unsigned nibbles and zero points are
   dropped. An asymmetric W4Linear (codes 0..15 with zero points) is refused.
+- Group sizes are multiples of 32; others are refused here, before lowering.
 - Group scales are stored as bfloat16 (``get_quant_params``: ``scale.to(torch.bfloat16)``).
   The converted module carries the scales rounded the same way, so it computes what the
   program computes; the codes are kept exactly. The rounding moves a scale by at most 2**-9
@@ -36,6 +37,7 @@ from edgegate.quant.weight_only import W4Linear
 
 SCALE_DTYPE = torch.bfloat16  # what XNNPACK's qb4w stores per group
 ACTIVATION_QUANTIZATION = "int8_asym_per_token"  # torchao's 8-bit dynamic per-token input
+GROUP = 32  # XNNPACK's qb4w block: group sizes are multiples of it
 
 
 def w4_layers(model: nn.Module) -> dict[str, W4Linear]:
@@ -45,7 +47,9 @@ def w4_layers(model: nn.Module) -> dict[str, W4Linear]:
 
 def check_8da4w(model: nn.Module) -> None:
     """BadInput, before any lowering, when ``model`` cannot become an 8da4w program: it has no
-    W4Linear, or one is asymmetric (XNNPACK's 4-bit weights have no zero points)."""
+    W4Linear, one is asymmetric (XNNPACK's 4-bit weights have no zero points), or one has a
+    group size that is not a multiple of 32 (ExecuTorch's XNNPACK serialiser asserts it,
+    ``node_visitor.py`` ``_check_per_channel_group_params``)."""
     layers = w4_layers(model)
     if not layers:
         raise BadInput(
@@ -57,6 +61,12 @@ def check_8da4w(model: nn.Module) -> None:
         raise BadInput(
             f"W4Linear '{asymmetric[0]}' is asymmetric (codes 0..15 with zero points); "
             "XNNPACK's 4-bit weights are symmetric: quantize with symmetric codes for executorch"
+        )
+    odd = [(name, layer.group_size) for name, layer in layers.items() if layer.group_size % GROUP]
+    if odd:
+        raise BadInput(
+            f"W4Linear '{odd[0][0]}' has group size {odd[0][1]}; XNNPACK's 4-bit group weights "
+            f"need a multiple of {GROUP}: use --group-size 32, 64, 128 ... for executorch"
         )
 
 

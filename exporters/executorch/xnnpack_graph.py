@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
@@ -25,6 +26,7 @@ import torch
 from edgegate.libs import import_optional
 
 XNNPACK_BACKEND = "XnnpackBackend"
+_NON_FINITE = re.compile(r"(:\s*)(-?(?:inf|nan))\b")
 _NO_ID = 0xFFFFFFFF  # XNNPACK's id for "none" (a fully connected layer without bias)
 
 
@@ -54,7 +56,9 @@ def _decode_graph(flatbuffer: bytes) -> dict[str, Any]:
         blob = os.path.join(folder, "graph.bin")
         Path(blob).write_bytes(flatbuffer)
         flatbuffers._flatc_decompile(folder, schema, blob)
-        return json.loads(Path(folder, "graph.json").read_text())
+        text = Path(folder, "graph.json").read_text()
+    # flatc writes unbounded output ranges as bare inf, which JSON has no literal for
+    return json.loads(_NON_FINITE.sub(r'\1"\2"', text))
 
 
 def _named_bytes(pte: Any) -> dict[str, bytes]:

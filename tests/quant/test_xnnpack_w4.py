@@ -65,7 +65,7 @@ def test_the_converted_layer_computes_per_token_int8_times_its_int4_weight():
 
     model = ParallelW4()
     converted = to_8da4w(model)
-    x = torch.randn(3, 7, 64) * 2
+    x = torch.randn(3, 7, 128) * 2
     layer = model.a
     codes = layer.codes.float().view(layer.out_features, -1, layer.group_size)
     weight = (codes * xnnpack_scales(layer.scales).unsqueeze(-1)).flatten(1)
@@ -113,6 +113,13 @@ def test_an_asymmetric_w4linear_is_refused():
         check_8da4w(model)
     with pytest.raises(BadInput, match="asymmetric"):
         to_8da4w(model)
+
+
+def test_a_group_size_xnnpack_cannot_take_is_refused():
+    from edgegate.quant.xnnpack_w4 import check_8da4w
+
+    with pytest.raises(BadInput, match="'a' has group size 16.*multiple of 32"):
+        check_8da4w(ParallelW4(group=16))
 
 
 def test_a_model_without_w4linear_is_refused():

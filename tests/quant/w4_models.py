@@ -29,13 +29,13 @@ def prepare_w4(
 class ParallelW4(nn.Module):
     """Three W4Linears read the same input (no W4 output feeds another: one activation
     quantization per layer, so a lowered program can be held to a tight tolerance): group
-    sizes 16 and 32, and one group spanning all 64 input features; one without bias."""
+    sizes 32 and 64, and one group spanning all 128 input features; one without bias."""
 
-    def __init__(self, features: int = 64, symmetric: bool = True) -> None:
+    def __init__(self, features: int = 128, symmetric: bool = True, group: int = 32) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.a = W4Linear.from_linear(nn.Linear(features, 40), 16, symmetric=symmetric)
-        self.b = W4Linear.from_linear(nn.Linear(features, 24, bias=False), 32, symmetric=symmetric)
+        self.a = W4Linear.from_linear(nn.Linear(features, 40), group, symmetric=symmetric)
+        self.b = W4Linear.from_linear(nn.Linear(features, 24, bias=False), 64, symmetric=symmetric)
         self.c = W4Linear.from_linear(nn.Linear(features, 8), features, symmetric=symmetric)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
