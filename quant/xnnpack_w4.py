@@ -20,29 +20,32 @@ Three limits of XNNPACK's 4-bit weights, all from ExecuTorch's serialiser
 - Group sizes are multiples of 32; others are refused here, before lowering.
 - Group scales are stored as bfloat16 (``get_quant_params``: ``scale.to(torch.bfloat16)``).
   The converted module carries the scales rounded the same way, so it computes what the
-  program computes; the codes are kept exactly. The rounding moves a scale by at most 2**-9
+  program computes; the codes are kept exactly. The rounding moves a scale by at most 2**-8
   of itself (``scale_rounding`` reports the largest change).
 """
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from edgegate.errors import BadInput
-from edgegate.libs import import_optional
+from edgegate.quant.int4_weights import as_linear, int4_tensor, replace_w4, w4_layers
 from edgegate.quant.weight_only import W4Linear
 
 SCALE_DTYPE = torch.bfloat16  # what XNNPACK's qb4w stores per group
 ACTIVATION_QUANTIZATION = "int8_asym_per_token"  # torchao's 8-bit dynamic per-token input
 GROUP = 32  # XNNPACK's qb4w block: group sizes are multiples of it
 
-
-def w4_layers(model: nn.Module) -> dict[str, W4Linear]:
-    """Every W4Linear in ``model`` by its qualified name."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, W4Linear)}
+__all__ = [
+    "check_8da4w",
+    "int4_weight",
+    "scale_rounding",
+    "to_8da4w",
+    "to_linear_8da4w",
+    "w4_layers",
+    "xnnpack_scales",
+]
 
 
 def check_8da4w(model: nn.Module) -> None:
@@ -87,31 +90,16 @@ def scale_rounding(model: nn.Module) -> float:
 
 def int4_weight(layer: W4Linear) -> torch.Tensor:
     """torchao's 8da4w weight tensor holding ``layer``'s codes and (bfloat16-rounded) scales."""
-    with torch.no_grad():
-        intx = import_optional("torchao.quantization")
-        if layer.zero_points is not None:
-            raise BadInput("an asymmetric W4Linear has no XNNPACK 8da4w form")
-        scales = xnnpack_scales(layer.scales)
-        return intx.IntxUnpackedToInt8Tensor(
-            qdata=layer.codes.to(torch.int8).contiguous(),
-            scale=scales.contiguous(),
-            zero_point=torch.zeros_like(scales, dtype=torch.int8),
-            target_dtype=torch.int4,
-            block_size=(1, layer.group_size),
-            dtype=torch.float32,
-            activation_quantization=ACTIVATION_QUANTIZATION,
-        )
+    if layer.zero_points is not None:
+        raise BadInput("an asymmetric W4Linear has no XNNPACK 8da4w form")
+    return int4_tensor(
+        layer, scales=xnnpack_scales(layer.scales), activation=ACTIVATION_QUANTIZATION
+    )
 
 
 def to_linear_8da4w(layer: W4Linear) -> nn.Linear:
     """An ``nn.Linear`` whose weight is ``int4_weight(layer)`` (bias kept in float32)."""
-    linear = nn.Linear(
-        layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta"
-    )
-    linear.weight = nn.Parameter(int4_weight(layer), requires_grad=False)
-    if layer.bias is not None:
-        linear.bias = nn.Parameter(layer.bias.detach().float().clone(), requires_grad=False)
-    return linear
+    return as_linear(layer, int4_weight(layer))
 
 
 def to_8da4w(model: nn.Module) -> nn.Module:
@@ -120,9 +108,4 @@ def to_8da4w(model: nn.Module) -> nn.Module:
     The copy is the reference an 8da4w .pte is judged against: it quantizes activations per
     token as the program does and uses the program's own weight codes and scales."""
     check_8da4w(model)
-    converted = copy.deepcopy(model).eval()
-    for name in list(w4_layers(converted)):
-        parent_name, _, child = name.rpartition(".")
-        parent = converted.get_submodule(parent_name) if parent_name else converted
-        setattr(parent, child, to_linear_8da4w(getattr(parent, child)))
-    return converted
+    return replace_w4(model, to_linear_8da4w)
