@@ -9,7 +9,7 @@ sequence length symbolic, up to ``max_len``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
@@ -42,10 +42,14 @@ def decompose(
     *,
     core_aten: bool = True,
     extra: Mapping[object, Callable] | None = None,
+    keep: Iterable[object] = (),
 ) -> torch.export.ExportedProgram:
     """``program`` with every edgegate op in loop-free aten (and, by default, in core aten);
-    ``extra`` adds a converter's own rewrites to the same pass (one retrace)."""
+    ``extra`` adds a converter's own rewrites to the same pass (one retrace); ops in ``keep``
+    stay whole (a converter that maps them itself: torchao's dequantize to a constexpr)."""
     table = torch.export.default_decompositions() if core_aten else {}
+    for op in keep:
+        table.pop(op, None)
     table.update(edgegate_decompositions(max_len))
     table.update(extra or {})
     return program.run_decompositions(table)

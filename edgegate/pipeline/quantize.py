@@ -225,13 +225,11 @@ class _WeightOnlyW4:
 
     state_name = W4_STATE
 
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
+    def __init__(self, module: nn.Module, target: Target) -> None:
+        self.module, self.target = module, target
 
     def exportable(self) -> nn.Module:
-        from edgegate.quant.weight_only_export import exportable_w4
-
-        return exportable_w4(self.module)
+        return self.target.w4_module(self.module)
 
     def save(self, stage: Path, spec: str, record: dict[str, Any]) -> None:
         from edgegate.quant.weight_only import save_w4_state
@@ -300,7 +298,7 @@ def _quantized(
         from edgegate.quant.weight_only import prepare_w4
 
         with progress.phase(f"AWQ search and W4 rounding on {len(batches)} batches"):
-            return _WeightOnlyW4(prepare_w4(float_module, w4, batches))
+            return _WeightOnlyW4(prepare_w4(float_module, w4, batches), target)
     if target.int8_toolchain:
         with progress.phase(f"calibrate ({target.int8_toolchain}) on {len(batches)} batches"):
             native = target.quantize_native(
@@ -395,7 +393,7 @@ def quantize(
     w4_config: W4Config | None = None
     w4_settings: dict[str, str] = {}
     if w4:
-        target.check_w4()
+        target.check_w4(group_size)
         w4_config = W4Config(group_size=group_size, symmetric=target.w4_symmetric)
         w4_config.check()
         w4_settings = target.w4_settings(config.profile.name)
@@ -454,14 +452,15 @@ def quantize(
         dims, names = stream.dynamic_dims(kind.dynamic_dims()), stream.names()
         quant_source = graph_ready(stream.module(), args, dims, names[0])
     # W4 files compute in float unless the kernel quantizes activations itself (MatMulNBits
-    # at accuracy level 4: int8): the precision they are judged at
+    # at accuracy level 4, XNNPACK's 8da4w: int8) or computes in half (Core ML): the precision
+    # they are judged at (``Target.w4_settings``)
     precision = "int8"
     stem = W4_STEM if w4 else INT8_STEM
     if w4:
         from edgegate.quant.w4_select import plan_w4
 
         plan_w4(quant_source).check(group_size, loaded.spec)  # nothing to quantize: exit 2 now
-        precision = "int8" if w4_settings.get("w4_accuracy_level") == "4" else "fp32"
+        precision = w4_settings.get("w4_precision", "fp32")
     metadata = {
         "model": loaded.spec,
         "task": kind.name,

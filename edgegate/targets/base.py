@@ -125,8 +125,9 @@ class Target(ABC):
                 f"{self.install_hint}"
             )
 
-    def check_w4(self) -> None:
-        """BadInput, before any work, where this target writes no W4 file."""
+    def check_w4(self, group_size: int) -> None:
+        """BadInput, before any work, where this target writes no W4 file (or none with
+        groups of ``group_size``)."""
         if self.w4_form is None:
             from edgegate.errors import BadInput
 
@@ -134,8 +135,18 @@ class Target(ABC):
 
     def w4_settings(self, profile: str) -> dict[str, str]:
         """What a W4 export of this target records and its exporter reads (``ExportPart``
-        metadata), for the deployment variant ``profile`` names."""
-        return {}
+        metadata), for the deployment variant ``profile`` names. ``w4_precision`` is what the
+        file computes in, so the tolerance it is judged at against the W4 fake-quant model:
+        fp32 (dequantized weights, float math) unless the kernel quantizes activations."""
+        return {"w4_precision": "fp32"}
+
+    def w4_module(self, module: nn.Module) -> nn.Module:
+        """What ``export`` gets for a W4-prepared model: ONNX exporters take each weight-only
+        layer as one custom op (``edgegate.quant.weight_only_export``); a target whose own
+        toolchain converts W4 layers (ExecuTorch, Core ML) takes the prepared model as it is."""
+        from edgegate.quant.weight_only_export import exportable_w4
+
+        return exportable_w4(module)
 
     def check_part(self, part: ExportPart) -> None:  # noqa: B027 - optional hook
         """BadInput when the target cannot take ``part``: called for every part before any

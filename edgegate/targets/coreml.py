@@ -29,7 +29,10 @@ INPUT_DOCS = {
 
 class CoreMLTarget(Target):
     name = "coreml"
-    w4_missing = "lands with Core ML's iOS18 per-block int4 lowering (not wired in yet)"
+    # W4: iOS18 per-block int4 constexprs (constexpr_blockwise_shift_scale) holding the W4
+    # codes and scales (edgegate.exporters.coreml.w4), computed in fp16 as Core ML does
+    w4_form = "int4-blockwise"
+    w4_symmetric = True
     summary = "Core ML ML Program (.mlpackage): fp16 with fp32 scans; predict on macOS only"
     suffix = ".mlpackage"
     requires = ("coremltools",)
@@ -68,7 +71,14 @@ class CoreMLTarget(Target):
         if unknown:
             raise BadInput(f"{part.stem}: no Core ML decomposition for {', '.join(unknown)}")
         # torch.export and the op check take seconds, conversion a minute: fail before it
-        self._programs[id(part)] = self._program(part)
+        if not _w4(part):  # a W4 part is exported from its torchao form (export_coreml_w4)
+            self._programs[id(part)] = self._program(part)
+
+    def w4_settings(self, profile: str) -> dict[str, str]:
+        return {"w4_precision": "fp16"}
+
+    def w4_module(self, module):
+        return module  # export_coreml_w4 converts the W4 layers itself
 
     def _program(self, part: ExportPart):
         from edgegate.exporters.coreml import prepare_program
@@ -87,6 +97,8 @@ class CoreMLTarget(Target):
     def export(self, part: ExportPart, directory: Path) -> ExportedFile:
         from edgegate.exporters.coreml import export_coreml
 
+        if _w4(part):
+            return self._export_w4(part, directory)
         program = self._programs.pop(id(part), None) or self._program(part)
         int8 = _int8(part)
         precision = "fp16" if int8 else part.precision
@@ -101,6 +113,24 @@ class CoreMLTarget(Target):
             input_docs={n: INPUT_DOCS[n] for n in part.input_names if n in INPUT_DOCS},
         )
         return ExportedFile(exported.path, exported.inputs, [])
+
+    def _export_w4(self, part: ExportPart, directory: Path) -> ExportedFile:
+        from edgegate.exporters.coreml.w4 import export_coreml_w4
+
+        w4 = export_coreml_w4(
+            part.module,
+            part.args,
+            directory / self.file_name(part.stem),
+            input_names=part.input_names,
+            output_names=part.output_names,
+            dynamic_dims=part.dynamic_dims,
+            sequence=part.metadata.get("task") == "lm",
+            precision="fp16",
+            bounds={(r.index, r.axis): (r.low, r.high) for r in part.ranges},
+            metadata={**part.metadata, "compute_precision": "fp16"},
+            input_docs={n: INPUT_DOCS[n] for n in part.input_names if n in INPUT_DOCS},
+        )
+        return ExportedFile(w4.export.path, w4.export.inputs, [])
 
     def runner(self, path: str | os.PathLike[str], threads: int | None = None) -> Runner:
         return CoreMLRunner(path, threads=threads)
@@ -117,6 +147,11 @@ class CoreMLTarget(Target):
             "of its ML Program here, which checks the conversion; its latency is numpy's, not "
             "a device's"
         ]
+
+
+def _w4(part: ExportPart) -> bool:
+    """A W4 part (``quantize --scheme w4``): float model with W4 layers."""
+    return part.metadata.get("scheme") == "w4"
 
 
 def _int8(part: ExportPart) -> bool:

@@ -33,7 +33,10 @@ EXECUTORCH_VERSION = "1.5.1"  # the release the export and the runner are writte
 
 class ExecuTorchTarget(Target):
     name = "executorch"
-    w4_missing = "lands with ExecuTorch's XNNPACK 8da4w lowering (not wired in yet)"
+    # W4: XNNPACK's 8da4w linears (int8 dynamic per-token activations, symmetric int4 group
+    # weights carrying the W4 codes; edgegate.quant.xnnpack_w4)
+    w4_form = "8da4w"
+    w4_symmetric = True
     summary = "ExecuTorch .pte: XNNPACK delegate, scans as loop-free aten, PT2E INT8"
     suffix = ".pte"
     requires = ("executorch", "torchao")
@@ -66,7 +69,24 @@ class ExecuTorchTarget(Target):
                     f"--seq-len {MAX_PARALLEL_T} or less"
                 )
 
+    def check_w4(self, group_size: int) -> None:
+        from edgegate.quant.xnnpack_w4 import GROUP
+
+        if group_size % GROUP:
+            raise BadInput(
+                f"--group-size {group_size}: XNNPACK's 4-bit group weights take groups that "
+                f"are a multiple of {GROUP} (executorch)"
+            )
+
+    def w4_settings(self, profile: str) -> dict[str, str]:
+        return {"w4_precision": "int8"}  # 8da4w quantizes activations per token
+
+    def w4_module(self, module: nn.Module) -> nn.Module:
+        return module  # export_pte_8da4w converts the W4 layers itself
+
     def export(self, part: ExportPart, directory: Path) -> ExportedFile:
+        if part.metadata.get("scheme") == "w4":
+            return self._export_w4(part, directory)
         written = export_pte(
             part.module,
             part.args,
@@ -82,6 +102,29 @@ class ExecuTorchTarget(Target):
             "static_dims": written.static_dims,
             "xnnpack_delegates": written.delegated_nodes,
             "portable_ops": written.portable_ops,
+        }
+        return ExportedFile(written.path, written.inputs, [], record, written.static_reasons)
+
+    def _export_w4(self, part: ExportPart, directory: Path) -> ExportedFile:
+        from edgegate.exporters.executorch.w4 import export_pte_8da4w
+
+        w4 = export_pte_8da4w(
+            part.module,
+            part.args,
+            directory / self.file_name(part.stem),
+            input_names=part.input_names,
+            output_names=part.output_names,
+            dynamic_dims=part.dynamic_dims,
+            metadata=part.metadata,
+            ranges=part.ranges,
+        )
+        written = w4.export
+        record = {
+            "dynamic_ranges": written.ranges,
+            "static_dims": written.static_dims,
+            "xnnpack_delegates": written.delegated_nodes,
+            "portable_ops": written.portable_ops,
+            "w4_linears": len(w4.linears),  # read back from the .pte: codes as prepared
         }
         return ExportedFile(written.path, written.inputs, [], record, written.static_reasons)
 

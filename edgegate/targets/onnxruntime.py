@@ -41,7 +41,12 @@ class OnnxRuntimeTarget(OnnxTarget):
     def w4_settings(self, profile: str) -> dict[str, str]:
         """The deployment ISA (the profile's variant) and MatMulNBits' accuracy level for it."""
         isa = PROFILES[profile].name.partition(":")[2] if profile in PROFILES else host_isa()
-        return {"w4_isa": isa, "w4_accuracy_level": str(W4_ACCURACY_LEVELS[isa])}
+        level = W4_ACCURACY_LEVELS[isa]
+        return {
+            "w4_isa": isa,
+            "w4_accuracy_level": str(level),
+            "w4_precision": "int8" if level == 4 else "fp32",  # level 4: int8 activations
+        }
 
     def host_warnings(
         self, manifest: Manifest | None, model_file: str, directory: Path | None = None

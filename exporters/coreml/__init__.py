@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from edgegate.exporters.coreml.convert import (
+    DEPLOYMENT_TARGET,
     convert,
     describe,
     quantize_grid_weights,
@@ -71,10 +72,14 @@ def export_coreml(
     int8_weights: bool = False,
     metadata: dict[str, str] | None = None,
     input_docs: dict[str, str] | None = None,
+    deployment_target: str = DEPLOYMENT_TARGET,
 ) -> CoreMLExport:
-    """Write ``program`` (from `prepare_program`) as ``path`` (an .mlpackage folder)."""
+    """Write ``program`` (from `prepare_program`) as ``path`` (an .mlpackage folder), for
+    ``deployment_target`` (coremltools' name: iOS17, iOS18 ...) and later."""
     keep = scan_region(program) | routing_region(program)
-    model = convert(program, precision=precision, keep_fp32=keep)
+    model = convert(
+        program, precision=precision, keep_fp32=keep, deployment_target=deployment_target
+    )
     quantized: list[str] = []
     if int8_weights:  # on the converted program, before renaming rebuilds the model from spec
         model, quantized = quantize_grid_weights(model)

@@ -33,8 +33,11 @@ def convert(
     *,
     precision: str,
     keep_fp32: Iterable[str] = (),
+    deployment_target: str = DEPLOYMENT_TARGET,
 ):
-    """The ML Program of ``program``; ``keep_fp32`` names nodes that stay fp32 under fp16."""
+    """The ML Program of ``program``; ``keep_fp32`` names nodes that stay fp32 under fp16.
+    ``deployment_target`` is coremltools' name of the oldest OS it runs on (iOS18 for int4
+    per-block weights, ``constexpr_blockwise_shift_scale``)."""
     ct = _ct()
     if precision == "fp16":
         keep = set(keep_fp32)
@@ -48,7 +51,7 @@ def convert(
         model = ct.convert(
             program,
             convert_to="mlprogram",
-            minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+            minimum_deployment_target=getattr(ct.target, deployment_target),
             compute_precision=compute,
         )
     return model

@@ -1,4 +1,5 @@
-"""What Linux can check in a Core ML package: op types, dtypes, shape ranges, int8 weights.
+"""What Linux can check in a Core ML package: op types, dtypes, shape ranges, int8 and int4
+weights.
 
 `MLModel(path)` loads here (predict does not), and the ML Program's protobuf names every op,
 every input's shape range and every constexpr weight.
@@ -8,7 +9,10 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from edgegate.dims import dim_name
 from edgegate.manifest import InputSpec
@@ -98,3 +102,56 @@ def package_size(path: str | os.PathLike[str]) -> int:
 
 def output_names(path: str | os.PathLike[str]) -> list[str]:
     return [o.name for o in load(path).get_spec().description.output]
+
+
+@dataclass(frozen=True)
+class BlockwiseWeight:
+    """One iOS18 ``constexpr_blockwise_shift_scale`` as the saved package holds it:
+    weight = scale * (data - offset), each scale and offset entry covering one block."""
+
+    name: str
+    data_type: str  # MIL's name: int4, uint4, int8, uint8
+    data: np.ndarray  # the integer values (int4 held in int8)
+    scale: np.ndarray  # in its stored dtype (float16 in an fp16 program, else float32)
+    offset: np.ndarray | None
+
+
+def blockwise_weights(path: str | os.PathLike[str]) -> list[BlockwiseWeight]:
+    """Every ``constexpr_blockwise_shift_scale`` of the package's program, read back through
+    coremltools' own MIL loader (blob file values materialise as numpy), in program order."""
+    from edgegate.exporters.coreml.quiet import coremltools, quiet
+
+    coremltools()  # imported quietly first
+    from coremltools.converters.mil.frontend.milproto.load import load as load_mil
+    from coremltools.converters.mil.mil import types
+
+    model = load(path)
+    spec = model.get_spec()
+    with quiet():
+        program = load_mil(spec, spec.specificationVersion, model.weights_dir)
+    found = []
+    for function in program.functions.values():
+        for op in function.operations:
+            if op.op_type != "constexpr_blockwise_shift_scale":
+                continue
+            offset = op.offset.val if op.offset is not None else None
+            found.append(
+                BlockwiseWeight(
+                    op.outputs[0].name,
+                    types.builtin_to_string(op.data.dtype),
+                    np.asarray(op.data.val),
+                    np.asarray(op.scale.val),
+                    None if offset is None else np.asarray(offset),
+                )
+            )
+    return found
+
+
+def deployment_target(path: str | os.PathLike[str]) -> str:
+    """The oldest OS the package declares (coremltools' target name, e.g. iOS18)."""
+    from edgegate.exporters.coreml.quiet import coremltools
+
+    ct = coremltools()
+    version = load(path).get_spec().specificationVersion
+    names = [t.name for t in ct.target if t.value == version]
+    return names[0] if names else f"specification {version}"

@@ -98,7 +98,7 @@ def export_program(
             raise export_failure(module, message) from exc
     try:
         with fx_config.patch(backed_size_oblivious=True):  # no batch-1 specialisation either
-            program = decompose(program, max_len)
+            program = decompose(program, max_len, keep=converted_whole())
     except Exception as exc:  # edgegate rewrites its own ops here: never the input's fault
         raise InternalError(f"decomposing edgegate's ops for Core ML failed: {exc}") from exc
     broadcast_where_values(program)
@@ -117,6 +117,16 @@ def export_program(
             f"({', '.join(in_bf16[:3])}): load it in float32"
         )
     return program
+
+
+def converted_whole() -> list[object]:
+    """Ops coremltools converts itself, kept out of the core-aten decomposition: torchao's
+    ``dequantize_affine`` of int4 or int8 codes, which its torch frontend turns into a
+    constexpr weight (iOS18: ``constexpr_blockwise_shift_scale``) holding those codes and
+    scales. Decomposed, it would be folded into a float weight. Empty without torchao."""
+    namespace = getattr(torch.ops, "torchao", None)
+    op = getattr(namespace, "dequantize_affine", None) if namespace is not None else None
+    return [op.default] if op is not None else []
 
 
 @contextlib.contextmanager

@@ -187,6 +187,10 @@ def _partitioner():
 
 
 def _is_quantized(module: nn.Module) -> bool:
+    """A PT2E INT8 graph, or a module with torchao quantized weights (8da4w linears): its
+    program runs integer kernels whose rounding the module only emulates."""
+    if any("torchao" in type(p).__module__ for p in module.parameters()):
+        return True
     graph = getattr(module, "graph", None)
     return graph is not None and any(
         "quantize_per" in str(node.target) for node in graph.nodes if node.op == "call_function"
@@ -216,7 +220,8 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], plan: _Plan, boun
 
 def _probe(program, args: tuple[torch.Tensor, ...], dynamic: list[tuple[int, ...]], bounds: Bounds):
     """The dims of ``dynamic`` in which the exported program takes another size (within
-    their bounds)."""
+    their bounds). A batch is probed on every input whose batch varies at once: inputs that
+    share it (a streaming step's tokens and states) carry a guard that their batches agree."""
     runnable = program.module()
     accepted = []
     for i, dims in enumerate(dynamic):
@@ -235,6 +240,10 @@ def _probe(program, args: tuple[torch.Tensor, ...], dynamic: list[tuple[int, ...
             index[d] = slice(0, min(size, shape[d]))
             piece = feed[i][tuple(index)]
             feed[i] = torch.cat([piece] * 3) if d == 0 else piece.contiguous()
+            if d == 0:
+                for j, other in enumerate(dynamic):
+                    if j != i and 0 in other:
+                        feed[j] = torch.cat([feed[j]] * 3)
             try:
                 with torch.no_grad(), quiet_imports():
                     runnable(*feed)

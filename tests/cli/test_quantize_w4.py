@@ -18,8 +18,7 @@ from tests.conftest import assert_one_line_error
         (["--weight-granularity", "tensor"], "--weight-granularity tensor does not apply"),
         (["--group-size", "24"], "power of two >= 16"),
         (["--group-size", "64"], "does not divide the 96 input features of layer"),
-        (["--profile", "coreml"], "W4 for target 'coreml' lands with"),
-        (["--profile", "executorch"], "W4 for target 'executorch' lands with"),
+        (["--profile", "executorch", "--group-size", "16"], "a multiple of 32 (executorch)"),
         (["--scheme", "w3"], "unknown --scheme 'w3'"),
     ],
 )
