@@ -485,9 +485,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.models = (args.models or ("gla-lm" if quick else "gla-lm,gla-lm-25m")).split(",")
     args.precisions = (args.precisions or ("fp32" if quick else ",".join(PRECISIONS))).split(",")
     args.runtimes = args.runtimes.split(",")
-    args.steps = args.steps or (16 if quick else 128)
-    args.prefill = args.prefill or (64 if quick else 512)
-    args.rounds = args.rounds or (2 if quick else 5)
+    defaults = {"steps": (16, 128), "prefill": (64, 512), "rounds": (2, 5)}
+    for name, (smoke, full) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, smoke if quick else full)
     for p in args.precisions:
         if p not in PRECISIONS:
             parser.error(f"unknown precision '{p}' (known: {', '.join(PRECISIONS)})")
@@ -495,7 +496,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if r not in RUNTIMES:
             parser.error(f"unknown runtime '{r}' (known: {', '.join(RUNTIMES)})")
     for name, value in (("--steps", args.steps), ("--prefill", args.prefill),
-                        ("--prompt", args.prompt), ("--threads", args.threads)):  # fmt: skip
+                        ("--prompt", args.prompt), ("--threads", args.threads),
+                        ("--rounds", args.rounds)):  # fmt: skip
         if value < 1:
             parser.error(f"{name} must be at least 1, got {value}")
     return args
