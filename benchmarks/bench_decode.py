@@ -136,6 +136,7 @@ def build_cell(
     seq_len = export_seq_len(target.bounded_by_export, prefill)
     if (out / "manifest.json").is_file():
         cell.notes.append(f"reused {out}")
+        cell.verdict = _recorded_verdict(out)
     else:
         started = time.perf_counter()
         try:
@@ -154,6 +155,20 @@ def build_cell(
     cell.path = os.fspath(path)
     cell.file_mb = round(path.stat().st_size / 2**20, 2)
     return cell
+
+
+def _recorded_verdict(out: Path) -> str | None:
+    """A reused INT8/W4 export's verdict, from the report.json its quantize wrote."""
+    report = out / "report.json"
+    if not report.is_file():
+        return None
+    return _verdict(json.loads(report.read_text()))
+
+
+def _verdict(result: dict[str, Any]) -> str:
+    if result.get("passed"):
+        return "passed"
+    return "failed: " + "; ".join(result.get("failures", []))[:200]
 
 
 def _build(
@@ -184,9 +199,7 @@ def _build(
         checkpoint=checkpoint,
         **scheme,
     )
-    if result.get("passed"):
-        return "passed"
-    return "failed: " + "; ".join(result.get("failures", []))[:200]
+    return _verdict(result)
 
 
 # --- running a streaming step --------------------------------------------------------------
