@@ -61,6 +61,14 @@ W8a8Opt = Annotated[
         "too, calibrated on --calib-data; gates keep their fixed [0, 1] ranges.",
     ),
 ]
+StreamOpt = Annotated[
+    bool,
+    typer.Option(
+        "--streaming",
+        help="Scan LMs and hf: LMs: export the streaming step (tokens, state0.. -> logits, "
+        "new_state0..) for token-by-token decoding; with --int8, as `quantize --streaming`.",
+    ),
+]
 JudgeDataOpt = Annotated[
     str | None,
     typer.Option("--data", help="With --int8: the test data the export is judged on."),
@@ -135,6 +143,7 @@ def register(app: typer.Typer, choices: Choices) -> None:
         max_drop: MaxDropOpt = 1.0,
         quantize_scan_inputs: ScanInputsOpt = False,
         w8a8: W8a8Opt = False,
+        streaming: StreamOpt = False,
         data: JudgeDataOpt = None,
         trust_code: TrustOpt = False,
         task: TaskOpt = None,
@@ -149,6 +158,7 @@ def register(app: typer.Typer, choices: Choices) -> None:
         - `edgegate export gc-mobilenet -o out/gc`
         - `edgegate export gdn-lm --target onnxruntime --seq-len 256 -o out/gdn`
         - `edgegate export gla-lm --target tensorrt -o kit/gla` (then `bash kit/gla/build.sh`)
+        - `edgegate export gla-lm --target onnxruntime --streaming -o out/gla-step` (decode step)
         - `edgegate export mobilenet-v3-se --target tensorrt --int8 --calib-samples 128 -o kit/m8`
         - `edgegate export gla-lm --target coreml -o out/gla` (fp16, scans fp32; flexible length)
         - `edgegate export mobilenet-v3-se --target coreml --int8 -o out/m8` (int8 weights)
@@ -169,7 +179,7 @@ def register(app: typer.Typer, choices: Choices) -> None:
                 json_out=json_out,
                 target=target,
                 build=build,
-                **shared,
+                **{**shared, "streaming": streaming},
             )
             return
         export_float(
@@ -184,4 +194,5 @@ def register(app: typer.Typer, choices: Choices) -> None:
             seq_len=seq_len,
             trust_code=trust_code,
             task=task,
+            streaming=streaming,
         )

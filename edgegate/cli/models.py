@@ -61,6 +61,13 @@ def models(
             "\n".join(s.partition(":")[2] or "default" for s in r["shipped_weights"]) or "-",
         )
     out.print(table)
+    for r in rows:
+        if r["train_command"] and not r["shipped_weights"]:
+            out.print(
+                f"{r['name']} ships no weights (random init until trained): {r['train_command']}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def _print_recognised(json_out: bool) -> None:

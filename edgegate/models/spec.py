@@ -19,7 +19,7 @@ from torch import nn
 
 from edgegate.errors import BadInput
 from edgegate.models.gc_mobilenet import gc_mobilenet
-from edgegate.models.lm import gdn_lm, gla_lm, hgrn_lm, qlm
+from edgegate.models.lm import gdn_lm, gla_lm, gla_lm_25m, hgrn_lm, qlm
 from edgegate.models.mobilenet_v3 import mobilenet_v3_large_se, mobilenet_v3_se
 from edgegate.models.vit import qvit
 
@@ -35,6 +35,8 @@ class ModelInfo:
     sequences at most the default length (learned positions); False = any size.
     `min_input`: the smallest image side that is not degenerate (a CNN's total stride: below
     it, the deepest stride-2 stages see a 1x1 map that is mostly padding).
+    `train_command`: for an entry too large to ship weights for, the documented command that
+    trains it (what `edgegate models` and a weightless `evaluate` point to).
     """
 
     name: str
@@ -45,6 +47,7 @@ class ModelInfo:
     options: dict[str, Any] = field(default_factory=dict)
     fixed_input: bool = False
     min_input: int = 1
+    train_command: str = ""
 
     @property
     def takes_tokens(self) -> bool:
@@ -68,13 +71,27 @@ def _info(
     default_input: tuple[int, ...],
     fixed_input: bool = False,
     min_input: int = 1,
+    train_command: str = "",
 ) -> ModelInfo:
     return ModelInfo(
-        name, factory, task, description, default_input, _options(factory), fixed_input, min_input
+        name,
+        factory,
+        task,
+        description,
+        default_input,
+        _options(factory),
+        fixed_input,
+        min_input,
+        train_command,
     )
 
 
 MOBILENET_STRIDE = 32
+# A brief run on the built-in stdlib bytes (README "Model zoo" gives its time on 2 cores).
+GLA_LM_25M_TRAIN = (
+    "edgegate train gla-lm-25m --data stdlib --epochs 1 --max-steps 300 --batch-size 16 "
+    "--lr 1e-3 -o gla-lm-25m.pt"
+)
 
 
 _ZOO: dict[str, ModelInfo] = {
@@ -121,6 +138,14 @@ _ZOO: dict[str, ModelInfo] = {
             fixed_input=True,
         ),
         _info("gla-lm", gla_lm, "lm", "byte LM, gated linear attention (GLA)", (128,)),
+        _info(
+            "gla-lm-25m",
+            gla_lm_25m,
+            "lm",
+            "byte LM, GLA at 25.6 M params (no shipped weights: train it)",
+            (128,),
+            train_command=GLA_LM_25M_TRAIN,
+        ),
         _info("hgrn-lm", hgrn_lm, "lm", "byte LM, HGRN gated linear scan", (128,)),
         _info("gdn-lm", gdn_lm, "lm", "byte LM, Gated DeltaNet (delta rule)", (128,)),
     )

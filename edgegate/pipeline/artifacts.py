@@ -42,6 +42,13 @@ class Artifact:
         return self.manifest.quant if self.manifest is not None else None
 
     @property
+    def streaming(self) -> bool:
+        """A streaming step (states in and out): `quantize --streaming` or `export --streaming`."""
+        if self.manifest is None:
+            return False
+        return bool((self.quant or {}).get("streaming")) or "streaming" in self.manifest.extra
+
+    @property
     def example_shape(self) -> list[int] | None:
         """The shape the export was made at (its first input), if recorded."""
         if self.manifest is None:

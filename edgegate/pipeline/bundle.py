@@ -94,7 +94,7 @@ def bundle(
     art = open_artifact(export_dir)
     if art.directory is None or art.manifest is None:
         raise BadInput(f"'{export_dir}' is a bare model file: bundle takes an export folder")
-    if (art.quant or {}).get("streaming"):
+    if art.streaming:
         raise BadInput(
             f"'{export_dir}' is a streaming export (states in and out), which bundle does not "
             "take yet: run.py feeds whole windows; use `edgegate validate` on the host"

@@ -13,10 +13,11 @@ from edgegate.errors import BadInput
 from edgegate.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_file, write_manifest
 from edgegate.models import LoadedModel, load_model
 from edgegate.outputs import check_output_dir
-from edgegate.pipeline.golden import export_golden
+from edgegate.pipeline.golden import export_golden, golden_cases
 from edgegate.pipeline.ranges import CheckedExport, RangePolicy, declare, export_checked
 from edgegate.pipeline.recurrences import prepare_recurrences
-from edgegate.pipeline.tasks import resolve_task
+from edgegate.pipeline.streaming import Streaming
+from edgegate.pipeline.tasks import Task, make_part, resolve_task
 from edgegate.pipeline.weights import record_weights, store_weights
 from edgegate.progress import SILENT, Progress
 from edgegate.targets import ExportedFile, ExportPart, Target, get_target
@@ -104,6 +105,19 @@ def trace_batch(loaded: LoadedModel, target: Target) -> int:
     return 2
 
 
+def streaming_parts(
+    stream: Streaming,
+    kind: Task,
+    example: tuple,
+    metadata: dict[str, str],
+) -> list[ExportPart]:
+    """The one graph a streaming export writes: the step ``(tokens, *states) -> (logits,
+    *new_states)``, traced from zero states (or the LM's example states)."""
+    args = stream.example(example[0])
+    dims = stream.dynamic_dims(kind.dynamic_dims())
+    return [make_part("model", stream.module(), args, *stream.names(), dims, metadata)]
+
+
 def export(
     model: str,
     output_dir: Path,
@@ -116,10 +130,15 @@ def export(
     trust_code: bool = False,
     task: str | None = None,
     build: bool = False,
+    streaming: bool = False,
     progress: Progress = SILENT,
 ) -> dict[str, Any]:
     """Export ``model`` for ``target`` into ``output_dir`` with a manifest (atomically); with
-    ``build``, also build the target's engine here (TensorRT)."""
+    ``build``, also build the target's engine here (TensorRT).
+
+    ``streaming`` (scan LMs; hf: LMs, their cache as states): the file is the streaming step,
+    every layer's state an input and an output, so a decoder feeds each call's new states to
+    the next call (what `quantize --streaming` ships in INT8)."""
     chosen = get_target(target)
     precision = precision or chosen.precisions[0]
     check_precision(chosen, precision)
@@ -129,6 +148,7 @@ def export(
         chosen.check_build()  # exit 3 before any work when this machine cannot build
     loaded = load_model(model, checkpoint, trust_code=trust_code)
     kind = resolve_task(loaded, task)
+    stream = Streaming(loaded) if streaming else None  # BadInput for a model without state
     module = loaded.module.eval()
     example = kind.example(
         loaded, batch=trace_batch(loaded, chosen), input_size=input_size, seq_len=seq_len
@@ -144,13 +164,19 @@ def export(
         "precision": precision,
         "weights": weights.label,
     }
+    if stream is not None:
+        metadata["streaming"] = "true"
+
+    def parts_of(inputs: tuple) -> list[ExportPart]:
+        if stream is not None:  # built after the swap: the step shares the LM's swapped blocks
+            return streaming_parts(stream, kind, inputs, metadata)
+        return kind.export_parts(module, inputs, metadata)
+
     policy = RangePolicy.of(loaded)
-    declared = [
-        declare(part, chosen, policy) for part in kind.export_parts(module, example, metadata)
-    ]
+    declared = [declare(part, chosen, policy) for part in parts_of(example)]
     # the inputs every range is checked on: as many distinct rows as the largest batch
     base = kind.example(loaded, batch=chosen.max_batch, input_size=input_size, seq_len=seq_len)
-    bases = [part.args for part in kind.export_parts(module, base, metadata)]
+    bases = [part.args for part in parts_of(base)]
     parts = [part for part, _ in declared]
     if precision == "fp16":
         parts = [
@@ -184,12 +210,21 @@ def export(
         stored = store_weights(loaded, weights, stage)
         if stored is not None:
             files[stored] = sha256_file(stage / stored)
+        state_record = {}
+        if stream is not None:
+            state_record = {
+                "streaming": {
+                    "state_inputs": stream.state_inputs,
+                    "state_outputs": stream.state_outputs,
+                    "state_quantized": False,
+                }
+            }
         manifest = Manifest(
             model=loaded.spec,
             target=chosen.name,
             precision=precision,
             inputs=written[0].inputs,
-            outputs=list(kind.output_names),
+            outputs=stream.names()[1] if stream is not None else list(kind.output_names),
             task=kind.name,
             files=files,
             custom_ops=sorted({op for w in written for op in w.custom_ops}),
@@ -199,12 +234,22 @@ def export(
                 "example_shapes": {kind.input_name: list(example[0].shape)},
                 **kind.settings(module),
                 **({"recurrences": recurrences} if any(recurrences.values()) else {}),
+                **state_record,
                 "weights": weights.label,
                 "weights_source": weights.to_dict(),
             },
         )
         shipped = [c.part for c in checked]
-        if chosen.golden_samples:
+        if chosen.golden_samples and stream is not None:
+            with progress.phase("golden cases from the task's test data"):
+                test = kind.load(loaded, None, "test", input_size=input_size, seq_len=seq_len)
+                shipped = golden_cases(
+                    kind,
+                    kind.model_inputs(test),
+                    shipped,
+                    lambda rows: {"model": stream.example(rows)},
+                )
+        elif chosen.golden_samples:
             with progress.phase("golden cases from the task's test data"):
                 shipped = export_golden(
                     kind, loaded, module, metadata, shipped, input_size=input_size,
@@ -226,6 +271,7 @@ def export(
         "ranges": manifest.ranges,
         "engines": built,
         "recurrences": recurrences,
+        **state_record,
         "warnings": [
             *_size_hint(loaded, kind.name, example, input_size, seq_len, chosen),
             *(line for c in checked for line in c.warnings()),

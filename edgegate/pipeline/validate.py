@@ -173,7 +173,7 @@ def _validate(
     if parity_samples < 1:
         raise BadInput(f"--parity-samples must be at least 1, got {parity_samples}")
     art = open_artifact(artifact)
-    streaming = bool((art.quant or {}).get("streaming"))
+    streaming = art.streaming
     if streaming and localize:
         raise BadInput(
             f"--localize does not apply to '{artifact}', a streaming export (states in and "
@@ -255,14 +255,17 @@ def _validate_stream(
 ) -> dict[str, Any]:
     """A streaming export (states in and out) run as a stream runs it: each window fed in
     ``REPORT_PIECES`` calls from zero states, each call's new states fed back as the next
-    call's. Judged against the fake-quant streaming step over whole windows in one pass, which
-    a stream must equal, with INT8's tolerance and the task's accuracy beside it."""
+    call's. Judged against the fake-quant streaming step (a float export: the float step) over
+    whole windows in one pass, which a stream must equal, with the precision's tolerance and
+    the task's accuracy beside it."""
     stream = Streaming(loaded)
     windows = kind.model_inputs(data).numpy()
     rows = np.ascontiguousarray(windows[: kind.parity_rows(parity_samples)])
     with progress.phase("load reference"):
         reference_module = reference_for(art, loaded)
-    reference = stream.torch_predict(reference_module)
+    # a float export (`export --streaming`) is judged against the LM's own streaming step
+    step = stream.module() if reference_module is loaded.module else reference_module
+    reference = stream.torch_predict(step)
     with art.runner(threads=threads) as cand:
         candidate = stream.runner_predict(cand, REPORT_PIECES)
         with progress.phase(f"parity on {len(rows)} windows, each in {REPORT_PIECES} calls"):
@@ -276,7 +279,7 @@ def _validate_stream(
         inputs, outputs = stream.names()
         stem = art.stem_of(art.model_path)
         base = stream.zero_feed(np.ascontiguousarray(windows[: art.target.max_batch]))
-        subject = RangeSubject(reference_module, inputs, outputs, base)
+        subject = RangeSubject(step, inputs, outputs, base)
         ranges = check_declared_ranges(art, {stem: subject}, frozenset(), threads, progress)
         accuracy_block = None
         if with_accuracy:

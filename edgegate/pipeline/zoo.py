@@ -46,6 +46,7 @@ def model_table() -> list[dict[str, Any]]:
                 "default_input": list(info.default_input),
                 "options": dict(info.options),
                 "shipped_weights": shipped.get(info.name, []),
+                "train_command": info.train_command or None,
                 "description": info.description,
             }
         )
@@ -139,9 +140,10 @@ def evaluate(
     """Score a model (shipped weights unless a checkpoint is given) on a data split."""
     loaded = load_model(model, checkpoint, trust_code=trust_code)
     if checkpoint is None and loaded.info is not None and shipped_weights(loaded.spec) is None:
+        command = loaded.info.train_command or f"edgegate train {loaded.spec} -o ckpt.pt"
         raise BadInput(
             f"no shipped weights for '{loaded.spec}': pass --checkpoint (train one with "
-            f"`edgegate train {loaded.spec} -o ckpt.pt`)"
+            f"`{command}`)"
         )
     kind = resolve_task(loaded, task)
     eval_data = kind.load(loaded, data, split, input_size=input_size, seq_len=seq_len)

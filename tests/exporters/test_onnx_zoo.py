@@ -16,6 +16,7 @@ SMALL = {
     "qvit": "qvit:attention=gated,depth=1",
     "qlm": "qlm:attention=clipped,depth=1",
     "gla-lm": "gla-lm:depth=1",
+    "gla-lm-25m": "gla-lm-25m:depth=1",
     "hgrn-lm": "hgrn-lm:depth=1",
     "gdn-lm": "gdn-lm:depth=1",
 }

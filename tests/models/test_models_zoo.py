@@ -17,7 +17,8 @@ from edgegate.models.gc_mobilenet import GCMobileNet
 
 NAMES = [info.name for info in list_models()]
 MAX_PARAMS = 450_000
-FULL_SIZE = {"mobilenet-v3-large-se": 4_500_000}  # exists to be big: INT8 speed is measured on it
+# exist to be big: INT8 speed (the CNN) and weight-bound decode speed (the LM) are measured on them
+FULL_SIZE = {"mobilenet-v3-large-se": 4_500_000, "gla-lm-25m": 26_000_000}
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +34,7 @@ def test_zoo_lists_the_expected_models() -> None:
         "qvit",
         "qlm",
         "gla-lm",
+        "gla-lm-25m",
         "hgrn-lm",
         "gdn-lm",
     }
@@ -195,3 +197,43 @@ def test_the_full_size_cnn_has_mobilenet_v3_large_cost_at_224() -> None:
     macs = count_macs(model, (torch.zeros(1, 3, 224, 224),))
     assert 200e6 <= macs <= 230e6
     assert sum(isinstance(m, SqueezeExcite) for m in model.modules()) == 8
+
+
+def test_large_gla_lm_is_25m_params_and_names_its_training_command():
+    from edgegate.models import get_info, shipped_weights
+
+    info = get_info("gla-lm-25m")
+    assert info.task == "lm" and shipped_weights("gla-lm-25m") is None
+    assert 20_000_000 <= count_params(build_model("gla-lm-25m")) <= 50_000_000
+    assert info.train_command.startswith("edgegate train gla-lm-25m --data stdlib ")
+    assert count_params(build_model("gla-lm-25m:depth=1")) < 4_000_000  # options still apply
+
+
+def test_weightless_zoo_entry_evaluates_to_its_training_command(run_cli):
+    from tests.conftest import assert_one_line_error
+
+    result = run_cli("evaluate", "gla-lm-25m")
+    assert_one_line_error(result, "no shipped weights for 'gla-lm-25m'", "--max-steps 300")
+    listed = run_cli("models")
+    assert listed.code == 0
+    assert "gla-lm-25m ships no weights (random init until trained): edgegate train" in (
+        listed.stdout
+    )
+
+
+@pytest.mark.slow
+def test_documented_training_command_runs(run_cli, tmp_path):
+    """The zoo entry's command as written, capped at 2 steps (about 25 s on 2 cores, most of
+    it scoring the 86,400 test bytes)."""
+    import shlex
+
+    from edgegate.models import get_info, load_checkpoint
+
+    args = shlex.split(get_info("gla-lm-25m").train_command)[1:]
+    out = tmp_path / "gla-lm-25m.pt"
+    args[args.index("-o") + 1] = str(out)
+    args[args.index("--max-steps") + 1] = "2"
+    result = run_cli(*args)
+    assert result.code == 0, result.stderr
+    checkpoint = load_checkpoint(out)
+    assert checkpoint["spec"] == "gla-lm-25m" and checkpoint["extra"]["steps"] == 2

@@ -231,3 +231,49 @@ def test_gla_lm_int8_error_grows_at_most_2x_over_512_tokens(tmp_path):
     assert result["passed"], result["failures"]
     timestep = result["timestep"]
     assert timestep["growth_last_over_first"] <= 2.0, timestep
+
+
+@pytest.fixture(scope="module")
+def float_stream(tmp_path_factory):
+    from edgegate.pipeline.export import export
+
+    out = tmp_path_factory.mktemp("fstream") / "gla"
+    return out, export(SPEC, out, target="onnxruntime", seq_len=32, streaming=True)
+
+
+def test_float_streaming_export_one_token_at_a_time_equals_one_pass(float_stream):
+    """`export --streaming`: the FP32 step, decoded one token per call with the states fed
+    back, gives the logits of the LM run over the whole sequence (a decoder's loop)."""
+    import torch
+
+    from edgegate.models import load_model
+
+    out, result = float_stream
+    assert [i["name"] for i in result["inputs"]] == ["tokens", "state0"]
+    assert result["streaming"]["state_outputs"] == ["new_state0"]
+    assert read_manifest(out).extra["streaming"]["state_quantized"] is False
+    tokens = np.random.default_rng(0).integers(0, 256, (2, 24)).astype(np.int64)
+    with OnnxRuntimeRunner(out / "model.onnx", threads=1) as runner:
+        stepped, _ = _run_pieces(runner, tokens, list(range(1, 24)))
+    lm = load_model(SPEC, out / "weights.pt").module.eval()  # the random init it stored
+    with torch.no_grad():
+        whole = lm(torch.from_numpy(tokens)).numpy()
+    assert np.abs(stepped - whole).max() < 1e-4
+
+
+def test_float_streaming_export_validates_as_a_stream(float_stream):
+    from edgegate.pipeline.validate import validate
+
+    out, _ = float_stream
+    result = validate(out, parity_samples=16)
+    assert result["passed"], result
+    assert "4 calls" in result["fed"]
+
+
+def test_export_streaming_refuses_a_model_without_state(tmp_path):
+    from edgegate.errors import BadInput
+    from edgegate.pipeline.export import export
+
+    with pytest.raises(BadInput, match="carries no recurrent state"):
+        export("qlm:depth=1", tmp_path / "q", target="onnxruntime", streaming=True)
+    assert not (tmp_path / "q").exists()
