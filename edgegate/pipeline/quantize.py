@@ -120,16 +120,22 @@ def _checked_options(
 
 
 def _check_streaming_options(
-    streaming: bool, quantize_state: bool, qat_epochs: int, report: bool, target: Target
+    streaming: bool,
+    quantize_state: bool,
+    qat_epochs: int,
+    report: bool,
+    target: Target,
+    w4: bool = False,
 ) -> None:
-    """What a streaming INT8 export does not take, found before any work."""
+    """What a streaming INT8 export does not take, found before any work (a W4 one is
+    edgegate's weight-only rounding on every target, the target's toolchain or not)."""
     if quantize_state and not streaming:
         raise BadInput(
             "--quantize-state applies to --streaming exports: only their states are graph inputs"
         )
     if not streaming:
         return
-    if target.int8_toolchain:
+    if target.int8_toolchain and not w4:
         raise BadInput(
             f"--streaming is edgegate's brevitas INT8; target '{target.name}' quantizes with "
             f"its own toolchain ({target.int8_toolchain})"
@@ -397,7 +403,7 @@ def quantize(
         w4_config = W4Config(group_size=group_size, symmetric=target.w4_symmetric)
         w4_config.check()
         w4_settings = target.w4_settings(config.profile.name)
-    _check_streaming_options(streaming, quantize_state, qat_epochs, report, target)
+    _check_streaming_options(streaming, quantize_state, qat_epochs, report, target, w4)
     if target.int8_toolchain and not w4:
         _check_native_options(target, method, qat_epochs, report)
     check_equalize_options(target, equalize, granularity)
