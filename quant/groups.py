@@ -10,7 +10,8 @@ import torch
 
 from edgegate.errors import BadInput
 
-W4_MAX = 7  # symmetric INT4, restricted range: codes in [-7, 7]
+W4_MAX = 7  # symmetric INT4: codes in [-8, 7], the full two's-complement range
+W4_MIN = -8
 U4_MAX = 15  # asymmetric INT4: codes in [0, 15]
 W8_MAX = 127  # the kept layers' int8 per-channel weights, symmetric
 MIN_GROUP = 16  # ONNX Runtime's MatMulNBits: a power of two, at least 16
@@ -25,9 +26,12 @@ def quantize_groups(
     """Round-to-nearest INT4 of ``weight`` [out, in] per group of ``group_size`` inputs.
 
     ``clip`` ([out, in // group_size], in (0, 1]) shrinks each group's range before rounding
-    (AWQ's clipping search picks it); the clipped extremes still land on the end codes, so the
-    scale stays max|dequantized| / 7. Returns codes (int8 [out, in]), scales (float32
-    [out, in // group_size]) and, asymmetric only, zero points (int8, same shape as scales).
+    (AWQ's clipping search picks it). Symmetric groups use all 16 codes: the scale is
+    max(-min / 8, max / 7), so a group whose largest magnitude is negative gets a step 7/8 as
+    wide as a [-7, 7] grid would give it (every target stores -8: ONNX int4, MatMulNBits with
+    zero point 8, XNNPACK's code + 8 nibbles, Core ML's int4). Returns codes (int8 [out, in]),
+    scales (float32 [out, in // group_size]) and, asymmetric only, zero points (int8, same
+    shape as scales).
     A group of zeros gets scale 1 and codes 0.
     """
     out_f, in_f = weight.shape
@@ -36,9 +40,9 @@ def quantize_groups(
     w = weight.detach().float().reshape(out_f, in_f // group_size, group_size)
     ratio = 1.0 if clip is None else clip.float()
     if symmetric:
-        amax = w.abs().amax(-1) * ratio
-        scales = torch.where(amax > 0, amax / W4_MAX, torch.ones_like(amax))
-        codes = torch.round(w / scales[..., None]).clamp(-W4_MAX, W4_MAX)
+        reach = torch.maximum(-w.amin(-1) / -W4_MIN, w.amax(-1) / W4_MAX) * ratio
+        scales = torch.where(reach > 0, reach, torch.ones_like(reach))
+        codes = torch.round(w / scales[..., None]).clamp(W4_MIN, W4_MAX)
         return codes.reshape(out_f, in_f).to(torch.int8), scales.contiguous(), None
     low, high = w.amin(-1) * ratio, w.amax(-1) * ratio
     spread = high - low

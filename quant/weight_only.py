@@ -7,9 +7,10 @@ channel) or left float. Activations stay float, so the fake-quant model computes
 a kernel computes that dequantizes the weights and multiplies in float; every target's file is
 judged against it.
 
-Symmetric codes use the restricted range [-7, 7]: a target that requantizes the dequantized
-weight with its own symmetric rule (scale = max|w| / 7 per group) recovers these same codes.
-Asymmetric codes lie in [0, 15] with a zero point per group.
+Symmetric codes use the full range [-8, 7] (scale max(-min / 8, max / 7) per group); asymmetric
+codes lie in [0, 15] with a zero point per group. Every target's file carries these very codes
+and scales, written from the layer's buffers: none re-derives them from the dequantized weight
+(targets' own symmetric rules divide by 7 or 7.5 and would round to other codes).
 """
 
 from __future__ import annotations
