@@ -12,7 +12,7 @@ Every file is made by edgegate's own pipeline, as a user makes it: FP32 by
 (`edgegate quantize --streaming`), W4 by the same call with ``scheme="w4", group_size=32``.
 Each is the step ``(tokens, state0, ...) -> (logits, new_state0, ...)``. A cell the pipeline
 refuses prints as ``n/a: <its reason>`` (ExecuTorch's INT8 is PT2E, which has no streaming
-path; a build without ``--scheme w4`` prints ``n/a: --scheme w4 not available in this build``).
+path).
 
 Two speeds per row, batch 1, measured round-robin over all of a model's rows (each round
 runs every row once, so load on the machine hits them alike; the median round is reported):
@@ -59,7 +59,6 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 RUNTIMES = {"ort": "onnxruntime", "executorch": "executorch"}  # bench name -> edgegate target
 PRECISIONS = ("fp32", "int8", "w4")
-W4_MISSING = "--scheme w4 not available in this build"
 W4_GROUP = 32
 TOKENS = "tokens"
 
@@ -99,14 +98,6 @@ def export_seq_len(target_bounded: bool, prefill: int) -> int:
     return prefill if target_bounded else max(1, -(-prefill // 2))
 
 
-def w4_reason(err: Exception) -> str:
-    """The n/a reason of a W4 cell whose build failed: the keyword not taken yet (TypeError,
-    or a BadInput about the scheme) is the missing feature; any other refusal is its own."""
-    if isinstance(err, TypeError) or "scheme" in str(err):
-        return W4_MISSING
-    return first_line(err)
-
-
 def first_line(err: Exception) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
@@ -142,13 +133,8 @@ def build_cell(
         try:
             cell.verdict = _build(cell, target.name, out, seq_len, calib_samples, checkpoint,
                                   quantize_fn)  # fmt: skip
-        except (BadInput, TypeError) as err:
-            if cell.precision == "w4":
-                cell.na = w4_reason(err)
-            elif isinstance(err, TypeError):
-                raise
-            else:
-                cell.na = first_line(err)
+        except BadInput as err:  # a cell the pipeline refuses: its row says why
+            cell.na = first_line(err)
             return cell
         cell.build_s = round(time.perf_counter() - started, 1)
     path = model_file(out)

@@ -771,6 +771,14 @@ def _judge(
     return summary, shipped
 
 
+def disk_bytes(path: Path) -> int:
+    """A model file's bytes on disk; a package folder's (Core ML's .mlpackage) summed over the
+    files it holds."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
 def _sizes(
     target: Target,
     written: Path,
@@ -786,8 +794,8 @@ def _sizes(
         list(part.dynamic_dims), {},
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = target.export(float_part, Path(tmp)).path.stat().st_size
-    size = written.stat().st_size
+        fp32 = disk_bytes(target.export(float_part, Path(tmp)).path)
+    size = disk_bytes(written)
     return {"export_bytes": size, "fp32_export_bytes": fp32, "ratio": round(size / fp32, 4)}
 
 

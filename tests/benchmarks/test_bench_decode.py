@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from edgegate.errors import BadInput
 from tests.conftest import load_benchmark
 
 
@@ -41,35 +40,12 @@ def test_ratios_are_against_fp32_of_the_same_model_and_runtime(bench):
 def test_table_prints_na_rows_with_their_reason(bench):
     ok = _cell(bench, "fp32", "ort", 1234.5, 6789.0)
     ok.file_mb, ok.peak_rss_mb, ok.model_rss_mb = 1.65, 82.0, 17.5
-    na = bench.Cell("m", "w4", "executorch", na=bench.W4_MISSING)
+    na = bench.Cell("m", "int8", "executorch", na="--streaming is edgegate's brevitas INT8")
     lines = bench.table([ok, na]).splitlines()
     assert lines[0].split()[:3] == ["model", "prec", "runtime"]
     assert "1234.5" in lines[1] and "6789.0" in lines[1] and "1.65" in lines[1]
-    assert lines[2].split()[:3] == ["m", "W4", "executorch"]
-    assert lines[2].endswith("n/a: --scheme w4 not available in this build")
-
-
-def test_w4_reason_tells_a_missing_scheme_from_other_refusals(bench):
-    assert bench.w4_reason(TypeError("quantize() got an unexpected keyword 'scheme'")) == (
-        bench.W4_MISSING
-    )
-    assert bench.w4_reason(BadInput("unknown --scheme 'w4'")) == bench.W4_MISSING
-    other = BadInput("--streaming is edgegate's brevitas INT8; target 'executorch' ...")
-    assert bench.w4_reason(other).startswith("--streaming is edgegate's")
-
-
-def test_w4_cell_is_na_when_quantize_takes_no_scheme(bench, tmp_path):
-    """A quantize without the ``scheme`` keyword (this build's, before W4 lands) makes the
-    row n/a instead of failing the run; nothing is written."""
-
-    def quantize_without_scheme(model, out, *, profile, streaming, seq_len, calib_samples,
-                                checkpoint):  # fmt: skip
-        raise AssertionError("reached without the scheme keyword")
-
-    cell = bench.Cell("gla-lm", "w4", "ort")
-    bench.build_cell(cell, tmp_path / "w4", 64, 8, None, quantize_fn=quantize_without_scheme)
-    assert cell.na == bench.W4_MISSING and cell.path is None
-    assert not (tmp_path / "w4").exists()
+    assert lines[2].split()[:3] == ["m", "INT8", "executorch"]
+    assert lines[2].endswith("n/a: --streaming is edgegate's brevitas INT8")
 
 
 def test_executorch_int8_streaming_is_na_with_the_pipelines_reason(bench, tmp_path):
