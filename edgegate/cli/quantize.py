@@ -66,7 +66,8 @@ SchemeOpt = Annotated[
         "--scheme",
         help="int8: brevitas INT8 PTQ (default). w4: weight-only INT4 for language models "
         "(AWQ-scaled groups; scan gate and output-gate projections stay int8; activations "
-        "float): MatMulNBits for onnxruntime, int4 DequantizeLinear for tensorrt.",
+        "float): MatMulNBits for onnxruntime, int4 DequantizeLinear for tensorrt, XNNPACK "
+        "8da4w for executorch, iOS18 int4 per-block constexprs for coreml.",
     ),
 ]
 GroupSizeOpt = Annotated[
