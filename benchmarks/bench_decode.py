@@ -454,7 +454,7 @@ def parse_checkpoints(items: list[str]) -> dict[str, Path]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--models", default=None, help="default gla-lm,gla-lm-25m")
     parser.add_argument("--precisions", default=None, help="default fp32,int8,w4")
     parser.add_argument("--runtimes", default="ort,executorch")
