@@ -85,9 +85,12 @@ class ExecuTorchTarget(Target):
         return module  # export_pte_8da4w converts the W4 layers itself
 
     def export(self, part: ExportPart, directory: Path) -> ExportedFile:
-        if part.metadata.get("scheme") == "w4":
-            return self._export_w4(part, directory)
-        written = export_pte(
+        w4 = part.metadata.get("scheme") == "w4"
+        if w4:  # the W4 layers become 8da4w linears, read back from the .pte once written
+            from edgegate.exporters.executorch.w4 import export_pte_8da4w as lower
+        else:
+            lower = export_pte
+        lowered = lower(
             part.module,
             part.args,
             directory / self.file_name(part.stem),
@@ -97,35 +100,15 @@ class ExecuTorchTarget(Target):
             metadata=part.metadata,
             ranges=part.ranges,
         )
+        written = lowered.export if w4 else lowered
         record = {
             "dynamic_ranges": written.ranges,
             "static_dims": written.static_dims,
             "xnnpack_delegates": written.delegated_nodes,
             "portable_ops": written.portable_ops,
         }
-        return ExportedFile(written.path, written.inputs, [], record, written.static_reasons)
-
-    def _export_w4(self, part: ExportPart, directory: Path) -> ExportedFile:
-        from edgegate.exporters.executorch.w4 import export_pte_8da4w
-
-        w4 = export_pte_8da4w(
-            part.module,
-            part.args,
-            directory / self.file_name(part.stem),
-            input_names=part.input_names,
-            output_names=part.output_names,
-            dynamic_dims=part.dynamic_dims,
-            metadata=part.metadata,
-            ranges=part.ranges,
-        )
-        written = w4.export
-        record = {
-            "dynamic_ranges": written.ranges,
-            "static_dims": written.static_dims,
-            "xnnpack_delegates": written.delegated_nodes,
-            "portable_ops": written.portable_ops,
-            "w4_linears": len(w4.linears),  # read back from the .pte: codes as prepared
-        }
+        if w4:
+            record["w4_linears"] = len(lowered.linears)  # codes as prepared, read back
         return ExportedFile(written.path, written.inputs, [], record, written.static_reasons)
 
     def package(
